@@ -1,0 +1,147 @@
+"""The `flowdeck` command line: serve, migrate, config, token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+from app.db import DatabaseTarget, create_engine, resolve_database
+from app.errors import InputErrors
+from app.logs import configure_logging
+from app.migrate import migrate as apply_migrations
+from app.settings import Settings, get_settings
+
+
+def _database(settings: Settings) -> DatabaseTarget:
+    target = resolve_database(settings)
+    if target.embedded:
+        click.echo(f"Embedded PostgreSQL: data in {target.data_dir}", err=True)
+    return target
+
+
+async def _migrate(settings: Settings, url: str) -> None:
+    engine = create_engine(url, settings)
+    try:
+        await apply_migrations(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _bootstrap(settings: Settings, url: str) -> str | None:
+    """On an empty database, the first user's token; None when users exist."""
+    from app.services.bootstrap import has_users, issue_owner_token
+
+    engine = create_engine(url, settings)
+    try:
+        from app.db import session_factory
+
+        async with session_factory(engine)() as session:
+            if await has_users(session):
+                return None
+            _, _, created = await issue_owner_token(
+                session,
+                email=settings.bootstrap_email,
+                workspace_name=settings.bootstrap_workspace,
+                token_name="first token",
+            )
+            await session.commit()
+            return created.token
+    finally:
+        await engine.dispose()
+
+
+@click.group()
+def main() -> None:
+    """Flowdeck: the backend of a visual workflow builder."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default FLOWDECK_HOST).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default FLOWDECK_PORT).")
+def serve(host: str | None, port: int | None) -> None:
+    """Migrate the database, then serve the API (GraphiQL at /graphql)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    target = _database(settings)
+    asyncio.run(_migrate(settings, target.url))
+    token = asyncio.run(_bootstrap(settings, target.url)) if target.embedded else None
+    host = host or settings.host
+    port = settings.port if port is None else port
+    base = settings.public_url or f"http://{host}:{port}"
+    if token:
+        click.echo(
+            f"First start: created {settings.bootstrap_email}, owner of "
+            f'"{settings.bootstrap_workspace}".\n'
+            f"API token (shown once, keep it): {token}\n"
+            f"Use it as the header  Authorization: Bearer {token}",
+            err=True,
+        )
+    click.echo(f"GraphiQL: {base}/graphql", err=True)
+    app = create_app(settings, create_engine(target.url, settings))
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the database migrations (under an advisory lock)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    target = _database(settings)
+    asyncio.run(_migrate(settings, target.url))
+    click.echo("Database is at the newest migration.")
+
+
+@main.command()
+def config() -> None:
+    """Print the effective settings as JSON, secrets masked."""
+    click.echo(json.dumps(get_settings().masked(), indent=2, default=str))
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--email", required=True, help="The user; created when unknown.")
+@click.option("--workspace", required=True, help="Workspace name; created (owned) when missing.")
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+def token_create(email: str, workspace: str, name: str) -> None:
+    """Create an API token for EMAIL as owner of WORKSPACE; prints it once."""
+    from app.db import session_factory
+    from app.services.bootstrap import issue_owner_token
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    target = _database(settings)
+    asyncio.run(_migrate(settings, target.url))
+
+    async def create() -> Any:
+        engine = create_engine(target.url, settings)
+        try:
+            async with session_factory(engine)() as session:
+                result = await issue_owner_token(
+                    session, email=email, workspace_name=workspace, token_name=name
+                )
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        _, created_workspace, created = asyncio.run(create())
+    except InputErrors as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(
+        f'Token for {email.strip().lower()} (owner of "{created_workspace.name}"):', err=True
+    )
+    click.echo(created.token)

@@ -1,0 +1,17 @@
+"""SQLModel tables; importing this package registers all of them on the metadata."""
+
+from app.models.base import utcnow
+from app.models.user import ApiToken, User
+from app.models.workflow import Workflow, WorkflowVersion
+from app.models.workspace import Membership, Role, Workspace
+
+__all__ = [
+    "ApiToken",
+    "Membership",
+    "Role",
+    "User",
+    "Workflow",
+    "WorkflowVersion",
+    "Workspace",
+    "utcnow",
+]

@@ -1,0 +1,58 @@
+"""Workflows and their immutable versions (JSONB graphs)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Column, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlmodel import Field, SQLModel
+
+from app.models.base import foreign_key, jsonb, timestamp, uuid_pk
+
+
+class Workflow(SQLModel, table=True):
+    """A named workflow of a workspace; its graph lives in its versions."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        Index(
+            "uq_workflows_workspace_id_lower_name",
+            "workspace_id",
+            func.lower(text("name")),
+            unique=True,
+        ),
+        Index("ix_workflows_workspace_id_updated_at", "workspace_id", "updated_at", "id"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE")
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    is_template: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    template_category: str | None = Field(default=None, sa_column=Column(String(100)))
+    current_version: int = Field(sa_column=Column(Integer, nullable=False))
+    created_by_id: uuid.UUID | None = foreign_key("users.id", ondelete="SET NULL", nullable=True)
+    created_at: datetime = timestamp()
+    updated_at: datetime = timestamp()
+
+
+class WorkflowVersion(SQLModel, table=True):
+    """One immutable save of a workflow's graph, numbered 1, 2, 3 … per workflow."""
+
+    __tablename__ = "workflow_versions"
+    __table_args__ = (UniqueConstraint("workflow_id", "number"),)
+
+    id: uuid.UUID = uuid_pk()
+    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)
+    workflow_id: uuid.UUID = foreign_key("workflows.id", ondelete="CASCADE")
+    number: int = Field(sa_column=Column(Integer, nullable=False))
+    graph: Any = jsonb()
+    diagnostics: Any = jsonb(server_default="'[]'::jsonb")
+    message: str | None = Field(default=None, sa_column=Column(Text))
+    restored_from: int | None = Field(default=None, sa_column=Column(Integer))
+    created_by_id: uuid.UUID | None = foreign_key("users.id", ondelete="SET NULL", nullable=True)
+    created_at: datetime = timestamp()

@@ -1,0 +1,1 @@
+"""Business operations, one module per domain noun; the caller owns the transaction."""

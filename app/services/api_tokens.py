@@ -1,0 +1,77 @@
+"""API tokens: created for the caller, shown once, and turned back into a principal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.auth.principal import Principal
+from app.auth.tokens import generate_token, hash_token, looks_like_token
+from app.errors import ErrorCode, FieldError, InputErrors, Unauthenticated
+from app.models import ApiToken, Membership, User, utcnow
+from app.services.text import clean_name
+
+# last_used_at is a hint for people; writing it more often than this costs a write a request.
+LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedToken:
+    """A new token row and its secret value, which is never shown again."""
+
+    api_token: ApiToken
+    token: str
+
+
+async def create_api_token(
+    session: AsyncSession, *, user: User, name: str, expires_at: datetime | None
+) -> CreatedToken:
+    """A new API token for ``user``; the clear token is returned only here."""
+    clean, errors = clean_name(name, ("input", "name"))
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            errors.append(
+                FieldError(("input", "expiresAt"), ErrorCode.INVALID, "Give a time zone offset.")
+            )
+        elif expires_at <= utcnow():
+            errors.append(
+                FieldError(("input", "expiresAt"), ErrorCode.INVALID, "Must be in the future.")
+            )
+    if errors:
+        raise InputErrors(errors)
+    token = generate_token()
+    row = ApiToken(user_id=user.id, name=clean, token_hash=hash_token(token), expires_at=expires_at)
+    session.add(row)
+    await session.flush()
+    return CreatedToken(api_token=row, token=token)
+
+
+async def authenticate(session: AsyncSession, *, token: str) -> Principal:
+    """The principal of a bearer token; raises Unauthenticated for anything else."""
+    if not looks_like_token(token):
+        raise Unauthenticated("Invalid API token.")
+    found = (
+        await session.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)  # type: ignore[arg-type]
+            .where(ApiToken.token_hash == hash_token(token))
+        )
+    ).first()
+    if found is None:
+        raise Unauthenticated("Invalid API token.")
+    api_token, user = found
+    now = utcnow()
+    if api_token.expires_at is not None and api_token.expires_at <= now:
+        raise Unauthenticated("This API token has expired.")
+    if api_token.last_used_at is None or now - api_token.last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now)  # type: ignore[arg-type]
+        )
+        await session.commit()
+    memberships = await session.execute(
+        select(Membership.workspace_id, Membership.role).where(Membership.user_id == user.id)
+    )
+    return Principal(user=user, roles={ws: role for ws, role in memberships.all()})

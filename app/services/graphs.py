@@ -1,0 +1,81 @@
+"""Checking and encoding a workflow graph once, before it is stored."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app.engine.graph import Diagnostic, GraphLimits, Severity, has_errors, validate_graph
+from app.errors import ErrorCode, FieldError, InputErrors
+from app.settings import Settings
+
+EMPTY_GRAPH: dict[str, Any] = {"nodes": [], "edges": []}
+
+
+@dataclass(frozen=True, slots=True)
+class GraphPolicy:
+    """The size limits a stored graph must keep."""
+
+    limits: GraphLimits
+    max_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GraphPolicy:
+        """The policy configured by the FLOWDECK_MAX_GRAPH_* settings."""
+        return cls(
+            limits=GraphLimits(
+                max_nodes=settings.max_graph_nodes,
+                max_edges=settings.max_graph_edges,
+                max_depth=settings.max_graph_depth,
+                max_string_length=settings.max_string_length,
+            ),
+            max_bytes=settings.max_graph_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedGraph:
+    """A graph that may be stored: its compact JSON text and its warnings."""
+
+    graph: Any
+    encoded: str
+    diagnostics: list[Diagnostic]
+
+
+def prepare_graph(graph: Any, policy: GraphPolicy, field: tuple[str, ...]) -> PreparedGraph:
+    """Validate and encode a graph; ERROR diagnostics raise GRAPH_INVALID user errors."""
+    diagnostics = validate_graph(graph, policy.limits)
+    if has_errors(diagnostics):
+        raise InputErrors(
+            [
+                FieldError(field + d.path, ErrorCode.GRAPH_INVALID, d.message)
+                for d in diagnostics
+                if d.severity is Severity.ERROR
+            ]
+        )
+    # Encoded once here and handed to PostgreSQL as text: no second encode on the way in.
+    encoded = json.dumps(graph, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    size = len(encoded.encode("utf-8"))
+    if size > policy.max_bytes:
+        raise InputErrors.single(
+            field,
+            ErrorCode.GRAPH_INVALID,
+            f"The graph is {size} bytes; the limit is {policy.max_bytes}.",
+        )
+    return PreparedGraph(graph=graph, encoded=encoded, diagnostics=diagnostics)
+
+
+def diagnostics_to_json(diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
+    """Diagnostics as stored in a version's ``diagnostics`` column."""
+    return [
+        {
+            "severity": d.severity.value,
+            "code": d.code,
+            "message": d.message,
+            "path": list(d.path),
+            "nodeId": d.node_id,
+            "edgeId": d.edge_id,
+        }
+        for d in diagnostics
+    ]

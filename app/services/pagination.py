@@ -1,0 +1,61 @@
+"""Keyset pagination: opaque cursors over a sort key, pages of at most 100."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from app.errors import ErrorCode, InputErrors
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of rows, with the sort key of each for its cursor."""
+
+    items: list[T]
+    cursors: list[str]
+    has_next_page: bool
+
+
+def encode_cursor(key: Sequence[Any]) -> str:
+    """An opaque cursor for a sort key."""
+    raw = json.dumps(list(key), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """The sort key of a cursor; an unreadable cursor is an INVALID user error."""
+    try:
+        if len(cursor) > 500:
+            raise ValueError("too long")
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(key, list) or len(key) != arity:
+            raise ValueError("wrong shape")
+        return key
+    except (ValueError, UnicodeError) as error:
+        raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error
+
+
+def check_page_size(first: int) -> int:
+    """Validate ``first``: 0 to 100."""
+    if first < 0 or first > MAX_PAGE_SIZE:
+        raise InputErrors.single(
+            ["first"], ErrorCode.INVALID, f"first must be between 0 and {MAX_PAGE_SIZE}."
+        )
+    return first
+
+
+def make_page(rows: list[T], first: int, key: Any) -> Page[T]:
+    """Cut the ``first + 1`` fetched rows into a page and compute its cursors."""
+    items = rows[:first]
+    return Page(
+        items=items, cursors=[encode_cursor(key(r)) for r in items], has_next_page=len(rows) > first
+    )

@@ -1,0 +1,120 @@
+"""Flowdeck's one settings object, read from the environment (prefix ``FLOWDECK_``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    """Where Flowdeck runs; development turns on GraphiQL and field suggestions."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of Flowdeck, each described; ``flowdeck config`` prints them masked."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWDECK_", extra="ignore")
+
+    env: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="development or production; production hides GraphiQL and suggestions.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "FLOWDECK_DATABASE_URL"),
+        description="postgresql:// URL of the server; unset starts an embedded PostgreSQL.",
+    )
+    data_dir: Path = Field(
+        Path(platformdirs.user_data_dir("flowdeck")),
+        description="Where the embedded PostgreSQL keeps its data (and generated keys).",
+    )
+    host: str = Field("127.0.0.1", description="Address `flowdeck serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `flowdeck serve` listens on.")
+    public_url: str | None = Field(
+        None, description="Base URL clients reach the API at (for printed and webhook URLs)."
+    )
+    graphiql: bool | None = Field(
+        None, description="Serve GraphiQL at /graphql; default: on in development only."
+    )
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_json: bool = Field(True, description="Log one JSON object a line (else key=value).")
+    db_pool_size: int = Field(10, ge=1, le=200, description="Database connections per process.")
+    db_pool_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load.")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest accepted HTTP request body, in bytes."
+    )
+    max_query_depth: int = Field(12, ge=2, description="Deepest GraphQL selection nesting.")
+    max_aliases: int = Field(30, ge=1, description="Most aliases in one GraphQL operation.")
+    max_tokens: int = Field(3000, ge=100, description="Most lexer tokens in one GraphQL document.")
+    max_graph_nodes: int = Field(500, ge=1, description="Most nodes in a workflow graph.")
+    max_graph_edges: int = Field(2000, ge=1, description="Most edges in a workflow graph.")
+    max_graph_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest workflow graph, in bytes of compact JSON."
+    )
+    max_graph_depth: int = Field(32, ge=4, description="Deepest JSON nesting inside a graph.")
+    max_string_length: int = Field(
+        100_000, ge=100, description="Longest string (characters) inside a graph."
+    )
+    bootstrap_email: str = Field(
+        "admin@localhost", description="Email of the first user made on an empty embedded database."
+    )
+    bootstrap_workspace: str = Field(
+        "My workspace",
+        description="Name of the first workspace made on an empty embedded database.",
+    )
+
+    @property
+    def development(self) -> bool:
+        """True when running in development."""
+        return self.env is Environment.DEVELOPMENT
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        """Whether /graphql serves GraphiQL to browsers."""
+        return self.development if self.graphiql is None else self.graphiql
+
+    @property
+    def embedded(self) -> bool:
+        """True when no DATABASE_URL is set and Flowdeck runs its own PostgreSQL."""
+        return self.database_url is None
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain values, secrets masked."""
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_url(value.get_secret_value())
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            values[name] = value
+        return values
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (or the whole value when it is not a URL)."""
+    if "://" not in url:
+        return "********"
+    scheme, rest = url.split("://", 1)
+    if "@" not in rest:
+        return url
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{host}" if ":" in credentials else url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

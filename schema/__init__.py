@@ -1,0 +1,61 @@
+"""The Flowdeck GraphQL schema: every query and mutation, with the request limits."""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
+
+from app.settings import Settings, get_settings
+from schema.errors import ErrorPolicy
+from schema.templates.mutations import TemplateMutations
+from schema.templates.queries import TemplateQueries
+from schema.workflows.mutations import WorkflowMutations
+from schema.workflows.queries import WorkflowQueries
+from schema.workspaces.mutations import WorkspaceMutations
+from schema.workspaces.queries import WorkspaceQueries
+
+Query = merge_types("Query", (WorkspaceQueries, WorkflowQueries, TemplateQueries))
+Mutation = merge_types("Mutation", (WorkflowMutations, TemplateMutations, WorkspaceMutations))
+
+
+class FlowdeckSchema(strawberry.Schema):
+    """Strawberry's schema without its per-error traceback logging.
+
+    Expected errors (not found, bad input) are not faults; unexpected ones are logged once,
+    with the request id, by ErrorPolicy.
+    """
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        return None
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    """The schema with the configured limits on depth, aliases and tokens."""
+    return FlowdeckSchema(
+        query=Query,
+        mutation=Mutation,
+        config=StrawberryConfig(disable_field_suggestions=not settings.development),
+        extensions=[
+            ErrorPolicy,
+            QueryDepthLimiter(max_depth=settings.max_query_depth),
+            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            MaxTokensLimiter(max_token_count=settings.max_tokens),
+            ParserCache(maxsize=256),
+            ValidationCache(maxsize=256),
+        ],
+    )
+
+
+schema = build_schema(get_settings())

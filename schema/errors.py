@@ -1,0 +1,89 @@
+"""User errors in payloads, and the top-level error policy (codes, masking, request ids)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from enum import Enum
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from app.errors import AccessError, ErrorCode, InputErrors
+from app.logs import current_request_id
+
+log = logging.getLogger("flowdeck.graphql")
+
+UserErrorCode = strawberry.enum(
+    Enum("UserErrorCode", {code.name: code.value for code in ErrorCode}),  # type: ignore[misc]
+    description="Why an input was refused.",
+)
+
+
+@strawberry.type(description="An expected failure of a mutation; nothing was written.")
+class UserError:
+    field: list[str] | None = strawberry.field(
+        description="Path to the input field at fault, e.g. [input, graph, nodes, 3, id]."
+    )
+    code: UserErrorCode = strawberry.field(description="Machine-readable reason.")  # type: ignore[valid-type]
+    message: str = strawberry.field(description="Human-readable explanation.")
+
+
+def user_errors(error: InputErrors) -> list[UserError]:
+    """The payload form of a service's InputErrors."""
+    return [
+        UserError(
+            field=list(e.field) if e.field is not None else None,
+            code=UserErrorCode[e.code.name],  # type: ignore[misc]
+            message=e.message,
+        )
+        for e in error.errors
+    ]
+
+
+class ErrorPolicy(SchemaExtension):
+    """Give access errors their ``extensions.code``; mask and log everything unexpected."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not getattr(result, "errors", None):
+            return
+        result.errors = [self._shape(error) for error in result.errors]  # type: ignore[union-attr]
+
+    def _shape(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if original is None or isinstance(original, GraphQLError):
+            return error  # syntax and validation errors: shown as they are
+        if isinstance(original, AccessError):
+            return GraphQLError(
+                str(original),
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": original.code},
+            )
+        if isinstance(original, InputErrors):
+            first = original.errors[0]
+            return GraphQLError(
+                str(original),
+                nodes=error.nodes,
+                path=error.path,
+                extensions={
+                    "code": "BAD_USER_INPUT",
+                    "reason": first.code.value,
+                    "field": list(first.field or ()),
+                },
+            )
+        request_id = current_request_id()
+        log.error(
+            "unexpected error in resolver",
+            exc_info=(type(original), original, original.__traceback__),
+            extra={"path": error.path, "request_id": request_id},
+        )
+        return GraphQLError(
+            "Unexpected error. It has been logged; quote the request id when reporting it.",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+        )

@@ -1,0 +1,55 @@
+"""Per-request DataLoaders: one query per kind of object, whatever the page size."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from strawberry.dataloader import DataLoader
+
+from app.models import User, WorkflowVersion, Workspace
+from app.services.versions import VersionKey, load_graphs, load_version_heads
+
+SessionGetter = Callable[[], AsyncSession]
+
+
+@dataclass(slots=True)
+class Loaders:
+    """The loaders of one request (or one WebSocket operation)."""
+
+    version_by_key: DataLoader[VersionKey, WorkflowVersion | None]
+    graph_by_version_id: DataLoader[uuid.UUID, Any]
+    user_by_id: DataLoader[uuid.UUID, User | None]
+    workspace_by_id: DataLoader[uuid.UUID, Workspace | None]
+
+
+def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Awaitable[list[Any]]]:
+    async def load(keys: list[uuid.UUID]) -> list[Any]:
+        rows = await session().execute(select(model).where(model.id.in_(keys)))
+        found = {row.id: row for row in rows.scalars()}
+        return [found.get(key) for key in keys]
+
+    return load
+
+
+def build_loaders(session: SessionGetter) -> Loaders:
+    """Fresh loaders reading through ``session()``."""
+
+    async def load_versions(keys: list[VersionKey]) -> list[WorkflowVersion | None]:
+        found = await load_version_heads(session(), keys=list(keys))
+        return [found.get(key) for key in keys]
+
+    async def load_version_graphs(keys: list[uuid.UUID]) -> list[Any]:
+        found = await load_graphs(session(), version_ids=list(keys))
+        return [found.get(key) for key in keys]
+
+    return Loaders(
+        version_by_key=DataLoader(load_fn=load_versions),
+        graph_by_version_id=DataLoader(load_fn=load_version_graphs),
+        user_by_id=DataLoader(load_fn=_by_id(session, User)),
+        workspace_by_id=DataLoader(load_fn=_by_id(session, Workspace)),
+    )

@@ -1,0 +1,125 @@
+"""Workflow mutations: create, save, rollback, delete, set template."""
+
+from __future__ import annotations
+
+import strawberry
+
+from app.services import workflows as workflow_service
+from schema.context import Info
+from schema.errors import UserError
+from schema.ids import decode_id, encode_id
+from schema.workflows.inputs import (
+    WorkflowCreateInput,
+    WorkflowRollbackInput,
+    WorkflowSaveInput,
+    WorkflowSetTemplateInput,
+)
+from schema.workflows.types import Workflow
+
+
+@strawberry.type(description="The workflow a mutation created or changed, or why not.")
+class WorkflowPayload:
+    workflow: Workflow | None = strawberry.field(description="Null when there are user errors.")
+    user_errors: list[UserError] = strawberry.field(description="Expected failures.")
+
+
+@strawberry.type(description="The id of the deleted workflow, or why not.")
+class WorkflowDeletePayload:
+    deleted_id: strawberry.ID | None = strawberry.field(description="The id it had.")
+    user_errors: list[UserError] = strawberry.field(description="Expected failures.")
+
+
+def workflow_payload(info: Info, outcome: object) -> WorkflowPayload:
+    value = getattr(outcome, "value", None)
+    if value is None:
+        return WorkflowPayload(workflow=None, user_errors=outcome.user_errors)  # type: ignore[attr-defined]
+    workflow, version = value if isinstance(value, tuple) else (value, None)
+    if version is not None:
+        loaders = info.context.loaders
+        loaders.version_by_key.prime((workflow.id, version.number), version)
+        loaders.graph_by_version_id.prime(version.id, version.graph)
+    return WorkflowPayload(workflow=Workflow.from_model(workflow), user_errors=[])
+
+
+@strawberry.type
+class WorkflowMutations:
+    @strawberry.mutation(description="A new workflow at version 1 (an empty canvas by default).")
+    async def workflow_create(self, info: Info, input: WorkflowCreateInput) -> WorkflowPayload:
+        ctx = info.context
+        workspace_id = decode_id("Workspace", input.workspace_id)
+        outcome = await ctx.transact(
+            lambda session, principal: workflow_service.create_workflow(
+                session,
+                principal=principal,
+                workspace_id=workspace_id,
+                name=input.name,
+                description=input.description,
+                graph=input.graph,
+                policy=ctx.runtime.graph_policy,
+            )
+        )
+        return workflow_payload(info, outcome)
+
+    @strawberry.mutation(
+        description="Save the graph as the next version (baseVersion must be current)."
+    )
+    async def workflow_save(self, info: Info, input: WorkflowSaveInput) -> WorkflowPayload:
+        ctx = info.context
+        workflow_id = decode_id("Workflow", input.workflow_id)
+        outcome = await ctx.transact(
+            lambda session, principal: workflow_service.save_workflow(
+                session,
+                principal=principal,
+                workflow_id=workflow_id,
+                graph=input.graph,
+                base_version=input.base_version,
+                message=input.message,
+                name=input.name,
+                description=input.description,
+                policy=ctx.runtime.graph_policy,
+            )
+        )
+        return workflow_payload(info, outcome)
+
+    @strawberry.mutation(description="A new version whose graph equals an older one.")
+    async def workflow_rollback(self, info: Info, input: WorkflowRollbackInput) -> WorkflowPayload:
+        ctx = info.context
+        workflow_id = decode_id("Workflow", input.workflow_id)
+        outcome = await ctx.transact(
+            lambda session, principal: workflow_service.rollback_workflow(
+                session,
+                principal=principal,
+                workflow_id=workflow_id,
+                to_version=input.to_version,
+                base_version=input.base_version,
+                policy=ctx.runtime.graph_policy,
+            )
+        )
+        return workflow_payload(info, outcome)
+
+    @strawberry.mutation(description="Delete a workflow and its history (owners only).")
+    async def workflow_delete(self, info: Info, id: strawberry.ID) -> WorkflowDeletePayload:
+        workflow_id = decode_id("Workflow", id)
+        outcome = await info.context.transact(
+            lambda session, principal: workflow_service.delete_workflow(
+                session, principal=principal, workflow_id=workflow_id
+            )
+        )
+        deleted = strawberry.ID(encode_id("Workflow", outcome.value)) if outcome.value else None
+        return WorkflowDeletePayload(deleted_id=deleted, user_errors=outcome.user_errors)
+
+    @strawberry.mutation(description="Offer a workflow as a workspace template, or stop.")
+    async def workflow_set_template(
+        self, info: Info, input: WorkflowSetTemplateInput
+    ) -> WorkflowPayload:
+        workflow_id = decode_id("Workflow", input.workflow_id)
+        outcome = await info.context.transact(
+            lambda session, principal: workflow_service.set_template(
+                session,
+                principal=principal,
+                workflow_id=workflow_id,
+                is_template=input.is_template,
+                category=input.category,
+            )
+        )
+        return workflow_payload(info, outcome)

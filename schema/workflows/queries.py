@@ -1,0 +1,32 @@
+"""Workflow queries: one workflow, and graph validation without saving."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.engine.graph import validate_graph
+from app.services import workflows as workflow_service
+from schema.context import Info
+from schema.ids import decode_id
+from schema.workflows.types import Diagnostic, Workflow
+
+
+@strawberry.type
+class WorkflowQueries:
+    @strawberry.field(description="A workflow of one of your workspaces.")
+    async def workflow(self, info: Info, id: strawberry.ID) -> Workflow | None:
+        ctx = info.context
+        row = await workflow_service.get_workflow(
+            ctx.session,
+            principal=await ctx.principal(),
+            workflow_id=decode_id("Workflow", id),
+        )
+        return Workflow.from_model(row)
+
+    @strawberry.field(description="The save-time checks of a graph, without saving it.")
+    async def validate_graph(self, info: Info, graph: JSON) -> list[Diagnostic]:
+        ctx = info.context
+        await ctx.principal()
+        diagnostics = validate_graph(graph, ctx.runtime.graph_policy.limits)
+        return [Diagnostic.from_model(d) for d in diagnostics]

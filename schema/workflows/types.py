@@ -1,0 +1,224 @@
+"""GraphQL types of workflows, versions, diagnostics and diffs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app import models
+from app.engine.diff import GraphDiff as GraphDiffModel
+from app.engine.graph import Diagnostic as DiagnosticModel
+from app.services import versions as version_service
+from schema.context import Info
+from schema.ids import encode_id
+from schema.pagination import Connection, connection
+from schema.workspaces.types import User, Workspace
+
+Severity = strawberry.enum(
+    Enum("Severity", {"ERROR": "ERROR", "WARNING": "WARNING"}),  # type: ignore[misc]
+    description="ERROR blocks a save; WARNING is saved and shown, and blocks execution.",
+)
+
+
+@strawberry.type(description="A finding of graph validation.")
+class Diagnostic:
+    severity: Severity = strawberry.field(description="ERROR or WARNING.")  # type: ignore[valid-type]
+    code: str = strawberry.field(description="Machine-readable code, e.g. EDGE_TARGET_UNKNOWN.")
+    message: str = strawberry.field(description="Human-readable explanation.")
+    node_id: str | None = strawberry.field(description="The node concerned, if any.")
+    edge_id: str | None = strawberry.field(description="The edge concerned, if any.")
+    path: list[str] = strawberry.field(description="Path into the graph, e.g. [nodes, 3, id].")
+
+    @classmethod
+    def from_model(cls, d: DiagnosticModel) -> Diagnostic:
+        """The type of an engine diagnostic."""
+        return cls(
+            severity=Severity[d.severity.value],  # type: ignore[misc]
+            code=d.code,
+            message=d.message,
+            node_id=d.node_id,
+            edge_id=d.edge_id,
+            path=list(d.path),
+        )
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Diagnostic:
+        """The type of a diagnostic stored with a version."""
+        return cls(
+            severity=Severity[d["severity"]],  # type: ignore[misc]
+            code=d["code"],
+            message=d["message"],
+            node_id=d.get("nodeId"),
+            edge_id=d.get("edgeId"),
+            path=list(d.get("path", [])),
+        )
+
+
+@strawberry.type(description="One immutable save of a workflow's graph.")
+class WorkflowVersion:
+    row: strawberry.Private[models.WorkflowVersion]
+
+    @strawberry.field(description="Opaque ID.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(encode_id("WorkflowVersion", self.row.id))
+
+    @strawberry.field(description="1, 2, 3 … per workflow, never reused.")
+    def number(self) -> int:
+        return self.row.number
+
+    @strawberry.field(description="The save message, if any.")
+    def message(self) -> str | None:
+        return self.row.message
+
+    @strawberry.field(description="When it was saved.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @strawberry.field(description="Who saved it (null when that user was removed).")
+    async def created_by(self, info: Info) -> User | None:
+        if self.row.created_by_id is None:
+            return None
+        row = await info.context.loaders.user_by_id.load(self.row.created_by_id)
+        return User.from_model(row) if row else None
+
+    @strawberry.field(description="The version number a rollback copied, else null.")
+    def restored_from(self) -> int | None:
+        return self.row.restored_from
+
+    @strawberry.field(description="The graph exactly as saved, unknown keys included.")
+    async def graph(self, info: Info) -> JSON:
+        return await info.context.loaders.graph_by_version_id.load(self.row.id)
+
+    @strawberry.field(description="Warnings found when it was saved (errors block a save).")
+    def diagnostics(self) -> list[Diagnostic]:
+        return [Diagnostic.from_json(d) for d in self.row.diagnostics or []]
+
+    @classmethod
+    def from_model(cls, row: models.WorkflowVersion) -> WorkflowVersion:
+        """The type of a row."""
+        return cls(row=row)
+
+
+@strawberry.type(description="A node present in both versions whose content differs.")
+class NodeChange:
+    node_id: str = strawberry.field(description="The node's id.")
+    fields: list[str] = strawberry.field(description="Top-level keys of the node that differ.")
+
+
+@strawberry.type(description="What changed between two versions, by node and edge id.")
+class GraphDiff:
+    nodes_added: list[str] = strawberry.field(description="Ids of nodes only in `to`.")
+    nodes_removed: list[str] = strawberry.field(description="Ids of nodes only in `from`.")
+    nodes_changed: list[NodeChange] = strawberry.field(description="Nodes in both that differ.")
+    edges_added: list[str] = strawberry.field(description="Ids of edges only in `to`.")
+    edges_removed: list[str] = strawberry.field(description="Ids of edges only in `from`.")
+    edges_changed: list[str] = strawberry.field(description="Ids of edges in both that differ.")
+
+    @classmethod
+    def from_model(cls, d: GraphDiffModel) -> GraphDiff:
+        """The type of an engine diff."""
+        return cls(
+            nodes_added=d.nodes_added,
+            nodes_removed=d.nodes_removed,
+            nodes_changed=[NodeChange(node_id=c.node_id, fields=c.fields) for c in d.nodes_changed],
+            edges_added=d.edges_added,
+            edges_removed=d.edges_removed,
+            edges_changed=d.edges_changed,
+        )
+
+
+@strawberry.type(description="A workflow: a name and a history of graph versions.")
+class Workflow:
+    row: strawberry.Private[models.Workflow]
+
+    @strawberry.field(description="Opaque ID.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(encode_id("Workflow", self.row.id))
+
+    @strawberry.field(description="Name, unique in its workspace (case-insensitive).")
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field(description="Free text description.")
+    def description(self) -> str:
+        return self.row.description
+
+    @strawberry.field(description="Offered as one of its workspace's templates.")
+    def is_template(self) -> bool:
+        return self.row.is_template
+
+    @strawberry.field(description="Gallery category when it is a template.")
+    def template_category(self) -> str | None:
+        return self.row.template_category
+
+    @strawberry.field(description="When it was created.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @strawberry.field(description="When its last version was saved (or details changed).")
+    def updated_at(self) -> datetime:
+        return self.row.updated_at
+
+    @strawberry.field(description="The workspace it belongs to.")
+    async def workspace(self, info: Info) -> Workspace:
+        row = await info.context.loaders.workspace_by_id.load(self.row.workspace_id)
+        assert row is not None
+        return Workspace.from_model(row)
+
+    @strawberry.field(description="Who created it (null when that user was removed).")
+    async def created_by(self, info: Info) -> User | None:
+        if self.row.created_by_id is None:
+            return None
+        row = await info.context.loaders.user_by_id.load(self.row.created_by_id)
+        return User.from_model(row) if row else None
+
+    @strawberry.field(description="The newest version.")
+    async def current_version(self, info: Info) -> WorkflowVersion:
+        row = await info.context.loaders.version_by_key.load(
+            (self.row.id, self.row.current_version)
+        )
+        assert row is not None
+        return WorkflowVersion.from_model(row)
+
+    @strawberry.field(description="One version by number (null when there is none).")
+    async def version(self, info: Info, number: int) -> WorkflowVersion | None:
+        row = await info.context.loaders.version_by_key.load((self.row.id, number))
+        return WorkflowVersion.from_model(row) if row else None
+
+    @strawberry.field(description="The history, newest version first.")
+    async def versions(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> Connection[WorkflowVersion]:
+        ctx = info.context
+        page = await version_service.list_versions(
+            ctx.session, workflow=self.row, first=first, after=after
+        )
+        workflow = self.row
+        return connection(
+            page,
+            WorkflowVersion.from_model,  # type: ignore[arg-type]
+            lambda: _count(workflow),
+        )
+
+    @strawberry.field(description="What changed between two versions, by node and edge id.")
+    async def diff(
+        self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int
+    ) -> GraphDiff:
+        model = await version_service.diff_versions(
+            info.context.session, workflow=self.row, from_number=from_, to_number=to
+        )
+        return GraphDiff.from_model(model)
+
+    @classmethod
+    def from_model(cls, row: models.Workflow) -> Workflow:
+        """The type of a row."""
+        return cls(row=row)
+
+
+async def _count(workflow: models.Workflow) -> int:
+    # Versions are numbered 1..current without gaps (a unique constraint and one bump a save).
+    return workflow.current_version

@@ -1,0 +1,29 @@
+"""Inputs of workspace administration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from schema.workspaces.types import Role
+
+
+@strawberry.input(description="A new workspace; you become its owner.")
+class WorkspaceCreateInput:
+    name: str = strawberry.field(description="Display name.")
+
+
+@strawberry.input(description="Give someone a role in a workspace (owners only).")
+class MemberSetInput:
+    workspace_id: strawberry.ID = strawberry.field(description="The workspace.")
+    email: str = strawberry.field(description="The person; created when unknown.")
+    role: Role = strawberry.field(description="Their new role.")  # type: ignore[valid-type]
+
+
+@strawberry.input(description="A new API token for yourself.")
+class ApiTokenCreateInput:
+    name: str = strawberry.field(description="What it is for, e.g. 'CI deploy script'.")
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="When it stops working (with a time zone); never when null."
+    )

@@ -1,0 +1,26 @@
+"""Who am I, and one workspace."""
+
+from __future__ import annotations
+
+import strawberry
+
+from app.services import workspaces as workspace_service
+from schema.context import Info
+from schema.ids import decode_id
+from schema.workspaces.types import Viewer, Workspace
+
+
+@strawberry.type
+class WorkspaceQueries:
+    @strawberry.field(description="The signed-in user.")
+    async def viewer(self, info: Info) -> Viewer:
+        principal = await info.context.principal()
+        return Viewer.from_model(principal.user)
+
+    @strawberry.field(description="One of your workspaces.")
+    async def workspace(self, info: Info, id: strawberry.ID) -> Workspace | None:
+        ctx = info.context
+        row = await workspace_service.get_workspace(
+            ctx.session, principal=await ctx.principal(), workspace_id=decode_id("Workspace", id)
+        )
+        return Workspace.from_model(row)

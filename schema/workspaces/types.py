@@ -1,0 +1,135 @@
+"""GraphQL types of workspaces, users and memberships."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+from app import models
+from app.models import Role as RoleModel
+from app.services import workflows as workflow_service
+from schema.context import Info
+from schema.ids import encode_id
+from schema.pagination import Connection, connection
+
+if TYPE_CHECKING:
+    from schema.workflows.types import Workflow
+
+Role = strawberry.enum(RoleModel, description="A member's role, weakest first.")
+
+
+@strawberry.type(description="A person.")
+class User:
+    row: strawberry.Private[models.User]
+
+    @strawberry.field(description="Opaque ID.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(encode_id("User", self.row.id))
+
+    @strawberry.field(description="Email address (lower case).")
+    def email(self) -> str:
+        return self.row.email
+
+    @strawberry.field(description="Display name.")
+    def name(self) -> str:
+        return self.row.name
+
+    @classmethod
+    def from_model(cls, row: models.User) -> User:
+        """The type of a row."""
+        return cls(row=row)
+
+
+@strawberry.type(description="A tenant: workflows, runs and secrets belong to one workspace.")
+class Workspace:
+    row: strawberry.Private[models.Workspace]
+
+    @strawberry.field(description="Opaque ID.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(encode_id("Workspace", self.row.id))
+
+    @strawberry.field(description="Display name.")
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field(description="When it was created.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @strawberry.field(description="Your role in this workspace.")
+    async def viewer_role(self, info: Info) -> Role:  # type: ignore[valid-type]
+        principal = await info.context.principal()
+        role = principal.role_in(self.row.id)
+        assert role is not None
+        return role
+
+    @strawberry.field(description="Workflows, newest-updated first; `search` matches names.")
+    async def workflows(
+        self, info: Info, first: int = 20, after: str | None = None, search: str | None = None
+    ) -> Connection[Annotated[Workflow, strawberry.lazy("schema.workflows.types")]]:
+        from schema.workflows.types import Workflow
+
+        ctx = info.context
+        page = await workflow_service.list_workflows(
+            ctx.session,
+            principal=await ctx.principal(),
+            workspace_id=self.row.id,
+            first=first,
+            after=after,
+            search=search,
+        )
+        return connection(
+            page,
+            Workflow.from_model,  # type: ignore[arg-type]
+            lambda: workflow_service.count_workflows(
+                ctx.session, workspace_id=self.row.id, search=search
+            ),
+        )
+
+    @classmethod
+    def from_model(cls, row: models.Workspace) -> Workspace:
+        """The type of a row."""
+        return cls(row=row)
+
+
+@strawberry.type(description="A user's role in a workspace.")
+class Membership:
+    row: strawberry.Private[models.Membership]
+
+    @strawberry.field(description="The role.")
+    def role(self) -> Role:  # type: ignore[valid-type]
+        return self.row.role
+
+    @strawberry.field(description="The workspace.")
+    async def workspace(self, info: Info) -> Workspace:
+        row = await info.context.loaders.workspace_by_id.load(self.row.workspace_id)
+        assert row is not None
+        return Workspace.from_model(row)
+
+    @strawberry.field(description="The member.")
+    async def user(self, info: Info) -> User:
+        row = await info.context.loaders.user_by_id.load(self.row.user_id)
+        assert row is not None
+        return User.from_model(row)
+
+    @classmethod
+    def from_model(cls, row: models.Membership) -> Membership:
+        """The type of a row."""
+        return cls(row=row)
+
+
+@strawberry.type(description="The signed-in user.")
+class Viewer(User):
+    @strawberry.field(description="Your workspaces and your role in each.")
+    async def memberships(self, info: Info) -> list[Membership]:
+        from app.services.workspaces import list_memberships
+
+        rows = await list_memberships(info.context.session, user_id=self.row.id)
+        return [Membership.from_model(row) for row in rows]
+
+    @classmethod
+    def from_model(cls, row: models.User) -> Viewer:
+        """The type of a row."""
+        return cls(row=row)
