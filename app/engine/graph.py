@@ -1,14 +1,10 @@
 """Validation of workflow graphs saved by the builder (React Flow ``toObject()`` output).
 
-The graph arrives from an untrusted client as an already-decoded JSON value, so it may be
-*any* value, including hostile ones (NaN, huge integers, NUL bytes, lone surrogates, nesting
-100,000 levels deep).  :func:`validate_graph` first checks that the value can be stored as
-strict JSON / PostgreSQL JSONB (:func:`check_json_value`), then checks the structure
-(nodes, edges, ids, references) and finally, when there are no errors, computes warnings
-(cycles, missing trigger, unreachable nodes).
-
-ERROR diagnostics block a save; WARNING diagnostics are saved and shown, and block execution.
-Every walk is iterative and linear in the size of the graph.
+The graph comes from an untrusted client, so it may be *any* JSON-decoded value, including
+hostile ones (NaN, huge integers, NUL, lone surrogates, nesting 100,000 deep).
+:func:`validate_graph` first checks that it can be stored as strict JSON / PostgreSQL JSONB
+(:func:`check_json_value`), then checks its structure, and, when there are no ERRORs (which
+block a save), computes WARNINGs (which block execution). All walks are iterative and linear.
 """
 
 from __future__ import annotations
@@ -16,8 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from types import UnionType
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 #: check_json_value stops after this many diagnostics.
@@ -25,6 +20,8 @@ MAX_JSON_DIAGNOSTICS = 50
 
 _INT_BOUND = 2**63
 _MESSAGE_ID_CHARS = 80
+_KIND_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+_KIND_NAMES.update({bool: "boolean", type(None): "null"})
 _ENDPOINTS = (("source", "EDGE_SOURCE_UNKNOWN", "from"), ("target", "EDGE_TARGET_UNKNOWN", "to"))
 
 
@@ -62,28 +59,15 @@ def _error(code: str, message: str, path: tuple[str, ...], **ids: str | None) ->
     return Diagnostic(Severity.ERROR, code, message, path, **ids)
 
 
-_KINDS: tuple[tuple[type | UnionType, str], ...] = (
-    (bool, "boolean"),
-    (int | float, "number"),
-    (str, "string"),
-    (list, "array"),
-    (dict, "object"),
-)
-
-
 def _kind(value: object) -> str:
-    """Name the JSON type of a value (or its Python type when it is not JSON)."""
-    if value is None:
-        return "null"
-    kind = next((name for types, name in _KINDS if isinstance(value, types)), None)
-    return kind or f"Python {type(value).__name__}"
+    """Name the JSON type of a value (or its Python type when it is not plain JSON)."""
+    return _KIND_NAMES.get(type(value)) or f"Python {type(value).__name__}"
 
 
 def _quote(text: str) -> str:
     """Quote a (validated) string for a message, shortening very long ones."""
-    if len(text) > _MESSAGE_ID_CHARS:
-        return f'"{text[:_MESSAGE_ID_CHARS]}..."'
-    return f'"{text}"'
+    short = len(text) <= _MESSAGE_ID_CHARS
+    return f'"{text}"' if short else f'"{text[:_MESSAGE_ID_CHARS]}..."'
 
 
 def _string_problem(text: str, max_length: int) -> tuple[str, str] | None:
@@ -102,20 +86,17 @@ def _string_problem(text: str, max_length: int) -> tuple[str, str] | None:
 
 def _scalar_problem(value: object, max_length: int) -> tuple[str, str] | None:
     """Return (code, message) when a non-container value cannot be stored, else None."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        if -_INT_BOUND < value < _INT_BOUND:
-            return None
-        return "INVALID_JSON_VALUE", "Integer does not fit in 64 bits."
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -_INT_BOUND < value < _INT_BOUND:
+            return "INVALID_JSON_VALUE", "Integer does not fit in 64 bits."
+    elif isinstance(value, float) and not math.isfinite(value):
         return "INVALID_JSON_VALUE", "Number is NaN or infinite, which JSON cannot store."
-    if isinstance(value, str):
+    elif isinstance(value, str):
         problem = _string_problem(value, max_length)
         return None if problem is None else (problem[0], f"String {problem[1]}.")
-    return "INVALID_JSON_VALUE", f"Value of type {type(value).__name__} is not a JSON value."
+    elif not (value is None or isinstance(value, bool | float)):
+        return "INVALID_JSON_VALUE", f"Value of type {type(value).__name__} is not a JSON value."
+    return None
 
 
 def _key_problem(key: object, max_length: int) -> tuple[str, str] | None:
@@ -126,13 +107,16 @@ def _key_problem(key: object, max_length: int) -> tuple[str, str] | None:
     return None if problem is None else (problem[0], f"Object has a key that {problem[1]}.")
 
 
-def _keys_look_fine(obj: dict[Any, Any], max_length: int) -> bool:
-    """Cheaply confirm (at C speed) that every key of an object is a plain, storable string."""
-    try:
-        joined = "".join(dict.keys(obj))
-    except TypeError:
-        return False
-    return len(joined) <= max_length and joined.isascii() and "\x00" not in joined
+_Link = tuple["_Link | None", object]  # a path as a linked list: (parent link, key)
+
+
+def _path(prefix: tuple[str, ...], link: _Link | None) -> tuple[str, ...]:
+    """Turn a linked path (built cheaply while walking) into a path tuple."""
+    keys: list[str] = []
+    while link is not None:
+        link, key = link
+        keys.append(str(key))
+    return prefix + tuple(reversed(keys))
 
 
 def check_json_value(
@@ -146,6 +130,7 @@ def check_json_value(
     # Depth counts containers: the value itself is depth 1, its child objects/arrays depth 2.
     # Diagnostics come in document order. A bad object key is reported at the path of the
     # object holding it (the key itself may be unprintable), and its value is not inspected.
+    # This is the hot loop of validation, hence the fast paths for plain JSON values.
     out: list[Diagnostic] = []
     too_deep = f"Value is nested deeper than {max_depth} levels."
     if not isinstance(value, dict | list):
@@ -154,13 +139,17 @@ def check_json_value(
     if max_depth < 1:
         return [_error("TOO_DEEP", too_deep, path)]
     # Each frame: (iterator of (key, child), container path, container depth, check keys?).
-    frames: list[tuple[Iterator[tuple[object, Any]], tuple[str, ...], int, bool]] = []
+    frames: list[tuple[Iterator[tuple[object, Any]], _Link | None, int, bool]] = []
     container: dict[Any, Any] | list[Any] | None = value
-    where, depth = path, 1
-    limit = max_string_length
+    where: _Link | None = None
+    depth, limit, isfinite = 1, max_string_length, math.isfinite
     while True:
         if isinstance(container, dict):  # descend into a new object
-            check_keys = not _keys_look_fine(container, limit)
+            try:  # check all keys at once, at C speed; look at each only if that fails
+                keys = "".join(dict.keys(container))
+                check_keys = not (len(keys) <= limit and keys.isascii() and "\x00" not in keys)
+            except TypeError:
+                check_keys = True
             frames.append((iter(dict.items(container)), where, depth, check_keys))
         elif container is not None:  # descend into a new array
             frames.append((enumerate(list.__iter__(container)), where, depth, False))
@@ -172,11 +161,10 @@ def check_json_value(
             if check_keys:
                 problem = _key_problem(key, limit)
                 if problem is not None:
-                    out.append(_error(*problem, where))
+                    out.append(_error(*problem, _path(path, where)))
                     if len(out) >= MAX_JSON_DIAGNOSTICS:
                         return out
                     continue
-            # Fast paths for plain JSON values (a hot loop), then the general check.
             kind = type(child)
             if kind is str:
                 if len(child) <= limit and child.isascii() and "\x00" not in child:
@@ -186,18 +174,18 @@ def check_json_value(
             elif kind is int:
                 if -_INT_BOUND < child < _INT_BOUND:
                     continue
-            elif kind is float and math.isfinite(child):
+            elif kind is float and isfinite(child):
                 continue
-            child_path = (*where, str(key))
+            link = (where, key)
             if isinstance(child, dict | list):
                 if depth < max_depth:
-                    container, where, depth = child, child_path, depth + 1
+                    container, where, depth = child, link, depth + 1
                     break
                 problem = ("TOO_DEEP", too_deep)
             else:
                 problem = _scalar_problem(child, limit)
             if problem is not None:
-                out.append(_error(*problem, child_path))
+                out.append(_error(*problem, _path(path, link)))
                 if len(out) >= MAX_JSON_DIAGNOSTICS:
                     return out
         else:
@@ -274,10 +262,11 @@ def _check_edges(
             end = edge.get(field)
             if isinstance(end, str) and end in (node_ids or ()):
                 continue
-            if isinstance(end, str):
-                message = f"{name} points {direction} node {_quote(end)}, which does not exist."
-            else:
-                message = f"{name} has no {field} node id."
+            message = (
+                f"{name} points {direction} node {_quote(end)}, which does not exist."
+                if isinstance(end, str)
+                else f"{name} has no {field} node id."
+            )
             out.append(_error(code, message, (*where, field), edge_id=edge_id))
         for field in ("sourceHandle", "targetHandle"):
             if field in edge and not (edge[field] is None or isinstance(edge[field], str)):
@@ -288,10 +277,8 @@ def _check_edges(
 def _nodes_on_cycles(successors: list[list[int]]) -> list[bool]:
     """Mark nodes on a directed cycle (iterative Tarjan SCC; self-loops count)."""
     count = len(successors)
-    order = [-1] * count
-    low = [0] * count
-    on_stack = [False] * count
-    on_cycle = [False] * count
+    order, low = [-1] * count, [0] * count
+    on_stack, on_cycle = [False] * count, [False] * count
     stack: list[int] = []
     counter = 0
     for root in range(count):
@@ -322,8 +309,7 @@ def _nodes_on_cycles(successors: list[list[int]]) -> list[bool]:
             work.pop()
             if work:
                 parent = work[-1][0]
-                if low[vertex] < low[parent]:
-                    low[parent] = low[vertex]
+                low[parent] = min(low[parent], low[vertex])
             if low[vertex] == order[vertex]:
                 member = stack.pop()
                 on_stack[member] = False
@@ -354,16 +340,12 @@ def _warnings(nodes: list[dict[str, object]], edges: list[dict[str, object]]) ->
             message = f"Node {_quote(ids[index])} is part of a cycle."
             out.append(_node_warning("CYCLE", message, index, ids[index]))
 
-    triggers = [index for index, node in enumerate(nodes) if node.get("type") == "trigger"]
-    if nodes and not triggers:
+    reached = [node.get("type") == "trigger" for node in nodes]
+    pending = [index for index, is_trigger in enumerate(reached) if is_trigger]
+    if nodes and not pending:
         message = 'The workflow has no node of type "trigger", so it can never start.'
         out.append(Diagnostic(Severity.WARNING, "NO_TRIGGER", message, ()))
         return out
-
-    reached = [False] * len(nodes)
-    for index in triggers:
-        reached[index] = True
-    pending = list(triggers)
     while pending:
         for nxt in successors[pending.pop()]:
             if not reached[nxt]:
@@ -390,6 +372,24 @@ def _section(
     return value, None
 
 
+def _attach_ids(
+    graph: dict[Any, Any], found: list[Diagnostic], limits: GraphLimits
+) -> list[Diagnostic]:
+    """Set node_id / edge_id on JSON diagnostics found inside a node or edge with a good id."""
+    out, max_id_length = [], limits.max_id_length
+    for item in found:
+        section = item.path[0] if len(item.path) > 1 else None
+        entries = graph.get(section) if section in ("nodes", "edges") else None
+        index = int(item.path[1]) if isinstance(entries, list) else -1
+        entry = entries[index] if entries is not None and 0 <= index < len(entries) else None
+        item_id = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(item_id, str) and item_id and not _string_problem(item_id, max_id_length):
+            nodes = section == "nodes"
+            item = replace(item, node_id=item_id) if nodes else replace(item, edge_id=item_id)
+        out.append(item)
+    return out
+
+
 def validate_graph(graph: object, limits: GraphLimits = GraphLimits()) -> list[Diagnostic]:
     """Validate a builder graph; return ERROR diagnostics, or WARNING ones if it has no errors."""
     if not isinstance(graph, dict):
@@ -398,8 +398,8 @@ def validate_graph(graph: object, limits: GraphLimits = GraphLimits()) -> list[D
     out = check_json_value(
         graph, max_depth=limits.max_depth, max_string_length=limits.max_string_length
     )
-    if out:
-        return out  # structure checks on values that cannot even be stored would be noise
+    if out:  # structure checks on values that cannot even be stored would be noise
+        return _attach_ids(graph, out, limits)
     nodes, problem = _section(graph, "nodes", limits.max_nodes)
     node_ids = None if nodes is None else _check_nodes(nodes, limits, out)
     if problem is not None:

@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.errors import ErrorCode, InputErrors, NotFound

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Text, bindparam, cast, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import defer
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.diff import GraphDiff, diff_graphs
 from app.errors import ErrorCode, InputErrors, NotFound

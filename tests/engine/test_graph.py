@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections import OrderedDict
 
 import pytest
@@ -335,10 +334,45 @@ def test_unstorable_values_are_the_only_errors_reported() -> None:
     }
     # when
     diagnostics = validate_graph(graph)
-    # then structure checks did not run on the poisoned data
+    # then structure checks did not run on the poisoned data; the edge's id is attached
     assert diagnostics == [
         err("INVALID_JSON_VALUE", NAN_MSG, ("nodes", "0", "data", "x")),
-        err("INVALID_JSON_VALUE", NUL_KEY_MSG, ("edges", "0", "style")),
+        err("INVALID_JSON_VALUE", NUL_KEY_MSG, ("edges", "0", "style"), edge_id="e1"),
+    ]
+
+
+def test_json_errors_name_the_node_or_edge_only_when_its_id_is_usable() -> None:
+    # given bad values inside items with good, poisoned, too long and non-string ids
+    limits = GraphLimits(max_id_length=5)
+    graph = {
+        "nodes": [
+            node("good", data={"v": float("inf")}),
+            node("bad\x00", data={"v": 2**70}),
+            node("toolong", data={"v": float("nan")}),
+            {"id": 5, "v": b""},
+            (1,),
+        ],
+        "edges": [edge("e\ud800", "a", "b"), edge("ok", "a", "b", w=[{1: 2}])],
+        "viewport": {"x": float("nan")},
+    }
+    # when
+    diagnostics = validate_graph(graph, limits)
+    # then
+    assert diagnostics == [
+        err("INVALID_JSON_VALUE", NAN_MSG, ("nodes", "0", "data", "v"), node_id="good"),
+        err("INVALID_JSON_VALUE", NUL_MSG, ("nodes", "1", "id")),
+        err("INVALID_JSON_VALUE", BIG_INT_MSG, ("nodes", "1", "data", "v")),
+        err("INVALID_JSON_VALUE", NAN_MSG, ("nodes", "2", "data", "v")),
+        err("INVALID_JSON_VALUE", "Value of type bytes is not a JSON value.", ("nodes", "3", "v")),
+        err("INVALID_JSON_VALUE", "Value of type tuple is not a JSON value.", ("nodes", "4")),
+        err("INVALID_JSON_VALUE", SURROGATE_MSG, ("edges", "0", "id")),
+        err(
+            "INVALID_JSON_VALUE",
+            "Object has a key of type int, not string.",
+            ("edges", "1", "w", "0"),
+            edge_id="ok",
+        ),
+        err("INVALID_JSON_VALUE", NAN_MSG, ("viewport", "x")),
     ]
 
 
@@ -353,6 +387,7 @@ def test_hostile_deep_nesting_in_node_data() -> None:
             "TOO_DEEP",
             "Value is nested deeper than 32 levels.",
             ("nodes", "0", "data", "x") + ("0",) * 28,
+            node_id="n1",
         )
     ]
 
@@ -366,12 +401,13 @@ def test_limits_apply_to_whole_graph() -> None:
             "STRING_TOO_LONG",
             "String is 101 characters long; the maximum is 100.",
             ("nodes", "0", "data", "note"),
+            node_id="n1",
         )
     ]
     too_deep = "Value is nested deeper than 3 levels."
     assert validate_graph(graph, GraphLimits(max_depth=3)) == [
-        err("TOO_DEEP", too_deep, ("nodes", "0", "position")),
-        err("TOO_DEEP", too_deep, ("nodes", "0", "data")),
+        err("TOO_DEEP", too_deep, ("nodes", "0", "position"), node_id="n1"),
+        err("TOO_DEEP", too_deep, ("nodes", "0", "data"), node_id="n1"),
     ]
 
 
@@ -838,7 +874,7 @@ def test_diagnostics_are_immutable_values() -> None:
     assert GraphLimits() == GraphLimits(500, 2000, 32, 100_000, 200)
 
 
-def test_a_full_size_graph_validates_quickly() -> None:
+def test_a_full_size_graph_at_the_limits_is_sound() -> None:
     # given 500 nodes with realistic data and 1,000 edges (a chain plus extra edges forward)
     nodes = [
         node(
@@ -852,11 +888,7 @@ def test_a_full_size_graph_validates_quickly() -> None:
     edges = [edge(f"c{i}", f"n{i}", f"n{i + 1}") for i in range(499)]
     edges += [edge(f"f{i}", f"n{i % 250}", f"n{250 + i % 250}") for i in range(501)]
     graph = {"nodes": nodes, "edges": edges, "viewport": {"x": 0, "y": 0, "zoom": 1}}
-    # when
-    started = time.perf_counter()
-    for _ in range(5):
-        diagnostics = validate_graph(graph)
-    elapsed = (time.perf_counter() - started) / 5
-    # then (a generous bound, so the test is not flaky on slow machines)
+    # when (its speed is measured by bench/, never in a unit test)
+    diagnostics = validate_graph(graph)
+    # then
     assert diagnostics == []
-    assert elapsed < 0.1

@@ -1,0 +1,97 @@
+"""Test fixtures: a real PostgreSQL (TEST_DATABASE_URL, DATABASE_URL, else embedded)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from app.db import create_engine, libpq_url, start_embedded_postgres, with_database
+from app.main import create_app
+from app.migrate import migrate
+from app.settings import Settings
+from tests.factories import Factory
+
+
+def _server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    for name in ("TEST_DATABASE_URL", "DATABASE_URL"):
+        if os.environ.get(name):
+            return libpq_url(os.environ[name])
+    pgdata: Path = tmp_path_factory.mktemp("pg") / "pgdata"
+    return start_embedded_postgres(pgdata)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PostgreSQL server for the whole run (its maintenance database URL)."""
+    return _server_url(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this run, migrated to head, dropped at the end."""
+    name = f"flowdeck_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Development settings on the test database."""
+    return Settings(database_url=database_url, env="development", log_json=False)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings, database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The engine of the run, on a migrated database."""
+    engine = create_engine(database_url, settings)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+TABLES = ["api_tokens", "memberships", "workflow_versions", "workflows", "workspaces", "users"]
+
+
+@pytest.fixture(autouse=True)
+async def clean_db(request: pytest.FixtureRequest) -> None:
+    """Every test starts from empty tables (committed data, as real clients see it)."""
+    if "engine" not in request.fixturenames:
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, engine: AsyncEngine) -> Starlette:
+    """The ASGI app over the test engine."""
+    return create_app(settings, engine, own_engine=False)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+        yield c
+
+
+@pytest.fixture
+def factory(engine: AsyncEngine, client: httpx.AsyncClient) -> Factory:
+    """Builds users, workspaces and tokens, and sends GraphQL as them."""
+    return Factory(engine, client)

@@ -1,0 +1,136 @@
+"""The workflow list: newest-updated first, search, keyset pages, and no N+1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.principal import Principal
+from app.models import Role
+from app.services.graphs import GraphPolicy
+from app.services.workflows import create_workflow
+from app.settings import Settings
+from tests.factories import Account, Factory
+
+LIST = """
+query WorkflowList($workspaceId: ID!, $first: Int!, $after: String, $search: String) {
+  workspace(id: $workspaceId) {
+    id
+    name
+    workflows(first: $first, after: $after, search: $search) {
+      totalCount
+      pageInfo { hasNextPage endCursor }
+      edges {
+        cursor
+        node {
+          id name description isTemplate updatedAt
+          currentVersion { number createdAt createdBy { id name } }
+        }
+      }
+    }
+  }
+}"""
+
+
+async def make_workflows(factory: Factory, owner: Account, names: list[str]) -> None:
+    policy = GraphPolicy.from_settings(Settings(database_url=None))
+    async with factory.sessions() as session:
+        principal = Principal(user=owner.user, roles={owner.workspace.id: Role.OWNER})
+        for name in names:
+            await create_workflow(
+                session,
+                principal=principal,
+                workspace_id=owner.workspace.id,
+                name=name,
+                description=None,
+                graph={"nodes": [], "edges": [], "name": name},
+                policy=policy,
+            )
+            await session.commit()
+
+
+async def names(factory: Factory, owner: Account, **variables: Any) -> tuple[list[str], dict]:
+    body = await factory.gql(LIST, {"workspaceId": owner.workspace_id, **variables}, token=owner.token)
+    connection = body["data"]["workspace"]["workflows"]
+    return [e["node"]["name"] for e in connection["edges"]], connection
+
+
+async def test_newest_updated_first_and_saving_moves_to_top(factory: Factory) -> None:
+    owner = await factory.owner()
+    await make_workflows(factory, owner, ["one", "two", "three"])
+    listed, _ = await names(factory, owner, first=10)
+    assert listed == ["three", "two", "one"]
+
+    one_id = (await names(factory, owner, first=10))[1]["edges"][2]["node"]["id"]
+    await factory.gql(
+        "mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) { userErrors { code } } }",
+        {"i": {"workflowId": one_id, "graph": {"nodes": []}, "baseVersion": 1}},
+        token=owner.token,
+    )
+
+    assert (await names(factory, owner, first=10))[0] == ["one", "three", "two"]
+
+
+async def test_search_matches_names_case_insensitively_and_literally(factory: Factory) -> None:
+    owner = await factory.owner()
+    await make_workflows(factory, owner, ["Invoice sync", "Daily INVOICES", "Payroll", "100% done", "a_b"])
+
+    assert (await names(factory, owner, first=10, search="invoice"))[0] == ["Daily INVOICES", "Invoice sync"]
+    assert (await names(factory, owner, first=10, search="%"))[0] == ["100% done"]
+    assert (await names(factory, owner, first=10, search="_"))[0] == ["a_b"]
+    listed, connection = await names(factory, owner, first=10, search="nothing like it")
+    assert listed == []
+    assert connection["totalCount"] == 0
+    assert connection["pageInfo"] == {"hasNextPage": False, "endCursor": None}
+
+
+async def test_pages_cover_every_workflow_once(factory: Factory) -> None:
+    owner = await factory.owner()
+    expected = [f"wf {i:02d}" for i in range(23)]
+    await make_workflows(factory, owner, expected)
+
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        listed, connection = await names(factory, owner, first=10, after=after)
+        seen += listed
+        pages += 1
+        assert connection["totalCount"] == 23
+        if not connection["pageInfo"]["hasNextPage"]:
+            break
+        after = connection["pageInfo"]["endCursor"]
+        assert connection["edges"][-1]["cursor"] == after
+
+    assert pages == 3
+    assert seen == list(reversed(expected))
+
+
+async def test_list_page_statement_count_does_not_grow_with_page_size(
+    factory: Factory, engine: AsyncEngine
+) -> None:
+    owner = await factory.owner()
+    await make_workflows(factory, owner, [f"wf {i}" for i in range(50)])
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def measure(first: int) -> int:
+        statements.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            listed, _ = await names(factory, owner, first=first)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert len(listed) == first
+        return len(statements)
+
+    await names(factory, owner, first=1)  # the token's first use records last_used_at once
+    small, large = await measure(2), await measure(50)
+
+    assert small == large
+    # token+user, memberships, workspace, page, count, versions, users (createdBy).
+    assert large == 7, statements
