@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from typing import Any
 
@@ -86,6 +87,9 @@ def serve(host: str | None, port: int | None) -> None:
         )
     click.echo(f"GraphiQL: {base}/graphql", err=True)
     app = create_app(settings, create_engine(target.url, settings))
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to this handler: exit
+    # normally so exit handlers run (the embedded PostgreSQL stops with its last user).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 

@@ -11,8 +11,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.settings import Settings
 
@@ -47,9 +51,9 @@ def start_embedded_postgres(pgdata: Path) -> str:
     import pgserver  # imported here: only embedded mode needs it
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None keeps the server running for the other processes of this data
-    # directory (API and workers); `flowdeck serve` stops nothing it did not start alone.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    # pgserver counts the processes using this data directory (API, workers) and stops
+    # PostgreSQL when the last of them exits; a killed process leaves it for the next start.
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
     return str(server.get_uri())
 
 

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Longest string (characters) inside a graph."
     )
     bootstrap_email: str = Field(
-        "admin@localhost", description="Email of the first user made on an empty embedded database."
+        "admin@flowdeck.localhost",
+        description="Email of the first user made on an empty embedded database.",
     )
     bootstrap_workspace: str = Field(
         "My workspace",

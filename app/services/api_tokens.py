@@ -74,4 +74,4 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
     memberships = await session.execute(
         select(Membership.workspace_id, Membership.role).where(Membership.user_id == user.id)
     )
-    return Principal(user=user, roles={ws: role for ws, role in memberships.all()})
+    return Principal(user=user, roles=dict(memberships.all()))

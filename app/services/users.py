@@ -34,5 +34,4 @@ async def get_or_create_user(session: AsyncSession, *, email: str, name: str | N
         .values(id=uuid.uuid4(), email=email, name=display[:200])
         .on_conflict_do_nothing(index_elements=[func.lower(User.__table__.c.email)])
     )
-    user = (await session.execute(select(User).where(func.lower(User.email) == email))).scalar_one()
-    return user
+    return (await session.execute(select(User).where(func.lower(User.email) == email))).scalar_one()

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import defer
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from app.engine.diff import GraphDiff, diff_graphs
 from app.errors import ErrorCode, InputErrors, NotFound
@@ -48,7 +48,7 @@ async def insert_version(
             .returning(WorkflowVersion.created_at)
         )
     ).one()
-    version = WorkflowVersion(
+    return WorkflowVersion(
         id=version_id,
         workspace_id=workflow.workspace_id,
         workflow_id=workflow.id,
@@ -60,7 +60,6 @@ async def insert_version(
         created_by_id=created_by_id,
         created_at=row.created_at,
     )
-    return version
 
 
 async def load_version_heads(
@@ -88,7 +87,7 @@ async def load_graphs(
             WorkflowVersion.id.in_(version_ids)  # type: ignore[attr-defined]
         )
     )
-    return {version_id: graph for version_id, graph in rows.all()}
+    return dict(rows.all())
 
 
 async def get_version(

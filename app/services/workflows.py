@@ -143,7 +143,8 @@ async def create_workflow(
         errors += graph_errors.errors
     if errors:
         raise InputErrors(errors)
-    assert clean is not None and prepared is not None
+    assert clean is not None
+    assert prepared is not None
     workflow = Workflow(
         workspace_id=workspace_id,
         name=clean,

@@ -6,7 +6,9 @@ from app.engine.graph import Severity, validate_graph
 from app.services.templates import builtin_templates
 from tests.factories import Factory
 
-TEMPLATES = "query($ws: ID!) { templates(workspaceId: $ws) { id name description category source graph } }"
+TEMPLATES = (
+    "query($ws: ID!) { templates(workspaceId: $ws) { id name description category source graph } }"
+)
 CLONE = """mutation($i: TemplateCloneInput!) {
   templateClone(input: $i) { workflow { id name currentVersion { number graph } }
                              userErrors { field code message } } }"""
@@ -14,8 +16,18 @@ SET_TEMPLATE = """mutation($i: WorkflowSetTemplateInput!) {
   workflowSetTemplate(input: $i) { workflow { id isTemplate templateCategory } userErrors { code } } }"""
 
 NODE_TYPES = {
-    "trigger", "http.request", "transform.set", "text.format", "logic.if", "logic.switch",
-    "logic.merge", "flow.delay", "flow.fail", "output", "ai.generate", "pdf.extract_text",
+    "trigger",
+    "http.request",
+    "transform.set",
+    "text.format",
+    "logic.if",
+    "logic.switch",
+    "logic.merge",
+    "flow.delay",
+    "flow.fail",
+    "output",
+    "ai.generate",
+    "pdf.extract_text",
 }
 
 
@@ -25,7 +37,9 @@ def test_the_gallery_ships_at_least_eight_sound_templates() -> None:
     assert len(templates) >= 8
     assert len({t.key for t in templates}) == len(templates)
     for template in templates:
-        assert template.name and template.description and template.category
+        assert template.name
+        assert template.description
+        assert template.category
         assert validate_graph(template.graph) == [], template.key
         types = {node["type"] for node in template.graph["nodes"]}
         assert types <= NODE_TYPES, template.key
@@ -43,10 +57,14 @@ async def test_templates_lists_the_gallery_then_the_workspace_templates(factory:
     )
     workflow_id = created["data"]["workflowCreate"]["workflow"]["id"]
     flagged = await factory.gql(
-        SET_TEMPLATE, {"i": {"workflowId": workflow_id, "isTemplate": True, "category": "HR"}}, token=owner.token
+        SET_TEMPLATE,
+        {"i": {"workflowId": workflow_id, "isTemplate": True, "category": "HR"}},
+        token=owner.token,
     )
     assert flagged["data"]["workflowSetTemplate"]["workflow"] == {
-        "id": workflow_id, "isTemplate": True, "templateCategory": "HR",
+        "id": workflow_id,
+        "isTemplate": True,
+        "templateCategory": "HR",
     }
 
     body = await factory.gql(TEMPLATES, {"ws": owner.workspace_id}, token=owner.token)
@@ -71,10 +89,14 @@ async def test_clone_copies_the_graph_into_a_new_workflow_at_version_1(factory: 
     template = listed["data"]["templates"][0]
 
     first = await factory.gql(
-        CLONE, {"i": {"templateId": template["id"], "workspaceId": owner.workspace_id}}, token=owner.token
+        CLONE,
+        {"i": {"templateId": template["id"], "workspaceId": owner.workspace_id}},
+        token=owner.token,
     )
     second = await factory.gql(
-        CLONE, {"i": {"templateId": template["id"], "workspaceId": owner.workspace_id}}, token=owner.token
+        CLONE,
+        {"i": {"templateId": template["id"], "workspaceId": owner.workspace_id}},
+        token=owner.token,
     )
     named = await factory.gql(
         CLONE,
@@ -100,10 +122,13 @@ async def test_clone_of_a_workspace_template_leaves_it_unchanged(factory: Factor
         token=owner.token,
     )
     template_id = created["data"]["workflowCreate"]["workflow"]["id"]
-    await factory.gql(SET_TEMPLATE, {"i": {"workflowId": template_id, "isTemplate": True}}, token=owner.token)
+    await factory.gql(
+        SET_TEMPLATE, {"i": {"workflowId": template_id, "isTemplate": True}}, token=owner.token
+    )
 
     body = await factory.gql(
-        CLONE, {"i": {"templateId": template_id, "workspaceId": owner.workspace_id, "name": "Copy"}},
+        CLONE,
+        {"i": {"templateId": template_id, "workspaceId": owner.workspace_id, "name": "Copy"}},
         token=owner.token,
     )
 
@@ -124,7 +149,12 @@ async def test_a_workflow_that_is_not_a_template_cannot_be_cloned(factory: Facto
 
     body = await factory.gql(
         CLONE,
-        {"i": {"templateId": created["data"]["workflowCreate"]["workflow"]["id"], "workspaceId": owner.workspace_id}},
+        {
+            "i": {
+                "templateId": created["data"]["workflowCreate"]["workflow"]["id"],
+                "workspaceId": owner.workspace_id,
+            }
+        },
         token=owner.token,
     )
 

@@ -52,7 +52,9 @@ async def make_workflows(factory: Factory, owner: Account, names: list[str]) -> 
 
 
 async def names(factory: Factory, owner: Account, **variables: Any) -> tuple[list[str], dict]:
-    body = await factory.gql(LIST, {"workspaceId": owner.workspace_id, **variables}, token=owner.token)
+    body = await factory.gql(
+        LIST, {"workspaceId": owner.workspace_id, **variables}, token=owner.token
+    )
     connection = body["data"]["workspace"]["workflows"]
     return [e["node"]["name"] for e in connection["edges"]], connection
 
@@ -75,9 +77,14 @@ async def test_newest_updated_first_and_saving_moves_to_top(factory: Factory) ->
 
 async def test_search_matches_names_case_insensitively_and_literally(factory: Factory) -> None:
     owner = await factory.owner()
-    await make_workflows(factory, owner, ["Invoice sync", "Daily INVOICES", "Payroll", "100% done", "a_b"])
+    await make_workflows(
+        factory, owner, ["Invoice sync", "Daily INVOICES", "Payroll", "100% done", "a_b"]
+    )
 
-    assert (await names(factory, owner, first=10, search="invoice"))[0] == ["Daily INVOICES", "Invoice sync"]
+    assert (await names(factory, owner, first=10, search="invoice"))[0] == [
+        "Daily INVOICES",
+        "Invoice sync",
+    ]
     assert (await names(factory, owner, first=10, search="%"))[0] == ["100% done"]
     assert (await names(factory, owner, first=10, search="_"))[0] == ["a_b"]
     listed, connection = await names(factory, owner, first=10, search="nothing like it")

@@ -95,7 +95,9 @@ async def create(factory: Factory, owner: Account, name: str = "Flow", graph: An
     return payload["workflow"]
 
 
-async def save(factory: Factory, owner: Account, workflow_id: str, graph: Any, base: int, **extra: Any) -> dict:
+async def save(
+    factory: Factory, owner: Account, workflow_id: str, graph: Any, base: int, **extra: Any
+) -> dict:
     body = await factory.gql(
         SAVE,
         {"input": {"workflowId": workflow_id, "graph": graph, "baseVersion": base, **extra}},
@@ -176,7 +178,9 @@ async def test_save_writes_the_next_version_and_reports_warnings(factory: Factor
         "edges": [],
     }
 
-    payload = await save(factory, owner, workflow["id"], graph, 1, message="Add output", name="Renamed")
+    payload = await save(
+        factory, owner, workflow["id"], graph, 1, message="Add output", name="Renamed"
+    )
 
     assert payload["userErrors"] == []
     saved = payload["workflow"]
@@ -197,7 +201,9 @@ async def test_save_writes_the_next_version_and_reports_warnings(factory: Factor
     assert await factory.scalar("SELECT count(*) FROM workflow_versions") == 2
 
 
-async def test_graph_with_errors_is_refused_with_paths_and_nothing_written(factory: Factory) -> None:
+async def test_graph_with_errors_is_refused_with_paths_and_nothing_written(
+    factory: Factory,
+) -> None:
     owner = await factory.owner()
     workflow = await create(factory, owner)
     before = await factory.snapshot()
@@ -255,7 +261,9 @@ async def test_racing_saves_from_one_base_one_wins_numbers_never_skip(factory: F
     assert len(winners) == 1
     assert {e["code"] for r in losers for e in r["userErrors"]} == {"VERSION_CONFLICT"}
     assert winners[0]["workflow"]["currentVersion"]["number"] == 2
-    numbers = await factory.scalar("SELECT array_agg(number ORDER BY number) FROM workflow_versions")
+    numbers = await factory.scalar(
+        "SELECT array_agg(number ORDER BY number) FROM workflow_versions"
+    )
     assert numbers == [1, 2]
 
 
@@ -267,7 +275,9 @@ async def test_sequential_saves_number_versions_without_gaps(factory: Factory) -
         payload = await save(factory, owner, workflow["id"], {"nodes": [], "v": base + 1}, base)
         assert payload["workflow"]["currentVersion"]["number"] == base + 1
 
-    numbers = await factory.scalar("SELECT array_agg(number ORDER BY number) FROM workflow_versions")
+    numbers = await factory.scalar(
+        "SELECT array_agg(number ORDER BY number) FROM workflow_versions"
+    )
     assert numbers == [1, 2, 3, 4, 5, 6]
 
 
@@ -298,7 +308,9 @@ async def test_read_any_version_by_number(factory: Factory) -> None:
     owner = await factory.owner()
     workflow = await create(factory, owner, graph={"nodes": [], "edges": [], "first": True})
     await save(factory, owner, workflow["id"], {"nodes": [], "edges": [], "second": True}, 1)
-    query = "query($id: ID!, $n: Int!) { workflow(id: $id) { version(number: $n) { number graph } } }"
+    query = (
+        "query($id: ID!, $n: Int!) { workflow(id: $id) { version(number: $n) { number graph } } }"
+    )
 
     one = await factory.gql(query, {"id": workflow["id"], "n": 1}, token=owner.token)
     missing = await factory.gql(query, {"id": workflow["id"], "n": 7}, token=owner.token)
@@ -318,14 +330,20 @@ async def test_diff_reports_nodes_and_edges_by_id(factory: Factory) -> None:
             {"id": "a", "type": "output", "position": {"x": 1, "y": 0}, "data": {"value": "1"}},
             {"id": "gone", "type": "output", "data": {}},
         ],
-        "edges": [{"id": "e1", "source": "t", "target": "a"}, {"id": "e2", "source": "t", "target": "gone"}],
+        "edges": [
+            {"id": "e1", "source": "t", "target": "a"},
+            {"id": "e2", "source": "t", "target": "gone"},
+        ],
     }
     v2 = copy.deepcopy(v1)
     v2["nodes"][1]["position"] = {"x": 5, "y": 5}
     v2["nodes"][1]["data"] = {"value": "2"}
     del v2["nodes"][2]
     v2["nodes"].append({"id": "new", "type": "output", "data": {}})
-    v2["edges"] = [{"id": "e1", "source": "t", "target": "a"}, {"id": "e3", "source": "t", "target": "new"}]
+    v2["edges"] = [
+        {"id": "e1", "source": "t", "target": "a"},
+        {"id": "e3", "source": "t", "target": "new"},
+    ]
     workflow = await create(factory, owner, graph=v1)
     await save(factory, owner, workflow["id"], v2, 1)
 
@@ -365,9 +383,7 @@ async def test_rollback_writes_a_new_version_copying_the_old_graph(factory: Fact
     assert version["graph"] == original
     assert version["message"] == "Rollback to version 1"
     # History is never rewritten.
-    graphs = await factory.scalar(
-        "SELECT json_agg(graph ORDER BY number) FROM workflow_versions"
-    )
+    graphs = await factory.scalar("SELECT json_agg(graph ORDER BY number) FROM workflow_versions")
     assert graphs == [original, {"nodes": [], "edges": []}, original]
 
 
@@ -383,7 +399,9 @@ async def test_rollback_with_stale_base_version_conflicts(factory: Factory) -> N
         token=owner.token,
     )
 
-    assert [e["code"] for e in body["data"]["workflowRollback"]["userErrors"]] == ["VERSION_CONFLICT"]
+    assert [e["code"] for e in body["data"]["workflowRollback"]["userErrors"]] == [
+        "VERSION_CONFLICT"
+    ]
     assert await factory.snapshot() == before
 
 
@@ -413,7 +431,12 @@ async def test_validate_graph_runs_the_checks_without_saving(factory: Factory) -
 
     body = await factory.gql(
         """query($g: JSON!) { validateGraph(graph: $g) { severity code message nodeId edgeId } }""",
-        {"g": {"nodes": [{"id": "x", "type": "trigger"}], "edges": [{"id": "e", "source": "x", "target": "y"}]}},
+        {
+            "g": {
+                "nodes": [{"id": "x", "type": "trigger"}],
+                "edges": [{"id": "e", "source": "x", "target": "y"}],
+            }
+        },
         token=owner.token,
     )
 

@@ -22,7 +22,8 @@ async def test_viewer_lists_memberships_with_roles(factory: Factory) -> None:
     viewer = await factory.member(owner, Role.VIEWER)
 
     body = await factory.gql(
-        "{ viewer { id email name memberships { role workspace { id name } } } }", token=viewer.token
+        "{ viewer { id email name memberships { role workspace { id name } } } }",
+        token=viewer.token,
     )
 
     assert body["data"]["viewer"]["email"] == viewer.user.email
@@ -40,7 +41,9 @@ async def test_workspace_create_makes_the_caller_owner(factory: Factory) -> None
     assert payload["userErrors"] == []
     assert payload["workspace"]["name"] == "Second"
     assert payload["workspace"]["viewerRole"] == "OWNER"
-    memberships = await factory.gql("{ viewer { memberships { role workspace { name } } } }", token=owner.token)
+    memberships = await factory.gql(
+        "{ viewer { memberships { role workspace { name } } } }", token=owner.token
+    )
     assert memberships["data"]["viewer"]["memberships"] == [
         {"role": "OWNER", "workspace": {"name": "Acme"}},
         {"role": "OWNER", "workspace": {"name": "Second"}},
@@ -52,12 +55,24 @@ async def test_member_set_creates_unknown_users_and_changes_roles(factory: Facto
 
     added = await factory.gql(
         MEMBER_SET,
-        {"i": {"workspaceId": owner.workspace_id, "email": " New.Person@Example.com ", "role": "EDITOR"}},
+        {
+            "i": {
+                "workspaceId": owner.workspace_id,
+                "email": " New.Person@Example.com ",
+                "role": "EDITOR",
+            }
+        },
         token=owner.token,
     )
     changed = await factory.gql(
         MEMBER_SET,
-        {"i": {"workspaceId": owner.workspace_id, "email": "new.person@example.com", "role": "VIEWER"}},
+        {
+            "i": {
+                "workspaceId": owner.workspace_id,
+                "email": "new.person@example.com",
+                "role": "VIEWER",
+            }
+        },
         token=owner.token,
     )
 
@@ -67,7 +82,10 @@ async def test_member_set_creates_unknown_users_and_changes_roles(factory: Facto
     assert membership["workspace"] == {"name": "Acme"}
     assert changed["data"]["memberSet"]["membership"]["role"] == "VIEWER"
     assert changed["data"]["memberSet"]["membership"]["user"]["id"] == membership["user"]["id"]
-    assert await factory.scalar("SELECT count(*) FROM users WHERE email = 'new.person@example.com'") == 1
+    assert (
+        await factory.scalar("SELECT count(*) FROM users WHERE email = 'new.person@example.com'")
+        == 1
+    )
 
 
 async def test_the_last_owner_cannot_be_demoted(factory: Factory) -> None:
@@ -119,7 +137,12 @@ async def test_an_expired_token_is_refused(factory: Factory) -> None:
     owner = await factory.owner()
     body = await factory.gql(
         TOKEN_CREATE,
-        {"i": {"name": "short", "expiresAt": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}},
+        {
+            "i": {
+                "name": "short",
+                "expiresAt": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+            }
+        },
         token=owner.token,
     )
     token = body["data"]["apiTokenCreate"]["token"]

@@ -1,0 +1,147 @@
+"""HTTP behaviour: operator endpoints, request ids, body cap, GraphiQL, masking, limits."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.factories import Factory
+
+
+async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+    health = await client.get("/healthz")
+    ready = await client.get("/readyz")
+
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["migration"] == ready.json()["head"]
+
+
+async def test_readyz_says_migrating_when_the_database_is_behind(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    head = await factory.scalar("SELECT version_num FROM alembic_version")
+    await factory.execute("UPDATE alembic_version SET version_num = 'older'")
+    try:
+        response = await client.get("/readyz")
+    finally:
+        await factory.execute("UPDATE alembic_version SET version_num = :v", v=head)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "migrating",
+        "database": "ok",
+        "migration": "older",
+        "head": head,
+    }
+
+
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert (
+        'flowdeck_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
+    )
+    assert "flowdeck_http_request_duration_seconds_bucket" in response.text
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    generated = await client.get("/healthz")
+    echoed = await client.get("/healthz", headers={"x-request-id": "abc-123"})
+    refused = await client.get("/healthz", headers={"x-request-id": "bad id\twith junk"})
+
+    assert len(generated.headers["x-request-id"]) == 32
+    assert echoed.headers["x-request-id"] == "abc-123"
+    assert refused.headers["x-request-id"] != "bad id\twith junk"
+
+
+async def test_bodies_over_the_cap_get_413_declared_or_streamed(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    owner = await factory.owner()
+    before = await factory.snapshot()
+    big = b'{"query": "{ viewer { id } }", "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+
+    declared = await client.post(
+        "/graphql",
+        content=big,
+        headers={"content-type": "application/json", "authorization": f"Bearer {owner.token}"},
+    )
+
+    async def chunks():
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    streamed = await client.post(
+        "/graphql",
+        content=chunks(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {owner.token}"},
+    )
+
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["errors"][0]["extensions"] == {"code": "PAYLOAD_TOO_LARGE"}
+    assert await factory.snapshot() == before
+
+
+async def test_graphiql_is_served_to_browsers_in_development(client: httpx.AsyncClient) -> None:
+    response = await client.get("/graphql", headers={"accept": "text/html"})
+
+    assert response.status_code == 200
+    assert "graphiql" in response.text.lower()
+
+
+async def test_unexpected_errors_are_masked_with_a_request_id(factory: Factory) -> None:
+    owner = await factory.owner()
+    # A real fault: the database refuses the statement because the table is gone.
+    await factory.execute("ALTER TABLE workflows RENAME TO workflows_away")
+    try:
+        body = await factory.gql(
+            "query($ws: ID!) { workspace(id: $ws) { workflows(first: 1) { edges { cursor } } } }",
+            {"ws": owner.workspace_id},
+            token=owner.token,
+        )
+    finally:
+        await factory.execute("ALTER TABLE workflows_away RENAME TO workflows")
+
+    error = body["errors"][0]
+    assert (
+        error["message"]
+        == "Unexpected error. It has been logged; quote the request id when reporting it."
+    )
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert len(error["extensions"]["requestId"]) == 32
+    assert error["path"] == ["workspace", "workflows"]
+    assert "relation" not in str(body)
+    assert "UndefinedTable" not in str(body)
+
+
+async def test_query_depth_aliases_and_tokens_are_limited(factory: Factory) -> None:
+    owner = await factory.owner()
+    deep = "{ viewer { memberships { workspace { workflows(first: 1) { edges { node { workspace { workflows(first: 1) { edges { node { workspace { workflows(first: 1) { edges { node { id } } } } } } } } } } } } } } }"
+    aliases = "{ " + " ".join(f"a{i}: viewer {{ id }}" for i in range(31)) + " }"
+    tokens = "{ viewer { " + " ".join(["id"] * 3001) + " } }"
+
+    for query, expected in (
+        (deep, "exceeds maximum operation depth of 12"),
+        (aliases, "31 aliases found. Allowed: 30"),
+        (tokens, "Document contains more than 3000 tokens"),
+    ):
+        body = await factory.gql(query, token=owner.token)
+        assert expected in body["errors"][0]["message"], body
+        assert body.get("data") is None
+
+
+async def test_field_suggestions_show_in_development(factory: Factory) -> None:
+    owner = await factory.owner()
+
+    body = await factory.gql("{ viewr { id } }", token=owner.token)
+
+    assert (
+        body["errors"][0]["message"]
+        == "Cannot query field 'viewr' on type 'Query'. Did you mean 'viewer'?"
+    )
