@@ -3,7 +3,6 @@
 # Flowdeck API / worker image.
 #   docker build -t flowdeck .
 #   docker run -p 8000:8000 -e DATABASE_URL=postgresql://... -e FLOWDECK_SECRET_KEY=... flowdeck
-# The same image runs the worker: `docker run ... flowdeck flowdeck worker`.
 
 # ---- build stage: install the package and its dependencies into a virtualenv ----
 FROM python:3.11-slim AS builder
@@ -53,5 +52,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# The API only; run `flowdeck worker` as a separate container (see docker-compose.yml).
-CMD ["flowdeck", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]
+CMD ["flowdeck", "serve", "--host", "0.0.0.0", "--port", "8000"]

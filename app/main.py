@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -43,7 +43,8 @@ class FlowdeckGraphQL(GraphQL[Context, None]):
         return Context(self.runtime, request, token)
 
     def encode_json(self, data: object) -> str:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        # orjson: fast, and it splices stored graphs (orjson.Fragment) in without re-encoding.
+        return orjson.dumps(data).decode()
 
 
 def create_app(settings: Settings, engine: AsyncEngine, *, own_engine: bool = True) -> Starlette:

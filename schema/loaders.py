@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from app.models import User, WorkflowVersion, Workspace
-from app.services.versions import VersionKey, load_graphs, load_version_heads
+from app.services.versions import VersionKey, load_graph_texts, load_version_heads
 
 SessionGetter = Callable[[], AsyncSession]
 
@@ -22,7 +22,7 @@ class Loaders:
     """The loaders of one request (or one WebSocket operation)."""
 
     version_by_key: DataLoader[VersionKey, WorkflowVersion | None]
-    graph_by_version_id: DataLoader[uuid.UUID, Any]
+    graph_text_by_version_id: DataLoader[uuid.UUID, str | None]
     user_by_id: DataLoader[uuid.UUID, User | None]
     workspace_by_id: DataLoader[uuid.UUID, Workspace | None]
 
@@ -43,13 +43,13 @@ def build_loaders(session: SessionGetter) -> Loaders:
         found = await load_version_heads(session(), keys=list(keys))
         return [found.get(key) for key in keys]
 
-    async def load_version_graphs(keys: list[uuid.UUID]) -> list[Any]:
-        found = await load_graphs(session(), version_ids=list(keys))
+    async def load_version_graphs(keys: list[uuid.UUID]) -> list[str | None]:
+        found = await load_graph_texts(session(), version_ids=list(keys))
         return [found.get(key) for key in keys]
 
     return Loaders(
         version_by_key=DataLoader(load_fn=load_versions),
-        graph_by_version_id=DataLoader(load_fn=load_version_graphs),
+        graph_text_by_version_id=DataLoader(load_fn=load_version_graphs),
         user_by_id=DataLoader(load_fn=_by_id(session, User)),
         workspace_by_id=DataLoader(load_fn=_by_id(session, Workspace)),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
@@ -76,14 +75,14 @@ async def load_version_heads(
     return {(v.workflow_id, v.number): v for v in rows.scalars()}
 
 
-async def load_graphs(
+async def load_graph_texts(
     session: AsyncSession, *, version_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, Any]:
-    """The graphs of versions by version id."""
+) -> dict[uuid.UUID, str]:
+    """The graphs of versions as JSON text, by version id (never decoded on the way out)."""
     if not version_ids:
         return {}
     rows = await session.execute(
-        select(WorkflowVersion.id, WorkflowVersion.graph).where(
+        select(WorkflowVersion.id, cast(WorkflowVersion.graph, Text)).where(
             WorkflowVersion.id.in_(version_ids)  # type: ignore[attr-defined]
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import strawberry
 
 from app.services import workflows as workflow_service
@@ -37,7 +38,7 @@ def workflow_payload(info: Info, outcome: object) -> WorkflowPayload:
     if version is not None:
         loaders = info.context.loaders
         loaders.version_by_key.prime((workflow.id, version.number), version)
-        loaders.graph_by_version_id.prime(version.id, version.graph)
+        loaders.graph_text_by_version_id.prime(version.id, orjson.dumps(version.graph).decode())
     return WorkflowPayload(workflow=Workflow.from_model(workflow), user_errors=[])
 
 

@@ -23,40 +23,24 @@ Role = strawberry.enum(RoleModel, description="A member's role, weakest first.")
 @strawberry.type(description="A person.")
 class User:
     row: strawberry.Private[models.User]
-
-    @strawberry.field(description="Opaque ID.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(encode_id("User", self.row.id))
-
-    @strawberry.field(description="Email address (lower case).")
-    def email(self) -> str:
-        return self.row.email
-
-    @strawberry.field(description="Display name.")
-    def name(self) -> str:
-        return self.row.name
+    id: strawberry.ID = strawberry.field(description="Opaque ID.")
+    email: str = strawberry.field(description="Email address (lower case).")
+    name: str = strawberry.field(description="Display name.")
 
     @classmethod
     def from_model(cls, row: models.User) -> User:
         """The type of a row."""
-        return cls(row=row)
+        return cls(
+            row=row, id=strawberry.ID(encode_id("User", row.id)), email=row.email, name=row.name
+        )
 
 
 @strawberry.type(description="A tenant: workflows, runs and secrets belong to one workspace.")
 class Workspace:
     row: strawberry.Private[models.Workspace]
-
-    @strawberry.field(description="Opaque ID.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(encode_id("Workspace", self.row.id))
-
-    @strawberry.field(description="Display name.")
-    def name(self) -> str:
-        return self.row.name
-
-    @strawberry.field(description="When it was created.")
-    def created_at(self) -> datetime:
-        return self.row.created_at
+    id: strawberry.ID = strawberry.field(description="Opaque ID.")
+    name: str = strawberry.field(description="Display name.")
+    created_at: datetime = strawberry.field(description="When it was created.")
 
     @strawberry.field(description="Your role in this workspace.")
     async def viewer_role(self, info: Info) -> Role:  # type: ignore[valid-type]
@@ -91,7 +75,12 @@ class Workspace:
     @classmethod
     def from_model(cls, row: models.Workspace) -> Workspace:
         """The type of a row."""
-        return cls(row=row)
+        return cls(
+            row=row,
+            id=strawberry.ID(encode_id("Workspace", row.id)),
+            name=row.name,
+            created_at=row.created_at,
+        )
 
 
 @strawberry.type(description="A user's role in a workspace.")
@@ -132,4 +121,6 @@ class Viewer(User):
     @classmethod
     def from_model(cls, row: models.User) -> Viewer:
         """The type of a row."""
-        return cls(row=row)
+        return cls(
+            row=row, id=strawberry.ID(encode_id("User", row.id)), email=row.email, name=row.name
+        )
