@@ -1,4 +1,4 @@
-"""The `flowdeck` command line: serve, migrate, config, token."""
+"""The `flowdeck` command line: serve, migrate, config, token, bench."""
 
 from __future__ import annotations
 
@@ -107,6 +107,14 @@ def migrate() -> None:
 def config() -> None:
     """Print the effective settings as JSON, secrets masked."""
     click.echo(json.dumps(get_settings().masked(), indent=2, default=str))
+
+
+@main.command()
+def bench() -> None:
+    """Run the performance suite and print its table (same as `python -m bench`)."""
+    from bench.suite import main as run_bench
+
+    run_bench()
 
 
 @main.group()
