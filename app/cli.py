@@ -63,8 +63,9 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default FLOWDECK_HOST).")
 @click.option("--port", default=None, type=int, help="Port to listen on (default FLOWDECK_PORT).")
-def serve(host: str | None, port: int | None) -> None:
-    """Migrate the database, then serve the API (GraphiQL at /graphql)."""
+@click.option("--no-worker", is_flag=True, help="Serve the API only; run `flowdeck worker` apart.")
+def serve(host: str | None, port: int | None, no_worker: bool) -> None:
+    """Migrate the database, then serve the API (GraphiQL at /graphql) and a worker."""
     import uvicorn
 
     from app.main import create_app
@@ -86,11 +87,40 @@ def serve(host: str | None, port: int | None) -> None:
             err=True,
         )
     click.echo(f"GraphiQL: {base}/graphql", err=True)
-    app = create_app(settings, create_engine(target.url, settings))
+    app = create_app(
+        settings, create_engine(target.url, settings), target.url, embedded_worker=not no_worker
+    )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to this handler: exit
     # normally so exit handlers run (the embedded PostgreSQL stops with its last user).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+@main.command()
+@click.option("--concurrency", default=None, type=int, help="Runs driven at once (default 10).")
+def worker(concurrency: int | None) -> None:
+    """Run a worker: drive queued runs until SIGTERM/SIGINT (start as many as needed)."""
+    from app.runtime import Runtime
+    from app.worker.runner import run_worker
+
+    settings = get_settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    configure_logging(settings.log_level, settings.log_json)
+    target = _database(settings)
+    asyncio.run(_migrate(settings, target.url))
+
+    async def work() -> None:
+        engine = create_engine(target.url, settings)
+        runtime = Runtime.build(settings, engine, target.url)
+        try:
+            async with runtime.queue.open_async():
+                await run_worker(runtime.queue, runtime, install_signal_handlers=True)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"Worker started (concurrency {settings.worker_concurrency}).", err=True)
+    asyncio.run(work())
 
 
 @main.command()

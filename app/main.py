@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
+from graphql import GraphQLError, OperationDefinitionNode, parse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,6 +26,7 @@ from app.middleware import BodySizeLimit, RequestContext
 from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
 from app.settings import Settings
+from app.worker.runner import run_worker
 from schema import build_schema
 from schema.context import Context, bearer_token
 
@@ -38,6 +44,37 @@ class FlowdeckGraphQL(GraphQL[Context, None]):
         )
         self.runtime = runtime
 
+    def parse_json(self, data: str | bytes) -> Any:
+        # Anything the JSON parser cannot turn into an object is the client's error: bad
+        # UTF-8, nesting past the parser's recursion, integers of thousands of digits.
+        try:
+            # Strict UTF-8 first: json.loads(bytes) would let encoded surrogates through.
+            value = self.decode_json(data.decode("utf-8") if isinstance(data, bytes) else data)
+        except (ValueError, RecursionError) as error:
+            raise HTTPException(400, "Unable to parse request body as JSON") from error
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return value
+
+    async def execute_single(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Context,
+        root_value: Any,
+        request_data: Any,
+    ) -> Any:
+        # Strawberry runs the first operation when several come without operationName;
+        # the GraphQL spec requires an error instead, before anything runs.
+        if request_data.operation_name is None and operation_count(request_data.query) > 1:
+            raise HTTPException(
+                400, "Must provide operation name if query contains multiple operations."
+            )
+        return await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         token = bearer_token(request.headers.get("authorization"))
         return Context(self.runtime, request, token)
@@ -47,14 +84,47 @@ class FlowdeckGraphQL(GraphQL[Context, None]):
         return orjson.dumps(data).decode()
 
 
-def create_app(settings: Settings, engine: AsyncEngine, *, own_engine: bool = True) -> Starlette:
-    """The ASGI app over an engine; it disposes the engine at shutdown when it owns it."""
-    runtime = Runtime.build(settings, engine)
+@lru_cache(maxsize=256)
+def operation_count(query: str | None) -> int:
+    """How many operations a document defines (0 when it does not parse: reported later)."""
+    if not query or (query.count("{") < 2):
+        return 0
+    try:
+        document = parse(query, max_tokens=10_000)
+    except GraphQLError:
+        return 0
+    return sum(1 for d in document.definitions if isinstance(d, OperationDefinitionNode))
+
+
+def create_app(
+    settings: Settings,
+    engine: AsyncEngine,
+    url: str,
+    *,
+    own_engine: bool = True,
+    embedded_worker: bool = False,
+) -> Starlette:
+    """The ASGI app over an engine (and, optionally, a worker in the same process)."""
+    runtime = Runtime.build(settings, engine, url)
     graphql = FlowdeckGraphQL(runtime)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with runtime.queue.open_async():
+            worker = (
+                asyncio.create_task(
+                    run_worker(runtime.queue, runtime, install_signal_handlers=False)
+                )
+                if embedded_worker
+                else None
+            )
+            try:
+                yield
+            finally:
+                if worker is not None:
+                    worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker
         if own_engine:
             await engine.dispose()
 

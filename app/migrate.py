@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x466C6F77  # "Flow"
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave procrastinate's objects out of model comparison: its pinned SQL creates them."""
+    return not (name or "").startswith(("procrastinate_", "idx_procrastinate_"))
+
+
 def alembic_config() -> Config:
     """The Alembic configuration of the packaged migrations."""
     config = Config()

@@ -1,9 +1,10 @@
-"""What one process shares between requests: settings, engine, sessions, graph policy."""
+"""What one process shares between requests: settings, engine, sessions, policy, queue."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import procrastinate
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db import session_factory
@@ -19,13 +20,17 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     graph_policy: GraphPolicy
+    queue: procrastinate.App
 
     @classmethod
-    def build(cls, settings: Settings, engine: AsyncEngine) -> Runtime:
-        """A runtime over an engine."""
+    def build(cls, settings: Settings, engine: AsyncEngine, url: str) -> Runtime:
+        """A runtime over an engine and the job queue of the same database."""
+        from app.worker.queue import build_queue
+
         return cls(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
             graph_policy=GraphPolicy.from_settings(settings),
+            queue=build_queue(url, max_connections=settings.worker_concurrency + 2),
         )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Environment(StrEnum):
@@ -64,6 +65,31 @@ class Settings(BaseSettings):
     max_string_length: int = Field(
         100_000, ge=100, description="Longest string (characters) inside a graph."
     )
+    worker_concurrency: int = Field(
+        10, ge=1, le=500, description="Runs one worker process drives at the same time."
+    )
+    worker_heartbeat_seconds: float = Field(
+        2.0, gt=0, description="How often a worker says it is alive."
+    )
+    worker_stalled_seconds: float = Field(
+        10.0, gt=0, description="Silence after which a worker's runs go to another worker."
+    )
+    run_timeout_seconds: int = Field(
+        3600, ge=1, description="Longest a run may take before it ends FAILED."
+    )
+    max_run_input_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest run input, in bytes of compact JSON."
+    )
+    outbound_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts or networks (CIDR) http.request may reach although private, "
+        "loopback or link-local; comma-separated or a JSON list.",
+    )
+    http_timeout_seconds: float = Field(30.0, gt=0, description="Longest an HTTP call may take.")
+    http_max_response_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Largest HTTP response body a node reads."
+    )
+    http_max_redirects: int = Field(5, ge=0, le=20, description="Redirects an HTTP call follows.")
     bootstrap_email: str = Field(
         "admin@flowdeck.localhost",
         description="Email of the first user made on an empty embedded database.",
@@ -72,6 +98,16 @@ class Settings(BaseSettings):
         "My workspace",
         description="Name of the first workspace made on an empty embedded database.",
     )
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @property
     def development(self) -> bool:

@@ -101,7 +101,7 @@ async def run(url: str, count: int) -> list[tuple[Result, Result | None]]:
     settings = Settings(database_url=url, env="production", log_json=True)  # type: ignore[arg-type]
     engine = create_engine(url, settings)
     await migrate(engine)
-    app = create_app(settings, engine)
+    app = create_app(settings, engine, url)
     policy = GraphPolicy.from_settings(settings)
     graph = react_flow_graph()
     async with app.router.lifespan_context(app):

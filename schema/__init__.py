@@ -17,7 +17,10 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from app.settings import Settings, get_settings
+from schema.auth import RequireSignIn
 from schema.errors import ErrorPolicy
+from schema.runs.mutations import RunMutations
+from schema.runs.queries import RunQueries
 from schema.templates.mutations import TemplateMutations
 from schema.templates.queries import TemplateQueries
 from schema.workflows.mutations import WorkflowMutations
@@ -25,8 +28,10 @@ from schema.workflows.queries import WorkflowQueries
 from schema.workspaces.mutations import WorkspaceMutations
 from schema.workspaces.queries import WorkspaceQueries
 
-Query = merge_types("Query", (WorkspaceQueries, WorkflowQueries, TemplateQueries))
-Mutation = merge_types("Mutation", (WorkflowMutations, TemplateMutations, WorkspaceMutations))
+Query = merge_types("Query", (WorkspaceQueries, WorkflowQueries, RunQueries, TemplateQueries))
+Mutation = merge_types(
+    "Mutation", (WorkflowMutations, RunMutations, TemplateMutations, WorkspaceMutations)
+)
 
 
 class FlowdeckSchema(strawberry.Schema):
@@ -56,6 +61,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         config=StrawberryConfig(disable_field_suggestions=not settings.development),
         extensions=[
             ErrorPolicy,
+            RequireSignIn,
             lambda: AddValidationRules(limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ParserCache(maxsize=256),

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from app.models import User, WorkflowVersion, Workspace
+from app.models import Run, RunStep, User, Workflow, WorkflowVersion, Workspace
+from app.services.runs import load_last_runs, load_steps
 from app.services.versions import VersionKey, load_graph_texts, load_version_heads
 
 SessionGetter = Callable[[], AsyncSession]
@@ -25,6 +26,10 @@ class Loaders:
     graph_text_by_version_id: DataLoader[uuid.UUID, str | None]
     user_by_id: DataLoader[uuid.UUID, User | None]
     workspace_by_id: DataLoader[uuid.UUID, Workspace | None]
+    workflow_by_id: DataLoader[uuid.UUID, Workflow | None]
+    run_by_id: DataLoader[uuid.UUID, Run | None]
+    steps_by_run_id: DataLoader[uuid.UUID, list[RunStep]]
+    last_run_by_workflow_id: DataLoader[uuid.UUID, Run | None]
 
 
 def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Awaitable[list[Any]]]:
@@ -47,9 +52,21 @@ def build_loaders(session: SessionGetter) -> Loaders:
         found = await load_graph_texts(session(), version_ids=list(keys))
         return [found.get(key) for key in keys]
 
+    async def load_steps_of(keys: list[uuid.UUID]) -> list[list[RunStep]]:
+        found = await load_steps(session(), run_ids=list(keys))
+        return [found[key] for key in keys]
+
+    async def load_last(keys: list[uuid.UUID]) -> list[Run | None]:
+        found = await load_last_runs(session(), workflow_ids=list(keys))
+        return [found.get(key) for key in keys]
+
     return Loaders(
         version_by_key=DataLoader(load_fn=load_versions),
         graph_text_by_version_id=DataLoader(load_fn=load_version_graphs),
         user_by_id=DataLoader(load_fn=_by_id(session, User)),
         workspace_by_id=DataLoader(load_fn=_by_id(session, Workspace)),
+        workflow_by_id=DataLoader(load_fn=_by_id(session, Workflow)),
+        run_by_id=DataLoader(load_fn=_by_id(session, Run)),
+        steps_by_run_id=DataLoader(load_fn=load_steps_of),
+        last_run_by_workflow_id=DataLoader(load_fn=load_last),
     )

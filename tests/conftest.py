@@ -52,7 +52,14 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     """Development settings on the test database."""
-    return Settings(database_url=database_url, env="development", log_json=False)  # type: ignore[arg-type]
+    return Settings(  # type: ignore[call-arg]
+        database_url=database_url,  # type: ignore[arg-type]
+        env="development",
+        log_json=False,
+        outbound_allow=["127.0.0.1/32"],
+        worker_heartbeat_seconds=0.3,
+        worker_stalled_seconds=1.5,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +71,17 @@ async def engine(settings: Settings, database_url: str) -> AsyncIterator[AsyncEn
     await engine.dispose()
 
 
-TABLES = ["api_tokens", "memberships", "workflow_versions", "workflows", "workspaces", "users"]
+TABLES = [
+    "run_steps",
+    "runs",
+    "api_tokens",
+    "memberships",
+    "workflow_versions",
+    "workflows",
+    "workspaces",
+    "users",
+    "procrastinate_jobs",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -78,9 +95,13 @@ async def clean_db(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings, engine: AsyncEngine) -> Starlette:
-    """The ASGI app over the test engine."""
-    return create_app(settings, engine, own_engine=False)
+async def app(
+    settings: Settings, engine: AsyncEngine, database_url: str
+) -> AsyncIterator[Starlette]:
+    """The ASGI app over the test engine, its lifespan running (no worker: see `worker`)."""
+    application = create_app(settings, engine, database_url, own_engine=False)
+    async with application.router.lifespan_context(application):
+        yield application
 
 
 @pytest.fixture

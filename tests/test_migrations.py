@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 
 import app.models  # noqa: F401
 from app.db import create_engine, with_database
-from app.migrate import current_revision, downgrade, head_revision, migrate
+from app.migrate import current_revision, downgrade, head_revision, include_name, migrate
 from app.settings import Settings
 
 
@@ -62,7 +62,12 @@ async def test_models_and_migrations_do_not_drift(empty_engine: AsyncEngine) -> 
         differences = await conn.run_sync(
             lambda sync: compare_metadata(
                 MigrationContext.configure(
-                    sync, opts={"compare_type": True, "compare_server_default": True}
+                    sync,
+                    opts={
+                        "compare_type": True,
+                        "compare_server_default": True,
+                        "include_name": include_name,
+                    },
                 ),
                 SQLModel.metadata,
             )

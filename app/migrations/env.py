@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers every table on the metadata)
 from app.db import create_engine, resolve_database
+from app.migrate import include_name
 from app.settings import get_settings
 
 target_metadata = SQLModel.metadata
@@ -23,6 +24,7 @@ def run_with_connection(connection: Connection) -> None:
         compare_type=True,
         compare_server_default=True,
         transaction_per_migration=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

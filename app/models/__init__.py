@@ -1,6 +1,7 @@
 """SQLModel tables; importing this package registers all of them on the metadata."""
 
 from app.models.base import utcnow
+from app.models.run import Run, RunStatus, RunStep, RunTrigger, StepStatus
 from app.models.user import ApiToken, User
 from app.models.workflow import Workflow, WorkflowVersion
 from app.models.workspace import Membership, Role, Workspace
@@ -9,6 +10,11 @@ __all__ = [
     "ApiToken",
     "Membership",
     "Role",
+    "Run",
+    "RunStatus",
+    "RunStep",
+    "RunTrigger",
+    "StepStatus",
     "User",
     "Workflow",
     "WorkflowVersion",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,8 @@ from app.services.text import clean_name
 
 # last_used_at is a hint for people; writing it more often than this costs a write a request.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
+# Comparing aware datetimes works across offsets; later than this, UTC overflows datetime.
+LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,12 @@ async def create_api_token(
         elif expires_at <= utcnow():
             errors.append(
                 FieldError(("input", "expiresAt"), ErrorCode.INVALID, "Must be in the future.")
+            )
+        elif expires_at >= LATEST_EXPIRY:
+            errors.append(
+                FieldError(
+                    ("input", "expiresAt"), ErrorCode.INVALID, "Must be before the year 9999."
+                )
             )
     if errors:
         raise InputErrors(errors)

@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from app.engine.graph import Diagnostic, GraphLimits, Severity, has_errors, validate_graph
+from app.engine.graph import Diagnostic, GraphLimits, Severity, has_errors
+from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors
 from app.settings import Settings
 
@@ -43,25 +44,35 @@ class PreparedGraph:
     diagnostics: list[Diagnostic]
 
 
+def check_graph(graph: Any, policy: GraphPolicy) -> tuple[list[Diagnostic], str | None]:
+    """Every save-time diagnostic, and the graph's compact JSON when it has no ERROR."""
+    diagnostics = validate_workflow_graph(graph, policy.limits)
+    if has_errors(diagnostics):
+        return diagnostics, None
+    # Encoded once here and handed to PostgreSQL as text: no second encode on the way in.
+    encoded = json.dumps(graph, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    size = len(encoded.encode("utf-8"))
+    if size > policy.max_bytes:
+        too_large = Diagnostic(
+            severity=Severity.ERROR,
+            code="GRAPH_TOO_LARGE",
+            message=f"The graph is {size} bytes; the limit is {policy.max_bytes}.",
+            path=(),
+        )
+        return [too_large], None
+    return diagnostics, encoded
+
+
 def prepare_graph(graph: Any, policy: GraphPolicy, field: tuple[str, ...]) -> PreparedGraph:
     """Validate and encode a graph; ERROR diagnostics raise GRAPH_INVALID user errors."""
-    diagnostics = validate_graph(graph, policy.limits)
-    if has_errors(diagnostics):
+    diagnostics, encoded = check_graph(graph, policy)
+    if encoded is None:
         raise InputErrors(
             [
                 FieldError(field + d.path, ErrorCode.GRAPH_INVALID, d.message)
                 for d in diagnostics
                 if d.severity is Severity.ERROR
             ]
-        )
-    # Encoded once here and handed to PostgreSQL as text: no second encode on the way in.
-    encoded = json.dumps(graph, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    size = len(encoded.encode("utf-8"))
-    if size > policy.max_bytes:
-        raise InputErrors.single(
-            field,
-            ErrorCode.GRAPH_INVALID,
-            f"The graph is {size} bytes; the limit is {policy.max_bytes}.",
         )
     return PreparedGraph(graph=graph, encoded=encoded, diagnostics=diagnostics)
 

@@ -17,7 +17,7 @@ from app.auth.principal import Principal
 from app.errors import ErrorCode, InputErrors, NotFound
 from app.models import Role, Workflow, WorkflowVersion
 from app.services.graphs import GraphPolicy
-from app.services.workflows import create_workflow, get_workflow
+from app.services.workflows import create_workflow, get_workflow, like_escape
 
 MAX_CLONE_SUFFIX = 50
 
@@ -105,7 +105,10 @@ async def _template_graph(
         if template is None:
             raise NotFound("Template")
         return template.name, template.description, template.graph
-    workflow = await get_workflow(session, principal=principal, workflow_id=uuid.UUID(key))
+    try:
+        workflow = await get_workflow(session, principal=principal, workflow_id=uuid.UUID(key))
+    except NotFound as error:
+        raise NotFound("Template") from error
     if not workflow.is_template:
         raise NotFound("Template")
     graph = await session.scalar(
@@ -123,7 +126,7 @@ async def _free_name(session: AsyncSession, workspace_id: uuid.UUID, base: str) 
             await session.execute(
                 select(Workflow.name).where(
                     Workflow.workspace_id == workspace_id,  # type: ignore[arg-type]
-                    Workflow.name.ilike(base.replace("%", "\\%").replace("_", "\\_") + "%"),  # type: ignore[attr-defined]
+                    Workflow.name.ilike(like_escape(base) + "%", escape="\\"),  # type: ignore[attr-defined]
                 )
             )
         ).scalars()

@@ -40,3 +40,8 @@ def _has_bad_characters(value: str, *, allow_newlines: bool) -> bool:
         if category in ("Cc", "Cs"):
             return True
     return False
+
+
+def storable(value: str) -> bool:
+    """True when PostgreSQL can store the text (no NUL, no lone surrogate)."""
+    return "\x00" not in value and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)

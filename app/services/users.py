@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ErrorCode, FieldError
 from app.models import User
+from app.services.text import storable
 
 # Deliberately simple: one @, no spaces or control characters, a dot in the domain.
 EMAIL_PATTERN = re.compile(
@@ -21,7 +22,7 @@ EMAIL_PATTERN = re.compile(
 def clean_email(value: str, field: tuple[str, ...]) -> tuple[str, list[FieldError]]:
     """Normalise an email (trimmed, lower case) and report it when it is not one."""
     email = value.strip().lower()
-    if len(email) > 320 or not EMAIL_PATTERN.match(email):
+    if len(email) > 320 or not storable(email) or not EMAIL_PATTERN.match(email):
         return email, [FieldError(field, ErrorCode.INVALID, "Not a valid email address.")]
     return email, []
 

@@ -111,7 +111,7 @@ async def list_versions(
     )
     if after is not None:
         (number,) = decode_cursor(after, 1)
-        if not isinstance(number, int):
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 2**31 - 1:
             raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.")
         query = query.where(WorkflowVersion.number < number)  # type: ignore[arg-type]
     rows = list((await session.execute(query)).scalars())

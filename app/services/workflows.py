@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,7 @@ from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import Role, Workflow, WorkflowVersion
 from app.services.graphs import EMPTY_GRAPH, GraphPolicy, prepare_graph
 from app.services.pagination import Page, check_page_size, decode_cursor, make_page
-from app.services.text import check_text, clean_name
+from app.services.text import check_text, clean_name, storable
 from app.services.versions import insert_version
 
 MAX_DESCRIPTION = 10_000
@@ -45,13 +45,20 @@ async def get_workflow(
     return workflow
 
 
+def like_escape(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern whose escape character is a backslash."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _search_filter(search: str | None) -> Any:
     if not search:
         return None
     if len(search) > MAX_SEARCH:
         raise InputErrors.single(["search"], ErrorCode.INVALID, f"At most {MAX_SEARCH} characters.")
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return Workflow.name.ilike(f"%{escaped}%", escape="\\")  # type: ignore[attr-defined]
+    if not storable(search):
+        # No stored name can contain NUL or a lone surrogate: nothing matches.
+        return false()
+    return Workflow.name.ilike(f"%{like_escape(search)}%", escape="\\")  # type: ignore[attr-defined]
 
 
 async def list_workflows(

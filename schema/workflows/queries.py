@@ -5,8 +5,8 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 
-from app.engine.graph import validate_graph
 from app.services import workflows as workflow_service
+from app.services.graphs import check_graph
 from schema.context import Info
 from schema.ids import decode_id
 from schema.workflows.types import Diagnostic, Workflow
@@ -28,5 +28,5 @@ class WorkflowQueries:
     async def validate_graph(self, info: Info, graph: JSON) -> list[Diagnostic]:
         ctx = info.context
         await ctx.principal()
-        diagnostics = validate_graph(graph, ctx.runtime.graph_policy.limits)
+        diagnostics, _ = check_graph(graph, ctx.runtime.graph_policy)
         return [Diagnostic.from_model(d) for d in diagnostics]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import strawberry
@@ -18,6 +18,9 @@ from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
 from schema.workspaces.types import User, Workspace
+
+if TYPE_CHECKING:
+    from schema.runs.types import Run, RunStatus
 
 Severity = strawberry.enum(
     Enum("Severity", {"ERROR": "ERROR", "WARNING": "WARNING"}),  # type: ignore[misc]
@@ -195,6 +198,37 @@ class Workflow:
             info.context.session, workflow=self.row, from_number=from_, to_number=to
         )
         return GraphDiff.from_model(model)
+
+    @strawberry.field(description="Its runs, newest first, optionally of one status.")
+    async def runs(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        status: Annotated[RunStatus, strawberry.lazy("schema.runs.types")] | None = None,  # type: ignore[valid-type]
+    ) -> Connection[Annotated[Run, strawberry.lazy("schema.runs.types")]]:
+        from app.services import runs as run_service
+        from schema.runs.types import Run
+
+        ctx = info.context
+        page = await run_service.list_runs(
+            ctx.session, workflow=self.row, first=first, after=after, status=status
+        )
+        workflow_id = self.row.id
+        return connection(
+            page,
+            Run.from_model,  # type: ignore[arg-type]
+            lambda: run_service.count_runs(ctx.session, workflow_id=workflow_id, status=status),
+        )
+
+    @strawberry.field(description="Its newest run, if any.")
+    async def last_run(
+        self, info: Info
+    ) -> Annotated[Run, strawberry.lazy("schema.runs.types")] | None:
+        from schema.runs.types import Run
+
+        row = await info.context.loaders.last_run_by_workflow_id.load(self.row.id)
+        return Run.from_model(row) if row else None
 
     @classmethod
     def from_model(cls, row: models.Workflow) -> Workflow:

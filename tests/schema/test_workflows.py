@@ -173,7 +173,7 @@ async def test_save_writes_the_next_version_and_reports_warnings(factory: Factor
     graph = {
         "nodes": [
             {"id": "t", "type": "trigger", "data": {}},
-            {"id": "lonely", "type": "output", "data": {}},
+            {"id": "lonely", "type": "output", "data": {"value": "{{ input }}"}},
         ],
         "edges": [],
     }

@@ -1,0 +1,97 @@
+"""A version's graph prepared for execution once: node types, compiled configs, edges."""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.engine.expressions import CompiledConfig, compile_config
+from app.engine.nodes.base import NodeConfig, NodeType, get_node_type
+
+PLAN_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class EdgePlan:
+    """An incoming edge of a node."""
+
+    source: str
+    source_handle: str | None
+
+
+@dataclass(slots=True)
+class NodePlan:
+    """One node ready to execute."""
+
+    id: str
+    type: str
+    node_type: NodeType
+    data: dict[str, Any]
+    compiled: CompiledConfig
+    policy: NodeConfig
+    incoming: list[EdgePlan] = field(default_factory=list)
+
+    @property
+    def is_output(self) -> bool:
+        """True for nodes whose output is the run's output."""
+        return self.type == "output"
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Every node of a version, in the graph's order."""
+
+    order: list[NodePlan]
+    nodes: dict[str, NodePlan]
+
+
+class PlanError(Exception):
+    """The version cannot be executed (it should have been refused at execute time)."""
+
+
+_cache: OrderedDict[uuid.UUID, RunPlan] = OrderedDict()
+
+
+def build_plan(version_id: uuid.UUID, graph: Any) -> RunPlan:
+    """The plan of a version, compiled once per process (versions are immutable)."""
+    if version_id in _cache:
+        _cache.move_to_end(version_id)
+        return _cache[version_id]
+    plan = _compile(graph)
+    _cache[version_id] = plan
+    if len(_cache) > PLAN_CACHE_SIZE:
+        _cache.popitem(last=False)
+    return plan
+
+
+def _compile(graph: Any) -> RunPlan:
+    order: list[NodePlan] = []
+    for node in graph.get("nodes", []):
+        node_type = get_node_type(node["type"])
+        if node_type is None:
+            raise PlanError(f'Unknown node type "{node["type"]}".')
+        data = node.get("data") or {}
+        try:
+            policy = NodeConfig.model_validate(data)
+        except ValidationError as error:
+            raise PlanError(f'Node "{node["id"]}": {error}') from error
+        order.append(
+            NodePlan(
+                id=node["id"],
+                type=node["type"],
+                node_type=node_type,
+                data=data,
+                compiled=compile_config(data),
+                policy=policy,
+            )
+        )
+    nodes = {n.id: n for n in order}
+    for edge in graph.get("edges", []):
+        nodes[edge["target"]].incoming.append(
+            EdgePlan(source=edge["source"], source_handle=edge.get("sourceHandle"))
+        )
+    return RunPlan(order=order, nodes=nodes)

@@ -1,0 +1,195 @@
+"""Running one node of a run: attempts with backoff, a timeout, and every step write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import func
+
+from app.engine.expressions import ExpressionError, render_config
+from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
+from app.engine.plan import NodePlan
+from app.models import StepStatus
+
+if TYPE_CHECKING:
+    from app.engine.executor import Claim, RunDriver
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """How a node's step ended in this claim."""
+
+    node_id: str
+    failed: bool
+    continue_on_fail: bool
+    error: str | None = None
+
+
+def _message(error: BaseException, node: NodePlan) -> str:
+    if isinstance(error, TimeoutError):
+        return f"Timed out after {node.policy.timeout_seconds} seconds."
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
+        )
+        return f"Invalid configuration: {problems}"
+    if isinstance(error, NodeFailure | ExpressionError):
+        return str(error)
+    return f"Unexpected error: {type(error).__name__}: {error}"
+
+
+class StepRunner:
+    """Runs nodes of one claimed run and records their steps."""
+
+    def __init__(self, driver: RunDriver, claim: Claim) -> None:
+        self.driver = driver
+        self.claim = claim
+
+    def _environment(self, node: NodePlan) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        steps = self.claim.steps
+        plan = self.claim.plan
+        parents: dict[str, Any] = {}
+        from app.engine.executor import edge_is_active
+
+        for edge in node.incoming:
+            source = steps[edge.source]
+            if edge_is_active(source, plan.nodes[edge.source], edge.source_handle):
+                parents.setdefault(edge.source, source.output)
+        run = self.claim.run
+        if not node.incoming:
+            value = run.input
+        elif len(parents) == 1:
+            value = next(iter(parents.values()))
+        else:
+            value = parents
+        env = {
+            "input": value,
+            "nodes": {
+                node_id: {"output": state.output}
+                for node_id, state in steps.items()
+                if state.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
+            },
+            "trigger": run.input,
+            "run": {
+                "id": str(run.id),
+                "workflowId": str(run.workflow_id),
+                "version": run.version_number,
+            },
+            "secrets": {},
+        }
+        return value, env, parents
+
+    async def run(self, node: NodePlan) -> StepResult:
+        """Run a node to its end in this claim (success, failure, or a release)."""
+        state = self.claim.steps[node.id]
+        policy = node.policy
+        attempts = policy.retry.max_attempts if policy.retry else 1
+        value, env, parents = self._environment(node)
+        attempt = state.attempt if state.status is StepStatus.RUNNING else 0
+        while True:
+            attempt += 1
+            await self.driver._write_step(
+                self.claim,
+                node.id,
+                StepStatus.RUNNING,
+                {
+                    "attempt": attempt,
+                    "input": value,
+                    "wake_at": None,
+                    "started_at": func.coalesce(self._started_column(), func.now()),
+                },
+            )
+            state.attempt = attempt
+            state.wake_at = None
+            try:
+                outcome = await self._attempt(node, state, attempt, value, env, parents)
+            except ReleaseUntil as release:
+                await self.driver._write_step(
+                    self.claim, node.id, StepStatus.RUNNING, {"wake_at": release.wake_at}
+                )
+                state.wake_at = release.wake_at
+                return StepResult(node.id, failed=False, continue_on_fail=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # every failure of a node is recorded on its step
+                message = _message(error, node)[:MAX_ERROR_LENGTH]
+                if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
+                    log.warning("node raised", exc_info=True, extra={"node_id": node.id})
+                if attempt < attempts and policy.retry is not None:
+                    await asyncio.sleep(policy.retry.delay_before(attempt + 1))
+                    continue
+                output = (
+                    {"error": message}
+                    if policy.continue_on_fail
+                    else getattr(error, "output", None)
+                )
+                await self.driver._write_step(
+                    self.claim,
+                    node.id,
+                    StepStatus.FAILED,
+                    {"error": message, "output": output, "finished_at": func.now()},
+                )
+                state.output = output
+                state.error = message
+                return StepResult(
+                    node.id, failed=True, continue_on_fail=policy.continue_on_fail, error=message
+                )
+            handles = sorted(outcome.active_handles) if outcome.active_handles is not None else None
+            await self.driver._write_step(
+                self.claim,
+                node.id,
+                StepStatus.SUCCEEDED,
+                {
+                    "output": outcome.output,
+                    "active_handles": handles,
+                    "error": None,
+                    "finished_at": func.now(),
+                },
+            )
+            state.output = outcome.output
+            state.active_handles = outcome.active_handles
+            return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
+
+    def _started_column(self) -> Any:
+        from app.models import RunStep
+
+        return RunStep.started_at
+
+    async def _attempt(
+        self,
+        node: NodePlan,
+        state: Any,
+        attempt: int,
+        value: Any,
+        env: dict[str, Any],
+        parents: dict[str, Any],
+    ) -> Any:
+        node_type = node.node_type
+        rendered = await render_config(node.compiled, env, skip=node_type.lazy_fields)
+        config = node_type.config_model.model_validate(rendered)
+        context = NodeContext(
+            run_id=self.claim.run.id,
+            workspace_id=self.claim.run.workspace_id,
+            node_id=node.id,
+            attempt=attempt,
+            step_started_at=state.started_at or _utcnow(),
+            settings=self.driver.settings,
+            extras={"env": env, "parents": parents},
+        )
+        timeout = node.policy.timeout_seconds
+        async with asyncio.timeout(timeout):
+            return await node_type.run(context, config, value)
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,131 @@
+"""Runs of workflow versions and their steps (one per node)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Enum,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel import Field, SQLModel
+
+from app.models.base import foreign_key, jsonb, timestamp, uuid_pk
+
+
+class RunStatus(StrEnum):
+    """Where a run is: QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class StepStatus(StrEnum):
+    """Where a step is: PENDING → RUNNING → SUCCEEDED | FAILED | SKIPPED | CANCELLED."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+
+
+class RunTrigger(StrEnum):
+    """What started a run."""
+
+    MANUAL = "MANUAL"
+    SCHEDULE = "SCHEDULE"
+    WEBHOOK = "WEBHOOK"
+    RETRY = "RETRY"
+
+
+def _enum(kind: type[StrEnum]) -> Any:
+    return Enum(kind, native_enum=False, length=16, create_constraint=False)
+
+
+class Run(SQLModel, table=True):
+    """One execution of one workflow version; the source of truth the queue job points at."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_workflow_id_queued_at", "workflow_id", "queued_at", "id"),
+        Index(
+            "uq_runs_workflow_id_idempotency_key",
+            "workflow_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)
+    workflow_id: uuid.UUID = foreign_key("workflows.id", ondelete="CASCADE")
+    version_id: uuid.UUID = foreign_key("workflow_versions.id", ondelete="CASCADE")
+    version_number: int = Field(sa_column=Column(Integer, nullable=False))
+    status: RunStatus = Field(sa_column=Column(_enum(RunStatus), nullable=False))
+    trigger: RunTrigger = Field(sa_column=Column(_enum(RunTrigger), nullable=False))
+    input: Any = jsonb(nullable=True)
+    output: Any = jsonb(nullable=True)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    error_node_id: str | None = Field(default=None, sa_column=Column(String(200)))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    input_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    retry_of_id: uuid.UUID | None = foreign_key("runs.id", ondelete="SET NULL", nullable=True)
+    created_by_id: uuid.UUID | None = foreign_key("users.id", ondelete="SET NULL", nullable=True)
+    # Each claim by a worker bumps attempt; every write of a run or its steps is fenced by
+    # it, so a worker that lost its claim cannot overwrite its successor's work.
+    attempt: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # Claims that found the previous worker gone mid-run; bounded (a node that kills its
+    # worker every time ends the run FAILED instead of looping).
+    crashes: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # Set while the run waits (a long flow.delay) with no worker holding it.
+    wake_at: datetime | None = timestamp(nullable=True)
+    deadline_at: datetime | None = timestamp(nullable=True)
+    job_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    queued_at: datetime = timestamp()
+    started_at: datetime | None = timestamp(nullable=True)
+    finished_at: datetime | None = timestamp(nullable=True)
+
+
+class RunStep(SQLModel, table=True):
+    """The execution of one node in one run."""
+
+    __tablename__ = "run_steps"
+    __table_args__ = (UniqueConstraint("run_id", "node_id"),)
+
+    id: uuid.UUID = uuid_pk()
+    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)
+    run_id: uuid.UUID = foreign_key("runs.id", ondelete="CASCADE")
+    node_id: str = Field(sa_column=Column(String(200), nullable=False))
+    node_type: str = Field(sa_column=Column(String(200), nullable=False))
+    position: int = Field(sa_column=Column(Integer, nullable=False))
+    status: StepStatus = Field(sa_column=Column(_enum(StepStatus), nullable=False))
+    attempt: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    input: Any = jsonb(nullable=True)
+    output: Any = jsonb(nullable=True)
+    # The output handles that carry on (null: all of them); decides which edges are active.
+    active_handles: Any = jsonb(nullable=True)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    # True when a retry from the failed step kept this step's result from the original run.
+    reused: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    wake_at: datetime | None = timestamp(nullable=True)
+    started_at: datetime | None = timestamp(nullable=True)
+    finished_at: datetime | None = timestamp(nullable=True)

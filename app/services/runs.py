@@ -1,0 +1,351 @@
+"""Runs: execute a version (durable on return), cancel, retry, list and read them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import procrastinate
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.engine.graph import check_json_value
+from app.engine.states import TERMINAL_RUN, settle_open_steps, transition_run
+from app.engine.validation import validate_workflow_graph
+from app.errors import ErrorCode, FieldError, InputErrors, NotFound
+from app.models import (
+    Role,
+    Run,
+    RunStatus,
+    RunStep,
+    RunTrigger,
+    StepStatus,
+    Workflow,
+    WorkflowVersion,
+)
+from app.services.graphs import GraphPolicy
+from app.services.pagination import Page, check_page_size, decode_cursor, make_page
+from app.services.workflows import get_workflow
+from app.worker.queue import defer_drive, stop_job
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def _input_hash(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _check_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
+    problems = check_json_value(
+        value,
+        max_depth=policy.limits.max_depth,
+        max_string_length=policy.limits.max_string_length,
+        path=("input", "input"),
+    )
+    if problems:
+        raise InputErrors([FieldError(p.path, ErrorCode.INVALID, p.message) for p in problems])
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if size > max_bytes:
+        raise InputErrors.single(
+            ("input", "input"),
+            ErrorCode.INVALID,
+            f"The input is {size} bytes; the limit is {max_bytes}.",
+        )
+
+
+async def _load_version(
+    session: AsyncSession, workflow: Workflow, number: int | None
+) -> WorkflowVersion:
+    wanted = workflow.current_version if number is None else number
+    version = (
+        await session.execute(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == workflow.id,  # type: ignore[arg-type]
+                WorkflowVersion.number == wanted,  # type: ignore[arg-type]
+            )
+        )
+    ).scalar_one_or_none()
+    if version is None:
+        raise InputErrors.single(
+            ("input", "version"), ErrorCode.NOT_FOUND, f"Version {wanted} does not exist."
+        )
+    return version
+
+
+async def _insert_steps(
+    session: AsyncSession, run: Run, graph: Any, reused: dict[str, RunStep] | None = None
+) -> None:
+    rows = []
+    for position, node in enumerate(graph.get("nodes", [])):
+        kept = (reused or {}).get(node["id"])
+        row: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "workspace_id": run.workspace_id,
+            "run_id": run.id,
+            "node_id": node["id"],
+            "node_type": node["type"],
+            "position": position,
+            "status": StepStatus.PENDING,
+        }
+        if kept is not None:
+            # Initial state of a kept step: its result is reused, it never runs again.
+            row |= {
+                "status": StepStatus.SUCCEEDED,
+                "attempt": kept.attempt,
+                "input": kept.input,
+                "output": kept.output,
+                "active_handles": kept.active_handles,
+                "reused": True,
+                "started_at": kept.started_at,
+                "finished_at": kept.finished_at,
+            }
+        rows.append(row)
+    if rows:
+        await session.execute(insert(RunStep), rows)
+
+
+async def execute_workflow(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    queue: procrastinate.App,
+    workflow_id: uuid.UUID,
+    input: Any,
+    version: int | None,
+    idempotency_key: str | None,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+    trigger: RunTrigger = RunTrigger.MANUAL,
+) -> Run:
+    """Queue a run of a version; when this returns (and the caller commits) it is durable."""
+    workflow = await get_workflow(
+        session, principal=principal, workflow_id=workflow_id, role=Role.MEMBER
+    )
+    _check_input(input, policy, max_input_bytes)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise InputErrors.single(
+            ("input", "idempotencyKey"),
+            ErrorCode.INVALID,
+            f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters.",
+        )
+    target = await _load_version(session, workflow, version)
+    problems = validate_workflow_graph(target.graph, policy.limits)
+    if problems:
+        raise InputErrors(
+            [
+                FieldError(
+                    ("input", "version"),
+                    ErrorCode.GRAPH_INVALID,
+                    f"Version {target.number} cannot run: {p.message}",
+                )
+                for p in problems
+            ]
+        )
+    digest = _input_hash(input)
+    run_id = uuid.uuid4()
+    statement = (
+        pg_insert(Run)
+        .values(
+            id=run_id,
+            workspace_id=workflow.workspace_id,
+            workflow_id=workflow.id,
+            version_id=target.id,
+            version_number=target.number,
+            status=RunStatus.QUEUED,
+            trigger=trigger,
+            input=input,
+            input_hash=digest,
+            idempotency_key=idempotency_key,
+            created_by_id=principal.user_id,
+        )
+        .returning(Run.id)
+    )
+    if idempotency_key is not None:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["workflow_id", "idempotency_key"],
+            index_where=Run.idempotency_key.is_not(None),  # type: ignore[union-attr]
+        )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is None:
+        existing = (
+            await session.execute(
+                select(Run).where(
+                    Run.workflow_id == workflow.id,  # type: ignore[arg-type]
+                    Run.idempotency_key == idempotency_key,  # type: ignore[arg-type]
+                )
+            )
+        ).scalar_one()
+        if existing.input_hash != digest or existing.version_id != target.id:
+            raise InputErrors.single(
+                ("input", "idempotencyKey"),
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "This idempotency key was used for a run with a different input or version.",
+            )
+        return existing
+    run = (await session.execute(select(Run).where(Run.id == run_id))).scalar_one()  # type: ignore[arg-type]
+    await _insert_steps(session, run, target.graph)
+    await defer_drive(queue, session, run.id)
+    return run
+
+
+async def get_run(
+    session: AsyncSession, *, principal: Principal, run_id: uuid.UUID, role: Role = Role.VIEWER
+) -> Run:
+    """A run of one of the caller's workspaces (NotFound otherwise)."""
+    run = (
+        await session.execute(
+            select(Run).where(Run.id == run_id).execution_options(populate_existing=True)  # type: ignore[arg-type]
+        )
+    ).scalar_one_or_none()
+    if run is None or principal.role_in(run.workspace_id) is None:
+        raise NotFound("Run")
+    principal.require(run.workspace_id, role, "Run")
+    return run
+
+
+async def cancel_run(
+    session: AsyncSession, *, principal: Principal, queue: procrastinate.App, run_id: uuid.UUID
+) -> Run:
+    """Cancel a queued or running run; its worker stops it and its steps within a second."""
+    run = await get_run(session, principal=principal, run_id=run_id, role=Role.MEMBER)
+    locked = (
+        await session.execute(select(Run).where(Run.id == run.id).with_for_update())  # type: ignore[arg-type]
+    ).scalar_one()
+    if locked.status in TERMINAL_RUN:
+        raise InputErrors.single(
+            ("id",), ErrorCode.INVALID, f"The run already ended ({locked.status.value})."
+        )
+    held = locked.status is RunStatus.RUNNING and locked.wake_at is None
+    run = await transition_run(
+        session,
+        run_id=run.id,
+        target=RunStatus.CANCELLED,
+        claim=None,
+        values={"finished_at": func.now(), "error": "Cancelled."},
+    )
+    if not held:
+        # No worker holds it (queued, or waiting): settle its steps here.
+        await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
+    if locked.job_id is not None:
+        await stop_job(queue, session, locked.job_id)
+    return run
+
+
+async def retry_run(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    queue: procrastinate.App,
+    run_id: uuid.UUID,
+    from_failed_step: bool,
+) -> Run:
+    """A new run of the same version and input; optionally keeping the steps that succeeded."""
+    original = await get_run(session, principal=principal, run_id=run_id, role=Role.MEMBER)
+    if original.status not in TERMINAL_RUN:
+        raise InputErrors.single(
+            ("input", "runId"),
+            ErrorCode.INVALID,
+            f"The run has not ended ({original.status.value}); cancel it first.",
+        )
+    graph = await session.scalar(
+        select(WorkflowVersion.graph).where(WorkflowVersion.id == original.version_id)  # type: ignore[arg-type]
+    )
+    run = Run(
+        workspace_id=original.workspace_id,
+        workflow_id=original.workflow_id,
+        version_id=original.version_id,
+        version_number=original.version_number,
+        status=RunStatus.QUEUED,
+        trigger=RunTrigger.RETRY,
+        input=original.input,
+        input_hash=original.input_hash,
+        retry_of_id=original.id,
+        created_by_id=principal.user_id,
+    )
+    session.add(run)
+    await session.flush()
+    reused: dict[str, RunStep] = {}
+    if from_failed_step:
+        rows = await session.execute(
+            select(RunStep).where(
+                RunStep.run_id == original.id,  # type: ignore[arg-type]
+                RunStep.status == StepStatus.SUCCEEDED,  # type: ignore[arg-type]
+            )
+        )
+        reused = {step.node_id: step for step in rows.scalars()}
+    await _insert_steps(session, run, graph, reused)
+    await defer_drive(queue, session, run.id)
+    return run
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    workflow: Workflow,
+    first: int,
+    after: str | None,
+    status: RunStatus | None,
+) -> Page[Run]:
+    """A page of a workflow's runs, newest first, optionally of one status."""
+    check_page_size(first)
+    query = (
+        select(Run)
+        .where(Run.workflow_id == workflow.id)  # type: ignore[arg-type]
+        .order_by(Run.queued_at.desc(), Run.id.desc())  # type: ignore[attr-defined]
+        .limit(first + 1)
+    )
+    if status is not None:
+        query = query.where(Run.status == status)  # type: ignore[arg-type]
+    if after is not None:
+        queued_at, last_id = decode_cursor(after, 2)
+        try:
+            key = (datetime.fromisoformat(str(queued_at)), uuid.UUID(str(last_id)))
+        except ValueError as error:
+            raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error
+        query = query.where(func.row(Run.queued_at, Run.id) < func.row(*key))  # type: ignore[arg-type]
+    rows = list((await session.execute(query)).scalars())
+    return make_page(rows, first, lambda r: [r.queued_at.isoformat(), str(r.id)])
+
+
+async def count_runs(
+    session: AsyncSession, *, workflow_id: uuid.UUID, status: RunStatus | None
+) -> int:
+    """How many runs a workflow has (of one status)."""
+    query = select(func.count()).select_from(Run).where(Run.workflow_id == workflow_id)  # type: ignore[arg-type]
+    if status is not None:
+        query = query.where(Run.status == status)  # type: ignore[arg-type]
+    return int(await session.scalar(query) or 0)
+
+
+async def load_steps(
+    session: AsyncSession, *, run_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[RunStep]]:
+    """The steps of runs, in graph order, by run id."""
+    rows = await session.execute(
+        select(RunStep)
+        .where(RunStep.run_id.in_(run_ids))  # type: ignore[attr-defined]
+        .order_by(RunStep.run_id, RunStep.position)
+    )
+    found: dict[uuid.UUID, list[RunStep]] = {run_id: [] for run_id in run_ids}
+    for step in rows.scalars():
+        found[step.run_id].append(step)
+    return found
+
+
+async def load_last_runs(
+    session: AsyncSession, *, workflow_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Run]:
+    """The newest run of each workflow."""
+    rows = await session.execute(
+        select(Run)
+        .where(Run.workflow_id.in_(workflow_ids))  # type: ignore[attr-defined]
+        .order_by(Run.workflow_id, Run.queued_at.desc(), Run.id.desc())
+        .distinct(Run.workflow_id)
+    )
+    return {run.workflow_id: run for run in rows.scalars()}

@@ -1,0 +1,1 @@
+"""The worker: queue consumer, run driving, stalled-job recovery."""

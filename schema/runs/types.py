@@ -1,0 +1,165 @@
+"""GraphQL types of runs, steps and the node catalogue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app import models
+from app.engine.nodes.base import NodeType as NodeTypeModel
+from app.models import RunStatus as RunStatusModel
+from app.models import RunTrigger as RunTriggerModel
+from app.models import StepStatus as StepStatusModel
+from schema.context import Info
+from schema.ids import encode_id
+
+if TYPE_CHECKING:
+    from schema.workflows.types import Workflow, WorkflowVersion
+
+RunStatus = strawberry.enum(RunStatusModel, description="QUEUED → RUNNING → an end status.")
+StepStatus = strawberry.enum(StepStatusModel, description="PENDING → RUNNING → an end status.")
+RunTrigger = strawberry.enum(RunTriggerModel, description="What started a run.")
+
+
+def _duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
+    if started is None or finished is None:
+        return None
+    return int((finished - started).total_seconds() * 1000)
+
+
+@strawberry.type(description="The execution of one node in a run.")
+class RunStep:
+    row: strawberry.Private[models.RunStep]
+    node_id: str = strawberry.field(description="The node's id in the graph.")
+    node_type: str = strawberry.field(description="The node's type, e.g. http.request.")
+    status: StepStatus = strawberry.field(description="Where the step is.")  # type: ignore[valid-type]
+    attempt: int = strawberry.field(description="Attempts made (0 before the first).")
+    started_at: datetime | None = strawberry.field(description="When its first attempt began.")
+    finished_at: datetime | None = strawberry.field(description="When it ended.")
+    input: JSON | None = strawberry.field(description="What the node received.")
+    output: JSON | None = strawberry.field(description="What the node produced.")
+    error: str | None = strawberry.field(description="Why it failed, if it did.")
+    reused: bool = strawberry.field(
+        description="Kept from the original run by a retry from the failed step."
+    )
+
+    @strawberry.field(description="Milliseconds from start to end, when it ended.")
+    def duration_ms(self) -> int | None:
+        return _duration_ms(self.row.started_at, self.row.finished_at)
+
+    @classmethod
+    def from_model(cls, row: models.RunStep) -> RunStep:
+        """The type of a row."""
+        return cls(
+            row=row,
+            node_id=row.node_id,
+            node_type=row.node_type,
+            status=row.status,
+            attempt=row.attempt,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            input=row.input,
+            output=row.output,
+            error=row.error,
+            reused=row.reused,
+        )
+
+
+@strawberry.type(description="One execution of one workflow version.")
+class Run:
+    row: strawberry.Private[models.Run]
+    id: strawberry.ID = strawberry.field(description="Opaque ID.")
+    status: RunStatus = strawberry.field(description="Where the run is.")  # type: ignore[valid-type]
+    trigger: RunTrigger = strawberry.field(description="What started it.")  # type: ignore[valid-type]
+    input: JSON | None = strawberry.field(description="The run's input (the trigger's output).")
+    output: JSON | None = strawberry.field(description="The output node's value, when it ran.")
+    error: str | None = strawberry.field(description="Why it failed, naming the node.")
+    error_node_id: str | None = strawberry.field(description="The node that failed, if any.")
+    queued_at: datetime = strawberry.field(description="When it was queued.")
+    started_at: datetime | None = strawberry.field(description="When a worker started it.")
+    finished_at: datetime | None = strawberry.field(description="When it ended.")
+
+    @strawberry.field(description="Milliseconds from start to end, when it ended.")
+    def duration_ms(self) -> int | None:
+        return _duration_ms(self.row.started_at, self.row.finished_at)
+
+    @strawberry.field(description="The version it ran (runs execute exactly their version).")
+    async def version(
+        self, info: Info
+    ) -> Annotated[WorkflowVersion, strawberry.lazy("schema.workflows.types")]:
+        from schema.workflows.types import WorkflowVersion
+
+        row = await info.context.loaders.version_by_key.load(
+            (self.row.workflow_id, self.row.version_number)
+        )
+        assert row is not None
+        return WorkflowVersion.from_model(row)
+
+    @strawberry.field(description="The workflow.")
+    async def workflow(
+        self, info: Info
+    ) -> Annotated[Workflow, strawberry.lazy("schema.workflows.types")]:
+        from schema.workflows.types import Workflow
+
+        row = await info.context.loaders.workflow_by_id.load(self.row.workflow_id)
+        assert row is not None
+        return Workflow.from_model(row)
+
+    @strawberry.field(description="One step per node of the version, in the graph's order.")
+    async def steps(self, info: Info) -> list[RunStep]:
+        rows = await info.context.loaders.steps_by_run_id.load(self.row.id)
+        return [RunStep.from_model(row) for row in rows]
+
+    @strawberry.field(description="The run this one retried, if it is a retry.")
+    async def retry_of(self, info: Info) -> Run | None:
+        if self.row.retry_of_id is None:
+            return None
+        row = await info.context.loaders.run_by_id.load(self.row.retry_of_id)
+        return Run.from_model(row) if row else None
+
+    @classmethod
+    def from_model(cls, row: models.Run) -> Run:
+        """The type of a row."""
+        return cls(
+            row=row,
+            id=strawberry.ID(encode_id("Run", row.id)),
+            status=row.status,
+            trigger=row.trigger,
+            input=row.input,
+            output=row.output,
+            error=row.error,
+            error_node_id=row.error_node_id,
+            queued_at=row.queued_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+@strawberry.type(description="A kind of node the builder can place, with its config form.")
+class NodeType:
+    type: str = strawberry.field(description='The type name, e.g. "http.request".')
+    category: str = strawberry.field(description="Palette group.")
+    label: str = strawberry.field(description="Short name for the palette.")
+    description: str = strawberry.field(description="What it does.")
+    config_schema: JSON = strawberry.field(description="JSON Schema of the node's `data`.")
+    inputs: list[str] = strawberry.field(description="Input handle ids.")
+    outputs: list[str] = strawberry.field(
+        description="Output handle ids (logic.switch: one per case plus default)."
+    )
+
+    @classmethod
+    def from_model(cls, model: NodeTypeModel) -> NodeType:
+        """The type of a catalogue entry."""
+        schema: dict[str, Any] = model.config_schema()
+        return cls(
+            type=model.type,
+            category=model.category,
+            label=model.label,
+            description=model.description,
+            config_schema=schema,
+            inputs=list(model.inputs),
+            outputs=list(model.outputs),
+        )

@@ -1,0 +1,96 @@
+"""Helpers for run tests: graph builders and waiting for a run to end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.factories import Account, Factory
+
+RUN_FIELDS = """
+  id status trigger input output error errorNodeId queuedAt startedAt finishedAt durationMs
+  version { number }
+  retryOf { id }
+  steps { nodeId nodeType status attempt startedAt finishedAt durationMs input output error reused }
+"""
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def node(node_id: str, node_type: str, **data: Any) -> dict[str, Any]:
+    """A React Flow node."""
+    return {"id": node_id, "type": node_type, "position": {"x": 0, "y": 0}, "data": data}
+
+
+def edge(source: str, target: str, handle: str | None = None) -> dict[str, Any]:
+    """A React Flow edge (from ``handle`` of the source)."""
+    return {
+        "id": f"{source}->{target}",
+        "source": source,
+        "target": target,
+        "sourceHandle": handle,
+        "targetHandle": "in",
+    }
+
+
+async def create_workflow(factory: Factory, owner: Account, graph: dict, name: str = "Flow") -> str:
+    """A workflow with ``graph`` as version 1; its id."""
+    body = await factory.gql(
+        """mutation($i: WorkflowCreateInput!) { workflowCreate(input: $i) {
+             workflow { id currentVersion { diagnostics { code message nodeId } } }
+             userErrors { field code message } } }""",
+        {"i": {"workspaceId": owner.workspace_id, "name": name, "graph": graph}},
+        token=owner.token,
+    )
+    payload = body["data"]["workflowCreate"]
+    assert payload["userErrors"] == [], payload
+    assert payload["workflow"]["currentVersion"]["diagnostics"] == [], payload
+    return payload["workflow"]["id"]
+
+
+async def execute(
+    factory: Factory, account: Account, workflow_id: str, input: Any = None, **extra: Any
+) -> dict[str, Any]:
+    """The workflowExecute payload."""
+    body = await factory.gql(
+        """mutation($i: WorkflowExecuteInput!) { workflowExecute(input: $i) {
+             run { id status trigger queuedAt version { number } }
+             userErrors { field code message } } }""",
+        {"i": {"workflowId": workflow_id, "input": input, **extra}},
+        token=account.token,
+    )
+    assert "errors" not in body, body
+    return body["data"]["workflowExecute"]
+
+
+async def read_run(factory: Factory, account: Account, run_id: str) -> dict[str, Any]:
+    """The run as RunDetail shows it."""
+    body = await factory.gql(
+        f"query($id: ID!) {{ run(id: $id) {{ {RUN_FIELDS} }} }}",
+        {"id": run_id},
+        token=account.token,
+    )
+    assert "errors" not in body, body
+    return body["data"]["run"]
+
+
+async def wait_for(
+    factory: Factory,
+    account: Account,
+    run_id: str,
+    statuses: set[str] = TERMINAL,
+    timeout: float = 20,
+) -> dict[str, Any]:
+    """Poll the run until its status is one of ``statuses``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        run = await read_run(factory, account, run_id)
+        if run["status"] in statuses:
+            return run
+        assert loop.time() < deadline, f"run still {run['status']}: {run}"
+        await asyncio.sleep(0.05)
+
+
+def steps_by_node(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's steps keyed by node id."""
+    return {step["nodeId"]: step for step in run["steps"]}

@@ -1,0 +1,207 @@
+"""Workers as real processes: kill -9 mid-run, SIGSTOP past the lease, a node that kills them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tests.factories import Factory
+from tests.runs import create_workflow, edge, execute, node, read_run, steps_by_node, wait_for
+from tests.servers import LocalHTTP
+
+FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
+
+
+class Workers:
+    """Starts and stops `flowdeck worker` processes on the test database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"},
+            "DATABASE_URL": database_url,
+            "FLOWDECK_OUTBOUND_ALLOW": "127.0.0.1/32",
+            "FLOWDECK_WORKER_HEARTBEAT_SECONDS": "0.3",
+            "FLOWDECK_WORKER_STALLED_SECONDS": "1.5",
+            "FLOWDECK_LOG_LEVEL": "WARNING",
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [FLOWDECK, "worker", "--concurrency", "4"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(database_url: str) -> Iterator[Workers]:
+    pool = Workers(database_url)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalHTTP]:
+    local = LocalHTTP().start()
+    yield local
+    local.stop()
+
+
+async def wait_step(
+    factory: Factory, owner, run_id: str, node_id: str, status: str, timeout: float = 20
+) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        run = await read_run(factory, owner, run_id)
+        if steps_by_node(run)[node_id]["status"] == status:
+            return run
+        assert loop.time() < deadline, run
+        await asyncio.sleep(0.05)
+
+
+async def test_kill_9_mid_run_resumes_on_another_worker_without_redoing_steps(
+    factory: Factory, workers: Workers, server: LocalHTTP
+) -> None:
+    async def ok(request: Request) -> Response:
+        return JSONResponse({"path": request.url.path})
+
+    server.routes |= {"/first": ok, "/second": ok}
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node("first", "http.request", url=server.url("/first")),
+            node("wait", "flow.delay", seconds=3),
+            node("second", "http.request", url=server.url("/second")),
+            node("out", "output", value="{{ input.body.path }}"),
+        ],
+        "edges": [
+            edge("t", "first", "out"),
+            edge("first", "wait", "out"),
+            edge("wait", "second", "out"),
+            edge("second", "out", "out"),
+        ],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    doomed = workers.start()
+    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+    await wait_step(factory, owner, run_id, "wait", "RUNNING")
+
+    doomed.kill()  # SIGKILL: no goodbye, no cleanup
+    doomed.wait()
+    workers.start()
+    run = await wait_for(factory, owner, run_id, timeout=30)
+
+    assert run["status"] == "SUCCEEDED", run
+    assert run["output"] == "/second"
+    steps = steps_by_node(run)
+    assert steps["first"]["attempt"] == 1
+    assert steps["wait"]["attempt"] == 2  # run again by the second worker, for what was left
+    assert server.count("/first") == 1  # the step that had succeeded was not executed again
+    assert server.count("/second") == 1
+    assert await factory.scalar("SELECT crashes FROM runs") == 1
+
+
+async def test_a_paused_worker_cannot_overwrite_its_successor(
+    factory: Factory, workers: Workers, server: LocalHTTP
+) -> None:
+    calls = {"n": 0}
+
+    async def hold(request: Request) -> Response:
+        calls["n"] += 1
+        mine = calls["n"]
+        if mine == 1:
+            await asyncio.sleep(4)  # the first worker's call: answered while it is paused
+        return JSONResponse({"who": "first" if mine == 1 else "second"})
+
+    server.routes["/hold"] = hold
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node("call", "http.request", url=server.url("/hold")),
+            node("out", "output", value="{{ input.body.who }}"),
+        ],
+        "edges": [edge("t", "call", "out"), edge("call", "out", "out")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    paused = workers.start()
+    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+    while calls["n"] == 0:
+        await asyncio.sleep(0.02)
+
+    os.kill(paused.pid, signal.SIGSTOP)
+    workers.start()
+    run = await wait_for(factory, owner, run_id, timeout=30)
+    os.kill(paused.pid, signal.SIGCONT)
+    await asyncio.sleep(3)  # the paused worker wakes, gets its answer, tries to write it
+    after = await read_run(factory, owner, run_id)
+
+    assert run["status"] == "SUCCEEDED"
+    assert run["output"] == "second"
+    assert after == run
+    assert steps_by_node(after)["call"]["output"]["body"] == {"who": "second"}
+    assert await factory.scalar("SELECT attempt FROM runs") == 2
+
+
+async def test_a_node_that_kills_its_worker_every_time_ends_the_run_failed(
+    factory: Factory, workers: Workers, server: LocalHTTP
+) -> None:
+    current: dict[str, subprocess.Popen[bytes]] = {}
+
+    async def boom(request: Request) -> Response:
+        current["worker"].kill()
+        await asyncio.sleep(5)
+        return JSONResponse({})
+
+    server.routes["/boom"] = boom
+    owner = await factory.owner()
+    graph = {
+        "nodes": [node("t", "trigger"), node("boom", "http.request", url=server.url("/boom"))],
+        "edges": [edge("t", "boom", "out")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+
+    deaths = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while (await read_run(factory, owner, run_id))["status"] not in ("FAILED", "SUCCEEDED"):
+        assert loop.time() < deadline
+        if "worker" not in current or current["worker"].poll() is not None:
+            if "worker" in current:
+                deaths += 1
+            current["worker"] = workers.start()
+        await asyncio.sleep(0.1)
+    run = await read_run(factory, owner, run_id)
+
+    assert run["status"] == "FAILED"
+    assert run["error"] == (
+        'The worker running this run stopped 4 times while node "boom" was running; '
+        "giving up (a node may be crashing its worker)."
+    )
+    assert run["errorNodeId"] == "boom"
+    assert steps_by_node(run)["boom"]["status"] == "FAILED"
+    assert server.count("/boom") == 4
+    assert deaths == 4
