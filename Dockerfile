@@ -52,4 +52,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-CMD ["flowdeck", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# The API only; the same image runs workers: `flowdeck worker` (see docker-compose.yml).
+CMD ["flowdeck", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]

@@ -6,10 +6,7 @@ import asyncio
 import json
 import os
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,8 @@ from app.services.workflows import create_workflow
 from app.services.workspaces import create_workspace
 from app.settings import Settings
 from bench.data import graph_size, react_flow_graph
+from bench.measure import Result, timed
+from bench.runs import THREE_NODES, run_scenarios
 from schema.ids import encode_id
 
 EDITOR = """query($id: ID!) { workflow(id: $id) { id name description isTemplate createdAt updatedAt
@@ -56,36 +55,6 @@ WHERE id = %s"""
 FLOOR_INSERT = """INSERT INTO workflow_versions
   (id, workspace_id, workflow_id, number, graph, diagnostics)
 VALUES (%s, %s, %s, %s, %s::jsonb, '[]')"""
-
-
-@dataclass
-class Result:
-    """Latencies of one scenario, in seconds."""
-
-    name: str
-    samples: list[float]
-
-    @property
-    def per_second(self) -> float:
-        """Operations per second (sequential)."""
-        return len(self.samples) / sum(self.samples)
-
-    def percentile(self, p: float) -> float:
-        """A latency percentile in milliseconds."""
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
-
-
-async def timed(name: str, count: int, operation: Callable[[int], Awaitable[Any]]) -> Result:
-    """Run ``operation`` ``count`` times after a warm-up, timing each call."""
-    for i in range(max(5, count // 10)):
-        await operation(-1 - i)
-    samples = []
-    for i in range(count):
-        started = time.perf_counter()
-        await operation(i)
-        samples.append(time.perf_counter() - started)
-    return Result(name, samples)
 
 
 def server_url(data: Path) -> str:
@@ -190,11 +159,28 @@ async def run(url: str, count: int) -> list[tuple[Result, Result | None]]:
             validate_graph(graph)
 
         validation = await timed("validate_graph (40 nodes)", count, validate)
+
+        async with session_factory(engine)() as session:
+            three, _ = await create_workflow(
+                session,
+                principal=principal,
+                workspace_id=workspace.id,
+                name="three",
+                description=None,
+                graph=THREE_NODES,
+                policy=policy,
+            )
+            await session.commit()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bench", headers=headers
+        ) as client:
+            runs = await run_scenarios(app, engine, client, encode_id("Workflow", three.id), count)
     return [
         (editor, floor_editor),
         (listing, floor_list),
         (saving, floor_saving),
         (validation, None),
+        *((r, None) for r in runs),
     ]
 
 
