@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -20,8 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
+from app.errors import Unauthenticated
 from app.middleware import BodySizeLimit, RequestContext
 from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
@@ -29,6 +34,8 @@ from app.settings import Settings
 from app.worker.runner import run_worker
 from schema import build_schema
 from schema.context import Context, bearer_token
+
+SOCKET_USER_KEY = "flowdeck.socket_user"
 
 
 class FlowdeckGraphQL(GraphQL[Context, None]):
@@ -39,10 +46,41 @@ class FlowdeckGraphQL(GraphQL[Context, None]):
         super().__init__(
             build_schema(settings),
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
-            # graphql-transport-ws only: the legacy graphql-ws protocol stays off.
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            # graphql-transport-ws and graphql-sse; the legacy graphql-ws protocol stays off.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            allowed_origins=settings.allowed_origins,
         )
         self.runtime = runtime
+        self.sockets_per_user: Counter[uuid.UUID] = Counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            user_id = scope.get(SOCKET_USER_KEY)
+            if user_id is not None:
+                self.sockets_per_user[user_id] -= 1
+                if self.sockets_per_user[user_id] <= 0:
+                    del self.sockets_per_user[user_id]
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Sign in from connection_init's payload; a bad token closes the socket with 4403."""
+        params = context.connection_params or {}
+        token = params.get("token") or bearer_token(
+            str(params.get("Authorization") or params.get("authorization") or "")
+        )
+        context.use_token(token if isinstance(token, str) else None)
+        try:
+            principal = await context.principal()
+        except Unauthenticated as error:
+            raise ConnectionRejectionError({"reason": str(error)}) from error
+        limit = self.runtime.settings.max_connections_per_user
+        if self.sockets_per_user[principal.user_id] >= limit:
+            raise ConnectionRejectionError({"reason": f"At most {limit} connections per user."})
+        self.sockets_per_user[principal.user_id] += 1
+        context.connection.scope[SOCKET_USER_KEY] = principal.user_id
+        return UNSET
 
     def parse_json(self, data: str | bytes) -> Any:
         # Anything the JSON parser cannot turn into an object is the client's error: bad
@@ -110,6 +148,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.hub.start()
         async with runtime.queue.open_async():
             worker = (
                 asyncio.create_task(
@@ -125,6 +164,7 @@ def create_app(
                     worker.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await worker
+        await runtime.hub.stop()
         if own_engine:
             await engine.dispose()
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import procrastinate
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import session_factory
+from app.db import libpq_url, session_factory
+from app.events.hub import EventHub
 from app.services.graphs import GraphPolicy
 from app.settings import Settings
 
@@ -21,6 +22,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     graph_policy: GraphPolicy
     queue: procrastinate.App
+    hub: EventHub
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine, url: str) -> Runtime:
@@ -33,4 +35,5 @@ class Runtime:
             sessions=session_factory(engine),
             graph_policy=GraphPolicy.from_settings(settings),
             queue=build_queue(url, max_connections=settings.worker_concurrency + 2),
+            hub=EventHub(libpq_url(url)),
         )

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     max_string_length: int = Field(
         100_000, ge=100, description="Longest string (characters) inside a graph."
     )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (https://app.example.com) whose pages may open WebSockets "
+        "to the API, besides the API's own origin; comma-separated.",
+    )
+    max_subscriptions_per_connection: int = Field(
+        20, ge=1, description="Subscriptions one WebSocket may hold at once."
+    )
+    max_connections_per_user: int = Field(
+        10, ge=1, description="WebSockets one user may hold open on one API process."
+    )
     worker_concurrency: int = Field(
         10, ge=1, le=500, description="Runs one worker process drives at the same time."
     )
@@ -99,7 +110,7 @@ class Settings(BaseSettings):
         description="Name of the first workspace made on an empty embedded database.",
     )
 
-    @field_validator("outbound_allow", mode="before")
+    @field_validator("outbound_allow", "allowed_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

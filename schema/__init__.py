@@ -21,6 +21,7 @@ from schema.auth import RequireSignIn
 from schema.errors import ErrorPolicy
 from schema.runs.mutations import RunMutations
 from schema.runs.queries import RunQueries
+from schema.runs.subscriptions import RunSubscriptions
 from schema.templates.mutations import TemplateMutations
 from schema.templates.queries import TemplateQueries
 from schema.workflows.mutations import WorkflowMutations
@@ -58,6 +59,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return FlowdeckSchema(
         query=Query,
         mutation=Mutation,
+        subscription=RunSubscriptions,
         config=StrawberryConfig(disable_field_suggestions=not settings.development),
         extensions=[
             ErrorPolicy,

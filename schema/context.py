@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
@@ -30,6 +32,18 @@ class Outcome(Generic[T]):
     user_errors: list[UserError] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class OperationScope:
+    """What one operation on a long-lived socket has to itself: a session and loaders."""
+
+    owner: Context
+    loaders: Loaders
+    session: AsyncSession | None = None
+
+
+_operation: ContextVar[OperationScope | None] = ContextVar("flowdeck_operation", default=None)
+
+
 class Context:
     """Everything a resolver needs, built per HTTP request (per operation on a socket)."""
 
@@ -39,11 +53,59 @@ class Context:
         self._token = token
         self._session: AsyncSession | None = None
         self._principal: Principal | None = None
-        self.loaders: Loaders = build_loaders(lambda: self.session)
+        self._loaders: Loaders = build_loaders(lambda: self.session)
+        # Set by Strawberry from graphql-transport-ws's connection_init payload.
+        self.connection_params: dict[str, Any] | None = None
+
+    def _scope(self) -> OperationScope | None:
+        scope = _operation.get()
+        return scope if scope is not None and scope.owner is self else None
+
+    @property
+    def loaders(self) -> Loaders:
+        """The DataLoaders of this request, or of the current operation on a socket."""
+        scope = self._scope()
+        return scope.loaders if scope is not None else self._loaders
+
+    @contextlib.asynccontextmanager
+    async def operation(self) -> AsyncIterator[None]:
+        """Give one subscription its own session and loaders for as long as it runs."""
+        # The loaders read through self.session, which resolves to the scope's session.
+        scope = OperationScope(owner=self, loaders=build_loaders(lambda: self.session))
+        token = _operation.set(scope)
+        try:
+            yield
+        finally:
+            if scope.session is not None:
+                await scope.session.close()
+            try:
+                _operation.reset(token)
+            except ValueError:  # closed from another task: nothing of ours to restore
+                _operation.set(None)
+
+    async def refresh(self) -> None:
+        """Between two events of a subscription: release the session, forget cached rows."""
+        scope = self._scope()
+        if scope is None:
+            return
+        if scope.session is not None:
+            await scope.session.close()
+            scope.session = None
+        scope.loaders = build_loaders(lambda: self.session)
+
+    def use_token(self, token: str | None) -> None:
+        """Authenticate with this token from now on (a socket's connection_init)."""
+        self._token = token
+        self._principal = None
 
     @property
     def session(self) -> AsyncSession:
         """The request's session, opened on first use and closed when the request ends."""
+        scope = self._scope()
+        if scope is not None:
+            if scope.session is None:
+                scope.session = self.runtime.sessions()
+            return scope.session
         if self._session is None:
             self._session = self.runtime.sessions()
             cleanups = self.connection.scope.setdefault(CLEANUPS_KEY, [])
@@ -61,7 +123,9 @@ class Context:
         if self._principal is None:
             if not self._token:
                 raise Unauthenticated()
-            self._principal = await authenticate(self.session, token=self._token)
+            # A short session of its own: a socket must not hold one open between events.
+            async with self.runtime.sessions() as session:
+                self._principal = await authenticate(session, token=self._token)
         return self._principal
 
     async def transact(

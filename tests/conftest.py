@@ -72,6 +72,7 @@ async def engine(settings: Settings, database_url: str) -> AsyncIterator[AsyncEn
 
 
 TABLES = [
+    "run_events",
     "run_steps",
     "runs",
     "api_tokens",

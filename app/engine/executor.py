@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.engine.plan import NodePlan, RunPlan, build_plan
+from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan
 from app.engine.states import (
     TERMINAL_RUN,
     LeaseLost,
@@ -28,7 +28,8 @@ from app.engine.states import (
     transition_step,
 )
 from app.engine.steps import StepResult, StepRunner
-from app.models import Run, RunStatus, RunStep, StepStatus, WorkflowVersion
+from app.events.log import append_event
+from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus, WorkflowVersion
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,13 @@ class RunDriver:
         settings: Any,
         run_id: uuid.UUID,
         resume: Resume,
+        job_id: int | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.run_id = run_id
         self.resume = resume
+        self.job_id = job_id
         self.claim_number = 0
         self.failure: tuple[str, str] | None = None
 
@@ -112,11 +115,21 @@ class RunDriver:
             ).scalar_one_or_none()
             if run is None:
                 return None
+            if self.job_id is not None and run.job_id is not None and run.job_id != self.job_id:
+                return None  # a stale job: the run was handed to a newer one
             if run.status in TERMINAL_RUN:
                 # E.g. cancelled while its worker was gone: nothing may stay RUNNING.
-                await settle_open_steps(
+                settled = await settle_open_steps(
                     session, run_id=run.id, target=StepStatus.CANCELLED, claim=None
                 )
+                if settled and run.status is RunStatus.CANCELLED:
+                    await append_event(
+                        session,
+                        run_id=run.id,
+                        type=RunEventType.RUN_CANCELLED,
+                        run_status=RunStatus.CANCELLED,
+                        error=run.error,
+                    )
                 return None
             abandoned = run.status is RunStatus.RUNNING and run.wake_at is None
             crashes = run.crashes + (1 if abandoned else 0)
@@ -135,7 +148,12 @@ class RunDriver:
                 await self._give_up(session, run, crashes)
                 return None
             run = await transition_run(
-                session, run_id=run.id, target=RunStatus.RUNNING, claim=None, values=values
+                session,
+                run_id=run.id,
+                target=RunStatus.RUNNING,
+                claim=None,
+                values=values,
+                current=run.status,
             )
             graph = await session.scalar(
                 select(WorkflowVersion.graph).where(WorkflowVersion.id == run.version_id)  # type: ignore[arg-type]
@@ -143,7 +161,12 @@ class RunDriver:
             rows = (
                 await session.execute(select(RunStep).where(RunStep.run_id == run.id))  # type: ignore[arg-type]
             ).scalars()
-            claim = Claim(run=run, plan=build_plan(run.version_id, graph))
+            try:
+                plan = build_plan(run.version_id, graph)
+            except PlanError as error:
+                await self._unrunnable(session, run, str(error))
+                return None
+            claim = Claim(run=run, plan=plan)
             for row in rows:
                 claim.steps[row.node_id] = StepState(
                     id=row.id,
@@ -157,7 +180,23 @@ class RunDriver:
                     wake_at=row.wake_at,
                     error=row.error,
                 )
+            for node in plan.order:
+                state = claim.steps[node.id]
+                if state.status is StepStatus.FAILED and not node.policy.continue_on_fail:
+                    # An earlier claim failed this node: the run fails, it does not go on.
+                    self.failure = (node.id, state.error or "failed")
             return claim
+
+    async def _unrunnable(self, session: AsyncSession, run: Run, message: str) -> None:
+        await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
+        await transition_run(
+            session,
+            run_id=run.id,
+            target=RunStatus.FAILED,
+            claim=None,
+            values={"error": message, "finished_at": func.now()},
+            current=run.status,
+        )
 
     async def _give_up(self, session: AsyncSession, run: Run, crashes: int) -> None:
         running = await session.scalar(
@@ -171,7 +210,9 @@ class RunDriver:
             f"The worker running this run stopped {crashes} times{where}; giving up "
             "(a node may be crashing its worker)."
         )
-        await settle_open_steps(session, run_id=run.id, target=StepStatus.FAILED, claim=None)
+        await settle_open_steps(
+            session, run_id=run.id, target=StepStatus.FAILED, claim=None, error=message
+        )
         await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
         await transition_run(
             session,
@@ -200,6 +241,8 @@ class RunDriver:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     running.pop(task)
+                    if task.cancelled():  # cancelled by our own fail-fast below
+                        continue
                     result = task.result()
                     if result.failed and not result.continue_on_fail and self.failure is None:
                         self.failure = (result.node_id, result.error or "failed")
@@ -254,7 +297,13 @@ class RunDriver:
         return "ready" if any_active else "skip"
 
     async def _write_step(
-        self, claim: Claim, node_id: str, target: StepStatus, values: dict[str, Any]
+        self,
+        claim: Claim,
+        node_id: str,
+        target: StepStatus,
+        values: dict[str, Any],
+        *,
+        announce: bool = True,
     ) -> None:
         state = claim.steps[node_id]
         async with self.sessions() as session, session.begin():
@@ -265,6 +314,7 @@ class RunDriver:
                 target=target,
                 claim=self.claim_number,
                 values=values,
+                announce=announce,
             )
         state.status = target
 
@@ -277,6 +327,9 @@ class RunDriver:
         waiting = [s.wake_at for s in claim.steps.values() if s.wake_at is not None]
         if waiting and any(s.status is StepStatus.RUNNING for s in claim.steps.values()):
             wake_at = min(w for w in waiting if w is not None)
+            if claim.run.deadline_at is not None:
+                # The run's timeout counts while it waits: wake up for it, at the latest.
+                wake_at = min(wake_at, claim.run.deadline_at)
             async with self.sessions() as session, session.begin():
                 await transition_run(
                     session,
@@ -323,14 +376,8 @@ class RunDriver:
         """Aborted: settle the steps of a cancelled run; a shutdown leaves it to resume."""
         async with self.sessions() as session, session.begin():
             status = await session.scalar(select(Run.status).where(Run.id == self.run_id))  # type: ignore[arg-type]
-            if status is RunStatus.CANCELLED:
-                await settle_open_steps(
-                    session,
-                    run_id=self.run_id,
-                    target=StepStatus.CANCELLED,
-                    claim=self.claim_number,
-                )
-            elif status is RunStatus.RUNNING:
+            # Cancelled: runCancel settled the steps and fenced this claim out already.
+            if status is RunStatus.RUNNING:
                 # A worker shutting down: release the run so the next claim is not a crash.
                 try:
                     await transition_run(
@@ -347,7 +394,14 @@ class RunDriver:
 def edge_is_active(source: StepState, plan: NodePlan, handle: str | None) -> bool:
     """An edge carries on when its source produced output on the edge's handle."""
     if source.status is StepStatus.FAILED:
-        return plan.policy.continue_on_fail  # its output, {error}, goes on
+        # Continue-on-fail: its output, {error}, goes on — through its only output handle,
+        # or a switch's `default`; a failed logic.if takes neither branch.
+        if not plan.policy.continue_on_fail:
+            return False
+        handles = plan.node_type.output_handles(plan.data)
+        if len(handles) <= 1:
+            return True
+        return handle == "default" and "default" in handles
     if source.status is not StepStatus.SUCCEEDED:
         return False
     if source.active_handles is None:

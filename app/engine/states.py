@@ -11,10 +11,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Run, RunStatus, RunStep, StepStatus
+from app.events.log import append_event
+from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus
 
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
@@ -47,6 +48,20 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 TERMINAL_RUN = frozenset(s for s, nxt in RUN_TRANSITIONS.items() if not nxt)
 TERMINAL_STEP = frozenset(s for s, nxt in STEP_TRANSITIONS.items() if not nxt)
 
+# The event each change appends (in the same transaction), by target status.
+RUN_EVENTS = {
+    RunStatus.SUCCEEDED: RunEventType.RUN_SUCCEEDED,
+    RunStatus.FAILED: RunEventType.RUN_FAILED,
+    RunStatus.CANCELLED: RunEventType.RUN_CANCELLED,
+}
+STEP_EVENTS = {
+    StepStatus.RUNNING: RunEventType.STEP_STARTED,
+    StepStatus.SUCCEEDED: RunEventType.STEP_SUCCEEDED,
+    StepStatus.FAILED: RunEventType.STEP_FAILED,
+    StepStatus.SKIPPED: RunEventType.STEP_SKIPPED,
+    StepStatus.CANCELLED: RunEventType.STEP_CANCELLED,
+}
+
 
 class InvalidTransition(Exception):
     """A status change the state machine does not allow."""
@@ -58,6 +73,19 @@ class LeaseLost(Exception):
 
 def _sources(table: dict[Any, frozenset[Any]], target: Any) -> list[Any]:
     return [source for source, targets in table.items() if target in targets]
+
+
+def _holder(run_id: uuid.UUID) -> Any:
+    # Locks the run row: a step write waits for a claim in progress to commit and then
+    # compares with its attempt, so it never slips in beside a new claim. NO KEY UPDATE,
+    # the lock the event append takes next anyway: a weaker lock here would deadlock two
+    # concurrent step writes of one run upgrading it.
+    return (
+        select(Run.attempt)
+        .where(Run.id == run_id)  # type: ignore[arg-type]
+        .with_for_update(key_share=True)
+        .scalar_subquery()
+    )
 
 
 def check_run_transition(current: RunStatus, target: RunStatus) -> None:
@@ -79,8 +107,14 @@ async def transition_run(
     target: RunStatus,
     claim: int | None,
     values: dict[str, Any] | None = None,
+    current: RunStatus | None = None,
+    announce: bool = True,
 ) -> Run:
-    """Move a run to ``target`` (with ``values``); fenced by ``claim`` when given."""
+    """Move a run to ``target`` (with ``values``); fenced by ``claim`` when given.
+
+    Appends RUN_STARTED when ``current`` (the caller locked the row) is QUEUED, and the
+    terminal event on an end status, unless ``announce`` is off.
+    """
     condition = (Run.id == run_id) & Run.status.in_(_sources(RUN_TRANSITIONS, target))  # type: ignore[attr-defined]
     if claim is not None:
         condition = condition & (Run.attempt == claim)
@@ -95,6 +129,18 @@ async def transition_run(
     if row is None:
         await _explain_run(session, run_id, target, claim)
     assert row is not None
+    event = RUN_EVENTS.get(target)
+    if target is RunStatus.RUNNING and current is RunStatus.QUEUED:
+        event = RunEventType.RUN_STARTED
+    if event is not None and announce:
+        await append_event(
+            session,
+            run_id=run_id,
+            type=event,
+            run_status=target,
+            output=row.output if target is RunStatus.SUCCEEDED else None,
+            error=row.error if target in (RunStatus.FAILED, RunStatus.CANCELLED) else None,
+        )
     return row
 
 
@@ -110,6 +156,7 @@ async def _explain_run(
     if claim is not None and attempt != claim:
         raise LeaseLost(f"run {run_id} is now held by claim {attempt}, not {claim}")
     check_run_transition(RunStatus(status), target)
+    raise InvalidTransition(f"run {run_id} changed while going to {target.value}; try again")
 
 
 async def transition_step(
@@ -120,20 +167,32 @@ async def transition_step(
     target: StepStatus,
     claim: int | None,
     values: dict[str, Any] | None = None,
+    announce: bool = True,
 ) -> None:
-    """Move a step to ``target``; fenced by the run's claim when given."""
+    """Move a step to ``target`` and append its event; fenced by the run's claim when given."""
     condition = (RunStep.id == step_id) & RunStep.status.in_(_sources(STEP_TRANSITIONS, target))  # type: ignore[attr-defined]
     if claim is not None:
-        holder = select(Run.attempt).where(Run.id == run_id).scalar_subquery()  # type: ignore[arg-type]
-        condition = condition & (holder == claim)
+        condition = condition & (_holder(run_id) == claim)
     result = await session.execute(
         update(RunStep)
         .where(condition)
         .values(status=target, **(values or {}))
-        .returning(RunStep.id)
+        .returning(RunStep.node_id, RunStep.attempt, RunStep.output, RunStep.error)
         .execution_options(synchronize_session=False)
     )
-    if result.scalar_one_or_none() is not None:
+    changed = result.first()
+    if changed is not None:
+        if announce:
+            await append_event(
+                session,
+                run_id=run_id,
+                type=STEP_EVENTS[target],
+                step_status=target,
+                node_id=changed.node_id,
+                attempt=changed.attempt,
+                output=changed.output if target is not StepStatus.RUNNING else None,
+                error=changed.error if target is StepStatus.FAILED else None,
+            )
         return
     status = await session.scalar(select(RunStep.status).where(RunStep.id == step_id))  # type: ignore[arg-type]
     attempt = await session.scalar(select(Run.attempt).where(Run.id == run_id))  # type: ignore[arg-type]
@@ -142,10 +201,16 @@ async def transition_step(
     if status is None:
         raise InvalidTransition(f"step {step_id} does not exist")
     check_step_transition(StepStatus(status), target)
+    raise InvalidTransition(f"step {step_id} changed while going to {target.value}; try again")
 
 
 async def settle_open_steps(
-    session: AsyncSession, *, run_id: uuid.UUID, target: StepStatus, claim: int | None
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    target: StepStatus,
+    claim: int | None,
+    error: str | None = None,
 ) -> int:
     """Move every PENDING or RUNNING step of a run to a terminal ``target``; how many."""
     if target not in TERMINAL_STEP:
@@ -153,19 +218,23 @@ async def settle_open_steps(
     sources = [s for s in (StepStatus.PENDING, StepStatus.RUNNING) if target in STEP_TRANSITIONS[s]]
     condition = (RunStep.run_id == run_id) & RunStep.status.in_(sources)  # type: ignore[attr-defined]
     if claim is not None:
-        holder = select(Run.attempt).where(Run.id == run_id).scalar_subquery()  # type: ignore[arg-type]
-        condition = condition & (holder == claim)
+        condition = condition & (_holder(run_id) == claim)
     result = await session.execute(
         update(RunStep)
         .where(condition)
-        .values(status=target, finished_at=_now(), wake_at=None)
-        .returning(RunStep.id)
+        .values(status=target, finished_at=func.now(), wake_at=None, error=error)
+        .returning(RunStep.node_id, RunStep.attempt, RunStep.position)
         .execution_options(synchronize_session=False)
     )
-    return len(result.all())
-
-
-def _now() -> Any:
-    from sqlalchemy import func
-
-    return func.now()
+    settled = sorted(result.all(), key=lambda row: row.position)
+    for row in settled:
+        await append_event(
+            session,
+            run_id=run_id,
+            type=STEP_EVENTS[target],
+            step_status=target,
+            node_id=row.node_id,
+            attempt=row.attempt,
+            error=error,
+        )
+    return len(settled)

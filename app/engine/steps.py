@@ -12,8 +12,10 @@ from sqlalchemy import func
 
 from app.engine.expressions import ExpressionError, render_config
 from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
+from app.engine.outbound import OutboundBlocked
 from app.engine.plan import NodePlan
-from app.models import StepStatus
+from app.events.log import append_event
+from app.models import RunEventType, StepStatus
 
 if TYPE_CHECKING:
     from app.engine.executor import Claim, RunDriver
@@ -43,7 +45,13 @@ def _message(error: BaseException, node: NodePlan) -> str:
         return f"Invalid configuration: {problems}"
     if isinstance(error, NodeFailure | ExpressionError):
         return str(error)
-    return f"Unexpected error: {type(error).__name__}: {error}"
+    # The details go to the log (with the run and node ids), not to every reader of the run.
+    return f"Unexpected error in the node ({type(error).__name__}); see the worker's log."
+
+
+def _retryable(error: BaseException) -> bool:
+    # The same config and input fail the same way again: do not spend retries on them.
+    return not isinstance(error, ValidationError | ExpressionError | OutboundBlocked)
 
 
 class StepRunner:
@@ -113,7 +121,11 @@ class StepRunner:
                 outcome = await self._attempt(node, state, attempt, value, env, parents)
             except ReleaseUntil as release:
                 await self.driver._write_step(
-                    self.claim, node.id, StepStatus.RUNNING, {"wake_at": release.wake_at}
+                    self.claim,
+                    node.id,
+                    StepStatus.RUNNING,
+                    {"wake_at": release.wake_at},
+                    announce=False,
                 )
                 state.wake_at = release.wake_at
                 return StepResult(node.id, failed=False, continue_on_fail=False)
@@ -122,8 +134,13 @@ class StepRunner:
             except Exception as error:  # every failure of a node is recorded on its step
                 message = _message(error, node)[:MAX_ERROR_LENGTH]
                 if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
-                    log.warning("node raised", exc_info=True, extra={"node_id": node.id})
-                if attempt < attempts and policy.retry is not None:
+                    log.warning(
+                        "node raised",
+                        exc_info=True,
+                        extra={"run_id": str(self.claim.run.id), "node_id": node.id},
+                    )
+                if attempt < attempts and policy.retry is not None and _retryable(error):
+                    await self._announce_retry(node.id, attempt, message)
                     await asyncio.sleep(policy.retry.delay_before(attempt + 1))
                     continue
                 output = (
@@ -157,6 +174,19 @@ class StepRunner:
             state.output = outcome.output
             state.active_handles = outcome.active_handles
             return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
+
+    async def _announce_retry(self, node_id: str, attempt: int, message: str) -> None:
+        async with self.driver.sessions() as session, session.begin():
+            await append_event(
+                session,
+                run_id=self.claim.run.id,
+                type=RunEventType.STEP_RETRYING,
+                claim=self.driver.claim_number,
+                node_id=node_id,
+                step_status=StepStatus.RUNNING,
+                attempt=attempt,
+                error=message,
+            )
 
     def _started_column(self) -> Any:
         from app.models import RunStep

@@ -106,6 +106,9 @@ def _handle_problem(
         return f"{node} has no {side}: a node of type {_quote(node_type.type)} has none."
     if handle is not None and handle not in handles:
         return f"{node} has no handle {_quote(handle)}; its {side} are {_quote_all(handles)}."
+    if handle is None and len(handles) > 1:
+        # The engine routes by handle: an edge from no handle of a branching node never runs.
+        return f"{node} has several {side} ({_quote_all(handles)}): say which one."
     return None
 
 

@@ -1,16 +1,20 @@
 """SQLModel tables; importing this package registers all of them on the metadata."""
 
 from app.models.base import utcnow
+from app.models.event import TERMINAL_EVENTS, RunEvent, RunEventType
 from app.models.run import Run, RunStatus, RunStep, RunTrigger, StepStatus
 from app.models.user import ApiToken, User
 from app.models.workflow import Workflow, WorkflowVersion
 from app.models.workspace import Membership, Role, Workspace
 
 __all__ = [
+    "TERMINAL_EVENTS",
     "ApiToken",
     "Membership",
     "Role",
     "Run",
+    "RunEvent",
+    "RunEventType",
     "RunStatus",
     "RunStep",
     "RunTrigger",

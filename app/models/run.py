@@ -98,6 +98,10 @@ class Run(SQLModel, table=True):
     wake_at: datetime | None = timestamp(nullable=True)
     deadline_at: datetime | None = timestamp(nullable=True)
     job_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # The seq of the run's last event: events are numbered 1, 2, 3 … per run, no gaps.
+    last_event_seq: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
     queued_at: datetime = timestamp()
     started_at: datetime | None = timestamp(nullable=True)
     finished_at: datetime | None = timestamp(nullable=True)

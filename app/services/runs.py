@@ -18,9 +18,11 @@ from app.engine.graph import check_json_value
 from app.engine.states import TERMINAL_RUN, settle_open_steps, transition_run
 from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
+from app.events.log import append_event
 from app.models import (
     Role,
     Run,
+    RunEventType,
     RunStatus,
     RunStep,
     RunTrigger,
@@ -190,6 +192,9 @@ async def execute_workflow(
         return existing
     run = (await session.execute(select(Run).where(Run.id == run_id))).scalar_one()  # type: ignore[arg-type]
     await _insert_steps(session, run, target.graph)
+    await append_event(
+        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
+    )
     await defer_drive(queue, session, run.id)
     return run
 
@@ -221,20 +226,41 @@ async def cancel_run(
         raise InputErrors.single(
             ("id",), ErrorCode.INVALID, f"The run already ended ({locked.status.value})."
         )
-    held = locked.status is RunStatus.RUNNING and locked.wake_at is None
+    # Settle the steps here and fence out any worker holding the run (its claim is bumped):
+    # nothing stays RUNNING even if that worker is gone or paused, and RUN_CANCELLED is the
+    # run's last event. The worker is told to stop at once through the queue.
+    await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
     run = await transition_run(
         session,
         run_id=run.id,
         target=RunStatus.CANCELLED,
         claim=None,
-        values={"finished_at": func.now(), "error": "Cancelled."},
+        values={
+            "finished_at": func.now(),
+            "error": "Cancelled.",
+            "attempt": Run.attempt + 1,
+            "wake_at": None,
+        },
     )
-    if not held:
-        # No worker holds it (queued, or waiting): settle its steps here.
-        await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
     if locked.job_id is not None:
         await stop_job(queue, session, locked.job_id)
     return run
+
+
+def _reusable(succeeded: dict[str, RunStep], graph: Any) -> dict[str, RunStep]:
+    """The succeeded steps none of whose ancestors runs again: their inputs are unchanged."""
+    parents: dict[str, list[str]] = {}
+    for edge in graph.get("edges", []):
+        parents.setdefault(edge["target"], []).append(edge["source"])
+    kept: dict[str, RunStep] = {}
+    changed = True
+    while changed:  # a fixed point over the (acyclic) graph
+        changed = False
+        for node_id, step in succeeded.items():
+            if node_id not in kept and all(p in kept for p in parents.get(node_id, [])):
+                kept[node_id] = step
+                changed = True
+    return kept
 
 
 async def retry_run(
@@ -278,8 +304,11 @@ async def retry_run(
                 RunStep.status == StepStatus.SUCCEEDED,  # type: ignore[arg-type]
             )
         )
-        reused = {step.node_id: step for step in rows.scalars()}
+        reused = _reusable({step.node_id: step for step in rows.scalars()}, graph)
     await _insert_steps(session, run, graph, reused)
+    await append_event(
+        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
+    )
     await defer_drive(queue, session, run.id)
     return run
 
@@ -349,3 +378,13 @@ async def load_last_runs(
         .distinct(Run.workflow_id)
     )
     return {run.workflow_id: run for run in rows.scalars()}
+
+
+async def runs_by_ids(session: AsyncSession, *, run_ids: list[uuid.UUID]) -> list[Run]:
+    """Runs by id, oldest queued first."""
+    rows = await session.execute(
+        select(Run)
+        .where(Run.id.in_(run_ids))  # type: ignore[attr-defined]
+        .order_by(Run.queued_at, Run.id)
+    )
+    return list(rows.scalars())

@@ -61,7 +61,9 @@ async def drive_run_task(context: procrastinate.JobContext, run_id: str) -> None
     async def resume(session: AsyncSession, rid: uuid.UUID, wake_at: datetime) -> None:
         await defer_drive(queue, session, rid, schedule_at=wake_at)
 
-    driver = RunDriver(runtime.sessions, runtime.settings, uuid.UUID(run_id), resume)
+    driver = RunDriver(
+        runtime.sessions, runtime.settings, uuid.UUID(run_id), resume, job_id=context.job.id
+    )
     outcome = await driver.drive()
     log.info("run driven", extra={"run_id": run_id, "outcome": outcome})
 

@@ -8,8 +8,10 @@ import logging
 from typing import Any
 
 import procrastinate
+import procrastinate.jobs
+from sqlalchemy import text
 
-from app.worker.queue import RUNS_QUEUE
+from app.worker.queue import RUNS_QUEUE, defer_drive
 
 log = logging.getLogger(__name__)
 
@@ -17,30 +19,53 @@ log = logging.getLogger(__name__)
 KEEP_FINISHED_JOBS_HOURS = 72
 
 
-async def recover_stalled(queue: procrastinate.App, stalled_seconds: float) -> int:
-    """Give the jobs of workers that stopped heartbeating to other workers; how many."""
+# Non-terminal runs whose job is gone or over: handed to a fresh job (the same job id is never
+# re-queued, so a worker that wakes up late finishes only its own, stale, job).
+STRANDED_RUNS = text(
+    """
+    SELECT r.id FROM runs r
+    LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
+    WHERE r.status IN ('QUEUED', 'RUNNING')
+      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing', 'aborting'))
+    ORDER BY r.queued_at
+    LIMIT 100
+    FOR UPDATE OF r SKIP LOCKED
+    """
+)
+
+
+async def recover_stalled(queue: procrastinate.App, runtime: Any) -> int:
+    """Hand the runs of workers that stopped heartbeating (and stranded runs) to new jobs."""
     manager = queue.job_manager
-    jobs = await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_seconds)
-    recovered = 0
-    for job in jobs:
+    stalled = await manager.get_stalled_jobs(
+        seconds_since_heartbeat=runtime.settings.worker_stalled_seconds
+    )
+    for job in stalled:
         try:
-            await manager.retry_job(job)
+            await manager.finish_job_by_id_async(
+                job_id=job.id, status=procrastinate.jobs.Status.FAILED, delete_job=False
+            )
+        except Exception:  # finished meanwhile, or another worker got to it first
+            log.info("stalled job not finished", extra={"job_id": job.id}, exc_info=True)
+    recovered = 0
+    async with runtime.sessions() as session, session.begin():
+        for (run_id,) in (await session.execute(STRANDED_RUNS)).all():
+            await defer_drive(queue, session, run_id)
             recovered += 1
-        except Exception:  # another worker retried it first, or it finished meanwhile
-            log.info("stalled job not retried", extra={"job_id": job.id}, exc_info=True)
     if recovered:
-        log.warning("recovered stalled jobs", extra={"count": recovered})
+        log.warning("handed runs to new jobs", extra={"count": recovered})
     return recovered
 
 
-async def maintenance_loop(queue: procrastinate.App, settings: Any) -> None:
+async def maintenance_loop(queue: procrastinate.App, runtime: Any) -> None:
     """Every few seconds: recover stalled jobs; hourly: prune old finished jobs."""
+    settings = runtime.settings
     interval = max(0.5, settings.worker_stalled_seconds / 4)
     last_prune = 0.0
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await recover_stalled(queue, settings.worker_stalled_seconds)
+            await recover_stalled(queue, runtime)
             if loop.time() - last_prune > 3600:
                 await queue.job_manager.delete_old_jobs(
                     nb_hours=KEEP_FINISHED_JOBS_HOURS,
@@ -59,7 +84,7 @@ async def run_worker(
 ) -> None:
     """Consume run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT)."""
     settings = runtime.settings
-    maintenance = asyncio.create_task(maintenance_loop(queue, settings))
+    maintenance = asyncio.create_task(maintenance_loop(queue, runtime))
     try:
         await queue.run_worker_async(
             queues=[RUNS_QUEUE],

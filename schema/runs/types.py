@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 
 from app import models
 from app.engine.nodes.base import NodeType as NodeTypeModel
+from app.models import RunEventType as RunEventTypeModel
 from app.models import RunStatus as RunStatusModel
 from app.models import RunTrigger as RunTriggerModel
 from app.models import StepStatus as StepStatusModel
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 RunStatus = strawberry.enum(RunStatusModel, description="QUEUED → RUNNING → an end status.")
 StepStatus = strawberry.enum(StepStatusModel, description="PENDING → RUNNING → an end status.")
 RunTrigger = strawberry.enum(RunTriggerModel, description="What started a run.")
+RunEventType = strawberry.enum(RunEventTypeModel, description="What happened to a run.")
 
 
 def _duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
@@ -135,6 +137,38 @@ class Run:
             queued_at=row.queued_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
+        )
+
+
+@strawberry.type(description="One event of a run, numbered 1, 2, 3 … per run.")
+class RunEvent:
+    seq: int = strawberry.field(description="Position in the run's event log.")
+    type: RunEventType = strawberry.field(description="What happened.")  # type: ignore[valid-type]
+    at: datetime = strawberry.field(description="When.")
+    run_status: RunStatus | None = strawberry.field(  # type: ignore[valid-type]
+        description="The run's status, on run events."
+    )
+    node_id: str | None = strawberry.field(description="The node, on step events.")
+    step_status: StepStatus | None = strawberry.field(  # type: ignore[valid-type]
+        description="The step's status, on step events."
+    )
+    attempt: int | None = strawberry.field(description="The step's attempt, on step events.")
+    output: JSON | None = strawberry.field(description="The step's (or run's) output.")
+    error: str | None = strawberry.field(description="The step's (or run's) error.")
+
+    @classmethod
+    def from_model(cls, row: models.RunEvent) -> RunEvent:
+        """The type of a row."""
+        return cls(
+            seq=row.seq,
+            type=row.type,
+            at=row.at,
+            run_status=row.run_status,
+            node_id=row.node_id,
+            step_status=row.step_status,
+            attempt=row.attempt,
+            output=row.output,
+            error=row.error,
         )
 
 

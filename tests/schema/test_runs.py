@@ -591,3 +591,187 @@ async def _wait_no_running(factory: Factory, owner, run_id: str, timeout: float)
             return run
         assert loop.time() < deadline, run
         await asyncio.sleep(0.02)
+
+
+async def test_a_failure_beside_a_running_branch_fails_the_run(
+    factory: Factory, worker: None
+) -> None:
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node("stop", "flow.fail", message="No"),
+            node("slow", "flow.delay", seconds=1.5),
+            node("out", "output", value="{{ input }}"),
+        ],
+        "edges": [edge("t", "stop", "out"), edge("t", "slow", "out"), edge("slow", "out", "out")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+
+    run = await wait_for(factory, owner, (await execute(factory, owner, workflow_id))["run"]["id"])
+    await asyncio.sleep(2.5)  # long enough for a wrongly retried job to have resumed the run
+    again = await read_run(factory, owner, run["id"])
+
+    assert run["status"] == "FAILED"
+    assert run["error"] == 'Node "stop" (flow.fail) failed: No'
+    assert {n: s["status"] for n, s in steps_by_node(run).items()} == {
+        "t": "SUCCEEDED",
+        "stop": "FAILED",
+        "slow": "CANCELLED",
+        "out": "CANCELLED",
+    }
+    assert again == run
+
+
+async def test_a_switch_takes_the_first_matching_case(factory: Factory, worker: None) -> None:
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node(
+                "route",
+                "logic.switch",
+                cases=[
+                    {"handle": "urgent", "condition": "{{ trigger.p > 8 }}"},
+                    {"handle": "high", "condition": "{{ trigger.p > 5 }}"},
+                ],
+            ),
+            node("u", "output", value="urgent"),
+            node("h", "output", value="high"),
+            node("d", "output", value="default"),
+        ],
+        "edges": [
+            edge("t", "route", "out"),
+            edge("route", "u", "urgent"),
+            edge("route", "h", "high"),
+            edge("route", "d", "default"),
+        ],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+
+    nine = await wait_for(
+        factory, owner, (await execute(factory, owner, workflow_id, {"p": 9}))["run"]["id"]
+    )
+    one = await wait_for(
+        factory, owner, (await execute(factory, owner, workflow_id, {"p": 1}))["run"]["id"]
+    )
+
+    assert (nine["status"], nine["output"]) == ("SUCCEEDED", "urgent")
+    assert {n: s["status"] for n, s in steps_by_node(nine).items()}["h"] == "SKIPPED"
+    assert (one["status"], one["output"]) == ("SUCCEEDED", "default")
+
+
+async def test_a_failed_branching_node_with_continue_on_fail_takes_no_branch(
+    factory: Factory, worker: None
+) -> None:
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node(
+                "check", "logic.if", condition="{{ trigger.missing.deeper }}", continueOnFail=True
+            ),
+            node("yes", "output", value="yes"),
+            node("no", "output", value="no"),
+        ],
+        "edges": [
+            edge("t", "check", "out"),
+            edge("check", "yes", "true"),
+            edge("check", "no", "false"),
+        ],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+
+    run = await wait_for(
+        factory, owner, (await execute(factory, owner, workflow_id, {}))["run"]["id"]
+    )
+
+    steps = steps_by_node(run)
+    assert run["status"] == "SUCCEEDED"
+    assert steps["check"]["status"] == "FAILED"
+    assert (steps["yes"]["status"], steps["no"]["status"]) == ("SKIPPED", "SKIPPED")
+
+
+async def test_retry_from_the_failed_step_runs_again_what_follows_it(
+    factory: Factory, worker: None, server: LocalHTTP
+) -> None:
+    owner = await factory.owner()
+    state = {"ok": False}
+
+    async def gate(request: Request) -> Response:
+        return JSONResponse({"open": state["ok"]}, status_code=200 if state["ok"] else 500)
+
+    server.routes["/gate"] = gate
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node("call", "http.request", url=server.url("/gate"), continueOnFail=True),
+            node("out", "output", value="{{ input }}"),
+        ],
+        "edges": [edge("t", "call", "out"), edge("call", "out", "out")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    first = await wait_for(
+        factory, owner, (await execute(factory, owner, workflow_id))["run"]["id"]
+    )
+    assert first["status"] == "SUCCEEDED"
+    assert steps_by_node(first)["call"]["status"] == "FAILED"
+    state["ok"] = True
+
+    body = await factory.gql(
+        "mutation($i: RunRetryInput!) { runRetry(input: $i) { run { id } } }",
+        {"i": {"runId": first["id"], "fromFailedStep": True}},
+        token=owner.token,
+    )
+    run = await wait_for(factory, owner, body["data"]["runRetry"]["run"]["id"])
+
+    steps = steps_by_node(run)
+    assert (steps["t"]["reused"], steps["call"]["reused"], steps["out"]["reused"]) == (
+        True,
+        False,
+        False,
+    )
+    assert run["output"]["body"] == {"open": True}
+
+
+@pytest.fixture
+async def impatient_worker(app: Starlette, settings) -> AsyncIterator[None]:
+    """A worker whose runs time out after one second."""
+    from app.runtime import Runtime
+
+    runtime = app.state.runtime
+    impatient = Runtime.build(
+        settings.model_copy(update={"run_timeout_seconds": 1}),
+        runtime.engine,
+        str(settings.database_url.get_secret_value()),
+    )
+    async with impatient.queue.open_async():
+        task = asyncio.create_task(
+            run_worker(impatient.queue, impatient, install_signal_handlers=False)
+        )
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_run_past_its_timeout_fails(factory: Factory, impatient_worker: None) -> None:
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node("wait", "flow.delay", seconds=5),
+            node("out", "output", value="x"),
+        ],
+        "edges": [edge("t", "wait", "out"), edge("wait", "out", "out")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+
+    run = await wait_for(factory, owner, (await execute(factory, owner, workflow_id))["run"]["id"])
+
+    assert run["status"] == "FAILED"
+    assert run["error"] == "The run timed out after 1 seconds."
+    assert {n: s["status"] for n, s in steps_by_node(run).items()} == {
+        "t": "SUCCEEDED",
+        "wait": "CANCELLED",
+        "out": "CANCELLED",
+    }

@@ -205,3 +205,48 @@ async def test_a_node_that_kills_its_worker_every_time_ends_the_run_failed(
     assert steps_by_node(run)["boom"]["status"] == "FAILED"
     assert server.count("/boom") == 4
     assert deaths == 4
+
+
+async def test_cancel_while_the_worker_is_dead_settles_every_step(
+    factory: Factory, workers: Workers, server: LocalHTTP
+) -> None:
+    async def hang(request: Request) -> Response:
+        await asyncio.sleep(30)
+        return JSONResponse({})
+
+    server.routes["/hang"] = hang
+    owner = await factory.owner()
+    graph = {
+        "nodes": [
+            node("t", "trigger"),
+            node("call", "http.request", url=server.url("/hang")),
+            node("out", "output", value="x"),
+        ],
+        "edges": [edge("t", "call", "out"), edge("call", "out", "out")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    doomed = workers.start()
+    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+    await wait_step(factory, owner, run_id, "call", "RUNNING")
+    while server.count("/hang") == 0:
+        await asyncio.sleep(0.02)
+    doomed.kill()
+    doomed.wait()
+
+    body = await factory.gql(
+        "mutation($id: ID!) { runCancel(id: $id) { run { status } } }",
+        {"id": run_id},
+        token=owner.token,
+    )
+    workers.start()  # a new worker must not bring the cancelled run back to life
+    await asyncio.sleep(3)
+    run = await read_run(factory, owner, run_id)
+
+    assert body["data"]["runCancel"]["run"]["status"] == "CANCELLED"
+    assert run["status"] == "CANCELLED"
+    assert {n: s["status"] for n, s in steps_by_node(run).items()} == {
+        "t": "SUCCEEDED",
+        "call": "CANCELLED",
+        "out": "CANCELLED",
+    }
+    assert server.count("/hang") == 1

@@ -1,0 +1,1 @@
+"""The run event log and its LISTEN/NOTIFY fan-out to subscribers."""

@@ -1,0 +1,162 @@
+"""One LISTEN connection per API process, waking the subscribers of a run or a workflow.
+
+NOTIFY is only a wake-up: a subscriber reads the event table after the last seq it saw, so
+a lost notification (or a dropped listener connection, which reconnects by itself) costs
+latency, never an event. Waking is a flag per subscriber, so a slow subscriber can neither
+slow the others nor make the hub buffer anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+
+from app.events.log import CHANNEL
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+LIVENESS_SECONDS = 10.0
+# Runs remembered per workflow subscriber between two reads (a live list needs only the
+# latest state of each run; the oldest are dropped past this and picked up on their next event).
+MAX_PENDING_RUNS = 1000
+
+
+@dataclass(eq=False)
+class RunWaiter:
+    """A subscriber of one run: woken on any of its events."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self, at_most: float) -> None:
+        """Wait for a wake-up (or ``at_most`` seconds), then re-arm."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), at_most)
+        self.event.clear()
+
+
+@dataclass(eq=False)
+class WorkflowWaiter(RunWaiter):
+    """A subscriber of one workflow: woken with the ids of its runs that changed."""
+
+    runs: OrderedDict[uuid.UUID, None] = field(default_factory=OrderedDict)
+
+    def take(self) -> list[uuid.UUID]:
+        """The runs that changed since the last call."""
+        changed = list(self.runs)
+        self.runs.clear()
+        return changed
+
+
+class EventHub:
+    """Listens on the event channel and wakes the interested subscribers of this process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._runs: dict[uuid.UUID, set[RunWaiter]] = {}
+        self._workflows: dict[uuid.UUID, set[WorkflowWaiter]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        """Start listening in the background."""
+        self._task = asyncio.create_task(self._listen_forever())
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def watch_run(self, run_id: uuid.UUID) -> Iterator[RunWaiter]:
+        """Be woken by the events of a run while the block lasts."""
+        waiter = RunWaiter()
+        self._runs.setdefault(run_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._discard(self._runs, run_id, waiter)
+
+    @contextlib.contextmanager
+    def watch_workflow(self, workflow_id: uuid.UUID) -> Iterator[WorkflowWaiter]:
+        """Be woken with the runs of a workflow that change while the block lasts."""
+        waiter = WorkflowWaiter()
+        self._workflows.setdefault(workflow_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._discard(self._workflows, workflow_id, waiter)
+
+    @staticmethod
+    def _discard(table: dict[uuid.UUID, set], key: uuid.UUID, waiter: RunWaiter) -> None:
+        waiters = table.get(key)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del table[key]
+
+    def dispatch(self, payload: str) -> None:
+        """Wake the subscribers an event concerns."""
+        try:
+            data = json.loads(payload)
+            run_id = uuid.UUID(data["run"])
+            workflow_id = uuid.UUID(data["workflow"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable event notification", extra={"payload": payload[:200]})
+            return
+        for waiter in self._runs.get(run_id, ()):
+            waiter.event.set()
+        if str(data.get("type", "")).startswith("RUN_"):
+            for workflow_waiter in self._workflows.get(workflow_id, ()):
+                workflow_waiter.runs[run_id] = None
+                workflow_waiter.runs.move_to_end(run_id)
+                while len(workflow_waiter.runs) > MAX_PENDING_RUNS:
+                    workflow_waiter.runs.popitem(last=False)
+                workflow_waiter.event.set()
+
+    def _wake_everyone(self) -> None:
+        # After a reconnect notifications may have been missed: everyone re-reads.
+        for waiters in self._runs.values():
+            for waiter in waiters:
+                waiter.event.set()
+
+    async def _listen_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name="flowdeck-listener"
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected.set()
+                    if failures or self.reconnects:
+                        self._wake_everyone()
+                    failures = 0
+                    while True:
+                        async for notification in conn.notifies(timeout=LIVENESS_SECONDS):
+                            self.dispatch(notification.payload)
+                        # Quiet for a while: make sure the connection is still alive.
+                        await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError) as error:
+                self.connected.clear()
+                delay = RECONNECT_DELAY_SECONDS[min(failures, len(RECONNECT_DELAY_SECONDS) - 1)]
+                failures += 1
+                self.reconnects += 1
+                log.warning(
+                    "event listener lost its connection; reconnecting",
+                    extra={"error": str(error), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
