@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -40,6 +41,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CROSS_ORIGIN_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _BODY_HEADERS = ("content-type", "content-length", "content-encoding", "transfer-encoding")
+
+log = logging.getLogger(__name__)
 
 
 # Checked in order: the metadata endpoints (AWS, GCP, Azure, OCI, DigitalOcean at
@@ -167,12 +170,10 @@ class OutboundPolicy:
 
 
 def _blocked(host: str, ip: IPAddress, reason: str) -> OutboundBlocked:
-    try:
-        written_as_address = ipaddress.ip_address(host) == ip
-    except ValueError:
-        written_as_address = False
-    shown = host if written_as_address else f"{host} ({ip})"
-    message = f"Refused to connect to {shown}: {reason} address is not allowed."
+    # The resolved address stays out of the message (every reader of the run sees it, and it
+    # would map internal DNS); the log keeps it for operators.
+    log.info("outbound request refused", extra={"host": host, "address": str(ip), "reason": reason})
+    message = f"Refused to connect to {host}: {reason} address is not allowed."
     return OutboundBlocked(message, host=host, reason=reason)
 
 
