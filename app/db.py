@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,11 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
 
 def start_embedded_postgres(pgdata: Path) -> str:
     """Start PostgreSQL 16 from the pgserver wheel with its data in ``pgdata``; return its URL."""
-    import pgserver  # imported here: only embedded mode needs it
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime directory at import and is warned when
+        # XDG_RUNTIME_DIR is unset (servers, containers); its /tmp fallback is fine.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported here: only embedded mode needs it
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # pgserver counts the processes using this data directory (API, workers) and stops

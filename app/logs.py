@@ -56,6 +56,8 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # pgserver narrates every pg_ctl call at INFO; its problems still come through.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     # Our own middleware logs each request with its id; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(
