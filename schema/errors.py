@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from enum import Enum
+from typing import TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -14,6 +15,8 @@ from app.errors import AccessError, ErrorCode, InputErrors
 from app.logs import current_request_id
 
 log = logging.getLogger("flowdeck.graphql")
+
+T = TypeVar("T")
 
 UserErrorCode = strawberry.enum(
     Enum("UserErrorCode", {code.name: code.value for code in ErrorCode}),  # type: ignore[misc]
@@ -40,6 +43,33 @@ def user_errors(error: InputErrors) -> list[UserError]:
         )
         for e in error.errors
     ]
+
+
+def graphql_error(error: Exception) -> GraphQLError:
+    """The client's view of an error raised outside a resolver's reach (subscriptions)."""
+    if isinstance(error, GraphQLError):
+        return error
+    if isinstance(error, AccessError):
+        return GraphQLError(str(error), extensions={"code": error.code})
+    request_id = current_request_id()
+    log.error(
+        "unexpected error in subscription",
+        exc_info=(type(error), error, error.__traceback__),
+        extra={"request_id": request_id},
+    )
+    return GraphQLError(
+        "Unexpected error. It has been logged; quote the request id when reporting it.",
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+    )
+
+
+async def guarded(source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Relay a subscription's items; its errors reach the client shaped like any other."""
+    try:
+        async for item in source:
+            yield item
+    except Exception as error:  # every failure is reported to the subscriber, shaped
+        raise graphql_error(error) from error
 
 
 class ErrorPolicy(SchemaExtension):

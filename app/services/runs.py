@@ -22,6 +22,7 @@ from app.events.log import append_event
 from app.models import (
     Role,
     Run,
+    RunEvent,
     RunEventType,
     RunStatus,
     RunStep,
@@ -386,5 +387,21 @@ async def runs_by_ids(session: AsyncSession, *, run_ids: list[uuid.UUID]) -> lis
         select(Run)
         .where(Run.id.in_(run_ids))  # type: ignore[attr-defined]
         .order_by(Run.queued_at, Run.id)
+    )
+    return list(rows.scalars())
+
+
+async def runs_changed_since(
+    session: AsyncSession, *, workflow_id: uuid.UUID, since: datetime
+) -> list[uuid.UUID]:
+    """The runs of a workflow with a run event (queued, started, ended) since ``since``."""
+    rows = await session.execute(
+        select(RunEvent.run_id)
+        .where(
+            RunEvent.workflow_id == workflow_id,  # type: ignore[arg-type]
+            RunEvent.at >= since,  # type: ignore[arg-type]
+            RunEvent.run_status.is_not(None),  # type: ignore[union-attr]
+        )
+        .distinct()
     )
     return list(rows.scalars())
