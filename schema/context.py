@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
 from app.auth.principal import Principal
@@ -123,9 +124,12 @@ class Context:
         if self._principal is None:
             if not self._token:
                 raise Unauthenticated()
-            # A short session of its own: a socket must not hold one open between events.
-            async with self.runtime.sessions() as session:
-                self._principal = await authenticate(session, token=self._token)
+            if isinstance(self.connection, WebSocket):
+                # A short session of its own: a socket must not hold one open.
+                async with self.runtime.sessions() as session:
+                    self._principal = await authenticate(session, token=self._token)
+            else:
+                self._principal = await authenticate(self.session, token=self._token)
         return self._principal
 
     async def transact(
