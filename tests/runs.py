@@ -94,3 +94,17 @@ async def wait_for(
 def steps_by_node(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The run's steps keyed by node id."""
     return {step["nodeId"]: step for step in run["steps"]}
+
+
+async def wait_step(
+    factory: Factory, owner, run_id: str, node_id: str, status: str, timeout: float = 20
+) -> dict:
+    """Poll the run until step ``node_id`` has ``status``; the run then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        run = await read_run(factory, owner, run_id)
+        if steps_by_node(run)[node_id]["status"] == status:
+            return run
+        assert loop.time() < deadline, run
+        await asyncio.sleep(0.05)

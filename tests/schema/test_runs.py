@@ -13,7 +13,16 @@ from starlette.responses import JSONResponse, Response
 from app.models import Role
 from app.worker.runner import run_worker
 from tests.factories import Factory
-from tests.runs import create_workflow, edge, execute, node, read_run, steps_by_node, wait_for
+from tests.runs import (
+    create_workflow,
+    edge,
+    execute,
+    node,
+    read_run,
+    steps_by_node,
+    wait_for,
+    wait_step,
+)
 from tests.servers import LocalHTTP, slow
 
 
@@ -284,7 +293,7 @@ async def test_cancel_during_a_short_delay_stops_within_a_second(
     }
     workflow_id = await create_workflow(factory, owner, graph)
     run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
-    await _wait_step(factory, owner, run_id, "wait", "RUNNING")
+    await wait_step(factory, owner, run_id, "wait", "RUNNING")
 
     body = await factory.gql(
         "mutation($id: ID!) { runCancel(id: $id) { run { id status } userErrors { code message } } }",
@@ -314,7 +323,7 @@ async def test_cancel_during_a_slow_http_call(
     }
     workflow_id = await create_workflow(factory, owner, graph)
     run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
-    await _wait_step(factory, owner, run_id, "call", "RUNNING")
+    await wait_step(factory, owner, run_id, "call", "RUNNING")
     while server.count("/slow") == 0:
         await asyncio.sleep(0.02)
 
@@ -337,7 +346,7 @@ async def test_cancel_a_run_waiting_in_a_long_delay(factory: Factory, worker: No
     }
     workflow_id = await create_workflow(factory, owner, graph)
     run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
-    await _wait_step(factory, owner, run_id, "wait", "RUNNING")
+    await wait_step(factory, owner, run_id, "wait", "RUNNING")
     # The worker released it: the wait holds no worker.
     await asyncio.sleep(0.3)
     assert await factory.scalar("SELECT wake_at IS NOT NULL FROM runs") is True
@@ -572,14 +581,6 @@ async def test_node_types_describe_every_type_with_its_form(factory: Factory) ->
     assert types["trigger"]["inputs"] == []
     assert types["http.request"]["configSchema"]["properties"]["url"]["type"] == "string"
     assert "retry" in types["http.request"]["configSchema"]["properties"]
-
-
-async def _wait_step(factory: Factory, owner, run_id: str, node_id: str, status: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while steps_by_node(await read_run(factory, owner, run_id))[node_id]["status"] != status:
-        assert loop.time() < deadline
-        await asyncio.sleep(0.02)
 
 
 async def _wait_no_running(factory: Factory, owner, run_id: str, timeout: float) -> dict:

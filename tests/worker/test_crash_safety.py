@@ -15,7 +15,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tests.factories import Factory
-from tests.runs import create_workflow, edge, execute, node, read_run, steps_by_node, wait_for
+from tests.runs import (
+    create_workflow,
+    edge,
+    execute,
+    node,
+    read_run,
+    steps_by_node,
+    wait_for,
+    wait_step,
+)
 from tests.servers import LocalHTTP
 
 FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
@@ -65,19 +74,6 @@ def server() -> Iterator[LocalHTTP]:
     local = LocalHTTP().start()
     yield local
     local.stop()
-
-
-async def wait_step(
-    factory: Factory, owner, run_id: str, node_id: str, status: str, timeout: float = 20
-) -> dict:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        run = await read_run(factory, owner, run_id)
-        if steps_by_node(run)[node_id]["status"] == status:
-            return run
-        assert loop.time() < deadline, run
-        await asyncio.sleep(0.05)
 
 
 async def test_kill_9_mid_run_resumes_on_another_worker_without_redoing_steps(
