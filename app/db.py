@@ -47,7 +47,7 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
     )
 
 
-def start_embedded_postgres(pgdata: Path) -> str:
+def start_embedded_postgres(pgdata: Path, *, delete_at_exit: bool = False) -> str:
     """Start PostgreSQL 16 from the pgserver wheel with its data in ``pgdata``; return its URL."""
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime directory at import and is warned when
@@ -58,7 +58,7 @@ def start_embedded_postgres(pgdata: Path) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # pgserver counts the processes using this data directory (API, workers) and stops
     # PostgreSQL when the last of them exits; a killed process leaves it for the next start.
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = pgserver.get_server(pgdata, cleanup_mode="delete" if delete_at_exit else "stop")
     return str(server.get_uri())
 
 

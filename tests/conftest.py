@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,18 +23,20 @@ from app.settings import Settings
 from tests.factories import Factory
 
 
-def _server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def _server_url() -> str:
     for name in ("TEST_DATABASE_URL", "DATABASE_URL"):
         if os.environ.get(name):
             return libpq_url(os.environ[name])
-    pgdata: Path = tmp_path_factory.mktemp("pg") / "pgdata"
-    return start_embedded_postgres(pgdata)
+    # Not under pytest's tmp dirs: another pytest session on the machine prunes old ones,
+    # which would pull the data from under this server. Deleted with the server at exit.
+    pgdata = Path(tempfile.mkdtemp(prefix="flowdeck-test-pg-"))
+    return start_embedded_postgres(pgdata, delete_at_exit=True)
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> str:
     """A PostgreSQL server for the whole run (its maintenance database URL)."""
-    return _server_url(tmp_path_factory)
+    return _server_url()
 
 
 @pytest.fixture(scope="session")
