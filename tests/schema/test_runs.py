@@ -776,3 +776,39 @@ async def test_a_run_past_its_timeout_fails(factory: Factory, impatient_worker: 
         "wait": "CANCELLED",
         "out": "CANCELLED",
     }
+
+
+async def test_run_list_statement_count_does_not_grow_with_page_size(
+    factory: Factory, engine
+) -> None:
+    from sqlalchemy import event
+
+    owner = await factory.owner()
+    workflow_id = await create_workflow(
+        factory, owner, {"nodes": [node("t", "trigger")], "edges": []}
+    )
+    for i in range(50):
+        await execute(factory, owner, workflow_id, i)
+    query = """query($id: ID!, $first: Int!) { workflow(id: $id) { runs(first: $first) {
+        totalCount edges { node { id status trigger queuedAt startedAt finishedAt durationMs
+        error version { number } } } } } }"""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    async def measure(first: int) -> int:
+        statements.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            body = await factory.gql(query, {"id": workflow_id, "first": first}, token=owner.token)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert len(body["data"]["workflow"]["runs"]["edges"]) == first
+        return len(statements)
+
+    small, large = await measure(2), await measure(50)
+
+    assert small == large
+    # token+user, memberships, workflow, page, count, versions (one loader query).
+    assert large == 6, statements
