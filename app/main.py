@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -37,6 +38,51 @@ from schema import build_schema
 from schema.context import Context, bearer_token
 
 SOCKET_USER_KEY = "flowdeck.socket_user"
+SLOW_PEER_CODE = 4408
+SLOW_PEER_REASON = "Too slow to keep up: reconnect and resume with afterSeq."
+
+log = logging.getLogger(__name__)
+
+
+class SlowPeerGuard:
+    """A WebSocket's ASGI send and receive, with a time limit on sends.
+
+    A client that stopped reading blocks its sends (uvicorn applies backpressure); past the
+    limit the connection is ended, so the server holds nothing for it. Its events stay in the
+    log: it resumes with afterSeq. The close frame (4408) is sent, but cannot overtake the
+    data queued before it.
+    """
+
+    def __init__(self, send: Any, receive: Any, limit_seconds: float) -> None:
+        self._send = send
+        self._receive = receive
+        self.limit = limit_seconds
+        self.tripped = asyncio.Event()
+
+    async def send(self, message: Any) -> None:
+        """Send, or end the connection when the client has not read for too long."""
+        if self.tripped.is_set():
+            raise WebSocketDisconnect(code=SLOW_PEER_CODE, reason=SLOW_PEER_REASON)
+        try:
+            await asyncio.wait_for(self._send(message), self.limit)
+        except TimeoutError:
+            self.tripped.set()
+            log.warning("ending a WebSocket whose client stopped reading")
+            close = {"type": "websocket.close", "code": SLOW_PEER_CODE, "reason": SLOW_PEER_REASON}
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send(close), 1.0)
+            raise WebSocketDisconnect(code=SLOW_PEER_CODE, reason=SLOW_PEER_REASON) from None
+
+    async def receive(self) -> Any:
+        """The client's next message, or a disconnect once the guard has tripped."""
+        incoming = asyncio.ensure_future(self._receive())
+        tripped = asyncio.ensure_future(self.tripped.wait())
+        done, _ = await asyncio.wait({incoming, tripped}, return_when=asyncio.FIRST_COMPLETED)
+        if incoming in done:
+            tripped.cancel()
+            return incoming.result()
+        incoming.cancel()
+        return {"type": "websocket.disconnect", "code": SLOW_PEER_CODE}
 
 
 class FlowdeckGraphQL(GraphQL[Context, None]):
@@ -56,6 +102,9 @@ class FlowdeckGraphQL(GraphQL[Context, None]):
         self.sockets_per_user: Counter[uuid.UUID] = Counter()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            guard = SlowPeerGuard(send, receive, self.runtime.settings.slow_subscriber_seconds)
+            send, receive = guard.send, guard.receive
         try:
             await super().__call__(scope, receive, send)
         finally:

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_connections_per_user: int = Field(
         10, ge=1, description="WebSockets one user may hold open on one API process."
     )
+    slow_subscriber_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A WebSocket whose sends stay blocked this long (its client stopped "
+        "reading) is ended; its client resumes with afterSeq.",
+    )
     worker_concurrency: int = Field(
         10, ge=1, le=500, description="Runs one worker process drives at the same time."
     )

@@ -9,6 +9,7 @@ low-level cases) and graphql-sse (httpx streaming). Timeouts are hang guards onl
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -45,6 +46,7 @@ from tests.servers import LocalHTTP
 
 FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
 MAX_CONNECTIONS_PER_USER = 5
+SLOW_SUBSCRIBER_SECONDS = 2
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 8
 ALLOWED_ORIGIN = "https://builder.example"
 PROTOCOL = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # "graphql-transport-ws" in gql 4
@@ -99,6 +101,10 @@ class Stack:
         finally:
             os.kill(self.worker.pid, signal.SIGCONT)
 
+    def api_log(self) -> str:
+        """What the API process has logged so far."""
+        return (self.logs / "api.log").read_text(errors="replace")
+
     def check_alive(self) -> None:
         for name, process in (("api", self.api), ("worker", self.worker)):
             assert process.poll() is None, f"{name} exited; see {self.logs}"
@@ -132,6 +138,7 @@ def stack(
         FLOWDECK_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS_PER_USER),
         FLOWDECK_MAX_SUBSCRIPTIONS_PER_CONNECTION=str(MAX_SUBSCRIPTIONS_PER_CONNECTION),
         FLOWDECK_ALLOWED_ORIGINS=ALLOWED_ORIGIN,
+        FLOWDECK_SLOW_SUBSCRIBER_SECONDS=str(SLOW_SUBSCRIBER_SECONDS),
     )
     port = free_port()
     api_log = (logs / "api.log").open("wb")
@@ -988,6 +995,86 @@ async def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(
     stack.check_alive()
     async with httpx.AsyncClient(timeout=5) as client:
         assert (await client.get(f"{stack.http_url}/healthz")).status_code == 200
+
+
+def client_frame(payload: bytes) -> bytes:
+    """A masked WebSocket text frame, as a client must send it (RFC 6455)."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        header = bytes([0x81, 0x80 | size])
+    elif size < 65536:
+        header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def stuck_subscriber(port: int, token: str, run_id: str, subscriptions: int) -> socket.socket:
+    """A hand-made graphql-transport-ws client that subscribes, then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+    sock.sendall(client_frame(json.dumps(init).encode()))
+    ack = sock.recv(64)  # the small connection_ack frame
+    assert b"connection_ack" in ack, ack
+    for i in range(subscriptions):
+        message = {
+            "id": str(i),
+            "type": "subscribe",
+            "payload": {"query": RUN_PROGRESS, "variables": {"runId": run_id}},
+        }
+        sock.sendall(client_frame(json.dumps(message).encode()))
+    return sock
+
+
+def read_until_closed(sock: socket.socket, seconds: float) -> bool:
+    """Drain the socket; True when the server closed it within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_subscriber_that_stopped_reading_is_disconnected(
+    api: Factory, stack: Stack, engine: AsyncEngine
+) -> None:
+    # given a client that subscribes to a busy run (megabytes of events) and stops reading
+    owner = await api.owner()
+    busy_run = await start(api, owner, busy_graph(width=60, blob_chars=30_000))
+    sock = await asyncio.to_thread(
+        stuck_subscriber, stack.port, owner.token, busy_run, MAX_SUBSCRIPTIONS_PER_CONNECTION
+    )
+    try:
+        await wait_for(api, owner, busy_run)
+        # when its sends have stayed blocked past the limit
+        await asyncio.sleep(SLOW_SUBSCRIBER_SECONDS + 3)
+        # then the server ended the connection (reading on, the client reaches its end) well
+        # before uvicorn's keepalive would (20 s pings), said
+        # why in its log, and the events are all there to resume from
+        assert await asyncio.to_thread(read_until_closed, sock, 10)
+        assert "ending a WebSocket whose client stopped reading" in stack.api_log()
+        events = await progress_events(stack, owner.token, busy_run, timeout=15)
+        assert without_at(events) == await event_log(engine, busy_run)
+    finally:
+        sock.close()
+    stack.check_alive()
 
 
 # --- 10. the listener's connection killed mid-run ------------------------------------------
