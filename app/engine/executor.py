@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan
+from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan, edge_is_active
 from app.engine.states import (
     TERMINAL_RUN,
     LeaseLost,
@@ -389,21 +389,3 @@ class RunDriver:
                     )
                 except LeaseLost:
                     return
-
-
-def edge_is_active(source: StepState, plan: NodePlan, handle: str | None) -> bool:
-    """An edge carries on when its source produced output on the edge's handle."""
-    if source.status is StepStatus.FAILED:
-        # Continue-on-fail: its output, {error}, goes on — through its only output handle,
-        # or a switch's `default`; a failed logic.if takes neither branch.
-        if not plan.policy.continue_on_fail:
-            return False
-        handles = plan.node_type.output_handles(plan.data)
-        if len(handles) <= 1:
-            return True
-        return handle == "default" and "default" in handles
-    if source.status is not StepStatus.SUCCEEDED:
-        return False
-    if source.active_handles is None:
-        return True
-    return handle is not None and handle in source.active_handles

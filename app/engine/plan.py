@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from app.engine.expressions import CompiledConfig, compile_config
 from app.engine.nodes.base import NodeConfig, NodeType, get_node_type
+from app.models import StepStatus
 
 PLAN_CACHE_SIZE = 256
 
@@ -95,3 +96,21 @@ def _compile(graph: Any) -> RunPlan:
             EdgePlan(source=edge["source"], source_handle=edge.get("sourceHandle"))
         )
     return RunPlan(order=order, nodes=nodes)
+
+
+def edge_is_active(source: Any, plan: NodePlan, handle: str | None) -> bool:
+    """An edge carries on when its source produced output on the edge's handle."""
+    if source.status is StepStatus.FAILED:
+        # Continue-on-fail: its output, {error}, goes on — through its only output handle,
+        # or a switch's `default`; a failed logic.if takes neither branch.
+        if not plan.policy.continue_on_fail:
+            return False
+        handles = plan.node_type.output_handles(plan.data)
+        if len(handles) <= 1:
+            return True
+        return handle == "default" and "default" in handles
+    if source.status is not StepStatus.SUCCEEDED:
+        return False
+    if source.active_handles is None:
+        return True
+    return handle is not None and handle in source.active_handles

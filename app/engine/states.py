@@ -45,6 +45,12 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.CANCELLED: frozenset(),
 }
 
+# Where rows begin (an insert, not a transition): a run is queued, a step pending; a step a
+# retry keeps from the failed run's original begins as it ended, SUCCEEDED.
+INITIAL_RUN = RunStatus.QUEUED
+INITIAL_STEP = StepStatus.PENDING
+KEPT_STEP = StepStatus.SUCCEEDED
+
 TERMINAL_RUN = frozenset(s for s, nxt in RUN_TRANSITIONS.items() if not nxt)
 TERMINAL_STEP = frozenset(s for s, nxt in STEP_TRANSITIONS.items() if not nxt)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -13,9 +14,9 @@ from sqlalchemy import func
 from app.engine.expressions import ExpressionError, render_config
 from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
 from app.engine.outbound import OutboundBlocked
-from app.engine.plan import NodePlan
+from app.engine.plan import NodePlan, edge_is_active
 from app.events.log import append_event
-from app.models import RunEventType, StepStatus
+from app.models import RunEventType, RunStep, StepStatus
 
 if TYPE_CHECKING:
     from app.engine.executor import Claim, RunDriver
@@ -65,8 +66,6 @@ class StepRunner:
         steps = self.claim.steps
         plan = self.claim.plan
         parents: dict[str, Any] = {}
-        from app.engine.executor import edge_is_active
-
         for edge in node.incoming:
             source = steps[edge.source]
             if edge_is_active(source, plan.nodes[edge.source], edge.source_handle):
@@ -112,7 +111,7 @@ class StepRunner:
                     "attempt": attempt,
                     "input": value,
                     "wake_at": None,
-                    "started_at": func.coalesce(self._started_column(), func.now()),
+                    "started_at": func.coalesce(RunStep.started_at, func.now()),
                 },
             )
             state.attempt = attempt
@@ -188,11 +187,6 @@ class StepRunner:
                 error=message,
             )
 
-    def _started_column(self) -> Any:
-        from app.models import RunStep
-
-        return RunStep.started_at
-
     async def _attempt(
         self,
         node: NodePlan,
@@ -210,16 +204,10 @@ class StepRunner:
             workspace_id=self.claim.run.workspace_id,
             node_id=node.id,
             attempt=attempt,
-            step_started_at=state.started_at or _utcnow(),
+            step_started_at=state.started_at or datetime.now(UTC),
             settings=self.driver.settings,
             extras={"env": env, "parents": parents},
         )
         timeout = node.policy.timeout_seconds
         async with asyncio.timeout(timeout):
             return await node_type.run(context, config, value)
-
-
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)

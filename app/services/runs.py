@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.engine.graph import check_json_value
-from app.engine.states import TERMINAL_RUN, settle_open_steps, transition_run
+from app.engine.states import (
+    INITIAL_RUN,
+    INITIAL_STEP,
+    KEPT_STEP,
+    TERMINAL_RUN,
+    settle_open_steps,
+    transition_run,
+)
 from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.events.log import append_event
@@ -94,12 +101,12 @@ async def _insert_steps(
             "node_id": node["id"],
             "node_type": node["type"],
             "position": position,
-            "status": StepStatus.PENDING,
+            "status": INITIAL_STEP,
         }
         if kept is not None:
             # Initial state of a kept step: its result is reused, it never runs again.
             row |= {
-                "status": StepStatus.SUCCEEDED,
+                "status": KEPT_STEP,
                 "attempt": kept.attempt,
                 "input": kept.input,
                 "output": kept.output,
@@ -160,7 +167,7 @@ async def execute_workflow(
             workflow_id=workflow.id,
             version_id=target.id,
             version_number=target.number,
-            status=RunStatus.QUEUED,
+            status=INITIAL_RUN,
             trigger=trigger,
             input=input,
             input_hash=digest,
@@ -288,7 +295,7 @@ async def retry_run(
         workflow_id=original.workflow_id,
         version_id=original.version_id,
         version_number=original.version_number,
-        status=RunStatus.QUEUED,
+        status=INITIAL_RUN,
         trigger=RunTrigger.RETRY,
         input=original.input,
         input_hash=original.input_hash,

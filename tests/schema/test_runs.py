@@ -528,7 +528,12 @@ async def test_runs_list_newest_first_with_status_filter_and_pages(factory: Fact
         factory, owner, {"nodes": [node("t", "trigger")], "edges": []}
     )
     ids = [(await execute(factory, owner, workflow_id, i))["run"]["id"] for i in range(5)]
-    await factory.execute("UPDATE runs SET status = 'CANCELLED' WHERE input = '1'::jsonb")
+    # No worker runs here: every run stays QUEUED until one is cancelled through the API.
+    await factory.gql(
+        "mutation($id: ID!) { runCancel(id: $id) { run { status } } }",
+        {"id": ids[1]},
+        token=owner.token,
+    )
     query = """query($id: ID!, $first: Int!, $after: String, $status: RunStatus) { workflow(id: $id) {
         runs(first: $first, after: $after, status: $status) { totalCount pageInfo { hasNextPage endCursor }
           edges { node { id status } } } } }"""
