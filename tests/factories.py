@@ -109,6 +109,10 @@ class Factory:
             "memberships",
             "workflows",
             "workflow_versions",
+            "runs",
+            "run_steps",
+            "run_events",
+            "procrastinate_jobs",
         ]
         async with self.engine.connect() as conn:
             return {t: int(await conn.scalar(text(f"SELECT count(*) FROM {t}"))) for t in tables}
