@@ -107,6 +107,37 @@ class Settings(BaseSettings):
         5 * 1024 * 1024, ge=1024, description="Largest HTTP response body a node reads."
     )
     http_max_redirects: int = Field(5, ge=0, le=20, description="Redirects an HTTP call follows.")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Keys that encrypt secrets: base64 of 32 random bytes each, comma-separated; "
+        "the first encrypts, the others only decrypt (rotation). Unset: a key generated into "
+        "the data directory (development, or the embedded PostgreSQL).",
+    )
+    schedule_tick_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often workers look for due schedules."
+    )
+    webhook_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest webhook request body, in bytes (else 413)."
+    )
+    webhook_rate_per_second: float = Field(
+        20.0, gt=0, description="Sustained webhook requests per second, per webhook and process."
+    )
+    webhook_rate_burst: int = Field(
+        40, ge=1, description="Webhook requests accepted at once above the sustained rate."
+    )
+    webhook_signature_tolerance_seconds: int = Field(
+        300, ge=1, description="How far a signed webhook's timestamp may be from the clock."
+    )
+    webhook_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="Longest a waitForResult webhook waits for its run before answering 202.",
+    )
+    pdf_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest PDF pdf.extract_text reads, in bytes."
+    )
+    pdf_max_pages: int = Field(500, ge=1, description="Most pages pdf.extract_text reads.")
     bootstrap_email: str = Field(
         "admin@flowdeck.localhost",
         description="Email of the first user made on an empty embedded database.",

@@ -3,13 +3,17 @@
 from app.models.base import utcnow
 from app.models.event import TERMINAL_EVENTS, RunEvent, RunEventType
 from app.models.run import Run, RunStatus, RunStep, RunTrigger, StepStatus
+from app.models.schedule import FireOutcome, ScheduleFire
+from app.models.secret import Secret
 from app.models.user import ApiToken, User
+from app.models.webhook import Webhook
 from app.models.workflow import Workflow, WorkflowVersion
 from app.models.workspace import Membership, Role, Workspace
 
 __all__ = [
     "TERMINAL_EVENTS",
     "ApiToken",
+    "FireOutcome",
     "Membership",
     "Role",
     "Run",
@@ -18,8 +22,11 @@ __all__ = [
     "RunStatus",
     "RunStep",
     "RunTrigger",
+    "ScheduleFire",
+    "Secret",
     "StepStatus",
     "User",
+    "Webhook",
     "Workflow",
     "WorkflowVersion",
     "Workspace",

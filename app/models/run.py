@@ -71,6 +71,13 @@ class Run(SQLModel, table=True):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        # The schedule's overlap check: is a run of this workflow still going?
+        Index(
+            "ix_runs_workflow_id_open",
+            "workflow_id",
+            "trigger",
+            postgresql_where=text("status IN ('QUEUED', 'RUNNING')"),
+        ),
     )
 
     id: uuid.UUID = uuid_pk()

@@ -6,7 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from app.models.base import foreign_key, jsonb, timestamp, uuid_pk
@@ -24,6 +35,12 @@ class Workflow(SQLModel, table=True):
             unique=True,
         ),
         Index("ix_workflows_workspace_id_updated_at", "workspace_id", "updated_at", "id"),
+        # The schedule tick's access path: enabled schedules by next fire time.
+        Index(
+            "ix_workflows_schedule_next_fire_at",
+            "schedule_next_fire_at",
+            postgresql_where=text("schedule_enabled"),
+        ),
     )
 
     id: uuid.UUID = uuid_pk()
@@ -38,6 +55,22 @@ class Workflow(SQLModel, table=True):
     created_by_id: uuid.UUID | None = foreign_key("users.id", ondelete="SET NULL", nullable=True)
     created_at: datetime = timestamp()
     updated_at: datetime = timestamp()
+    # The schedule (DESIGN: it lives on the workflow row). Cron and zone stay when disabled.
+    schedule_cron: str | None = Field(default=None, sa_column=Column(String(200)))
+    schedule_timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    schedule_enabled: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    schedule_next_fire_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    schedule_last_fired_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    # Fires skipped because the previous scheduled run was still going.
+    schedule_skipped_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
 
 
 class WorkflowVersion(SQLModel, table=True):

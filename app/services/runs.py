@@ -137,6 +137,39 @@ async def execute_workflow(
     workflow = await get_workflow(
         session, principal=principal, workflow_id=workflow_id, role=Role.MEMBER
     )
+    return await queue_run(
+        session,
+        queue=queue,
+        workflow=workflow,
+        input=input,
+        version=version,
+        idempotency_key=idempotency_key,
+        policy=policy,
+        max_input_bytes=max_input_bytes,
+        trigger=trigger,
+        created_by_id=principal.user_id,
+    )
+
+
+async def queue_run(
+    session: AsyncSession,
+    *,
+    queue: procrastinate.App,
+    workflow: Workflow,
+    input: Any,
+    version: int | None,
+    idempotency_key: str | None,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+    trigger: RunTrigger,
+    created_by_id: uuid.UUID | None,
+) -> Run:
+    """Queue a run of a workflow the caller may run (schedules and webhooks call this too).
+
+    The run, its steps, its first event and its job are written in the session's
+    transaction. With an idempotency key already used, the earlier run comes back (or
+    IDEMPOTENCY_CONFLICT when its input or version differ).
+    """
     _check_input(input, policy, max_input_bytes)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise InputErrors.single(
@@ -172,7 +205,7 @@ async def execute_workflow(
             input=input,
             input_hash=digest,
             idempotency_key=idempotency_key,
-            created_by_id=principal.user_id,
+            created_by_id=created_by_id,
         )
         .returning(Run.id)
     )

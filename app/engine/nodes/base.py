@@ -83,7 +83,16 @@ class NodeContext:
     step_started_at: datetime
     # Settings the node types read (outbound HTTP policy, caps); the app's Settings object.
     settings: Any
+    # The workspace's secrets, name to value (decrypted for this run; never stored).
+    secrets: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def secret(self, name: str) -> str:
+        """The value of the workspace secret ``name``; a NodeFailure when it is not set."""
+        value = self.secrets.get(name)
+        if value is None:
+            raise NodeFailure(f'The secret "{name}" is not set in this workspace.')
+        return value
 
 
 RunFunction = Callable[[NodeContext, Any, Any], Awaitable[NodeOutcome]]
