@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from app.db import create_engine, libpq_url, start_embedded_postgres, with_database
+from app.keyring import generate_key
 from app.main import create_app
 from app.migrate import migrate
 from app.settings import Settings
@@ -52,6 +53,10 @@ def database_url(server_url: str) -> Iterator[str]:
         )
 
 
+# A fixed key for the run (tests of the key file and of rotation make their own).
+TEST_SECRET_KEY = generate_key()
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     """Development settings on the test database."""
@@ -60,6 +65,8 @@ def settings(database_url: str) -> Settings:
         env="development",
         log_json=False,
         outbound_allow=["127.0.0.1/32"],
+        data_dir=Path(tempfile.mkdtemp(prefix="flowdeck-test-data-")),
+        secret_key=TEST_SECRET_KEY,
         worker_heartbeat_seconds=0.3,
         worker_stalled_seconds=1.5,
     )
@@ -75,6 +82,9 @@ async def engine(settings: Settings, database_url: str) -> AsyncIterator[AsyncEn
 
 
 TABLES = [
+    "schedule_fires",
+    "webhooks",
+    "secrets",
     "run_events",
     "run_steps",
     "runs",

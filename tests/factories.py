@@ -100,8 +100,9 @@ class Factory:
         async with self.engine.begin() as conn:
             await conn.execute(text(statement), params)
 
-    async def snapshot(self) -> dict[str, int]:
-        """Row counts of every table, to assert that a refused call wrote nothing."""
+    async def snapshot(self) -> dict[str, int | str]:
+        """Row counts of every table, and digests of the mutable ones' contents, to assert
+        that a refused call wrote nothing."""
         tables = [
             "users",
             "api_tokens",
@@ -113,9 +114,22 @@ class Factory:
             "run_steps",
             "run_events",
             "procrastinate_jobs",
+            "secrets",
+            "webhooks",
+            "schedule_fires",
         ]
+        digested = ["workflows", "secrets", "webhooks"]
         async with self.engine.connect() as conn:
-            return {t: int(await conn.scalar(text(f"SELECT count(*) FROM {t}"))) for t in tables}
+            counts: dict[str, int | str] = {
+                t: int(await conn.scalar(text(f"SELECT count(*) FROM {t}"))) for t in tables
+            }
+            for t in digested:
+                counts[f"{t} digest"] = str(
+                    await conn.scalar(
+                        text(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM {t} t")
+                    )
+                )
+            return counts
 
 
 def gid(kind: str, key: uuid.UUID | str) -> str:

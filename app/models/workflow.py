@@ -67,6 +67,11 @@ class Workflow(SQLModel, table=True):
     schedule_last_fired_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True))
     )
+    # SKIP: a fire while the previous scheduled run is still going is skipped (and counted);
+    # ALLOW: it starts another run beside it.
+    schedule_overlap: str = Field(
+        default="SKIP", sa_column=Column(String(16), nullable=False, server_default="SKIP")
+    )
     # Fires skipped because the previous scheduled run was still going.
     schedule_skipped_count: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
