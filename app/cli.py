@@ -1,4 +1,4 @@
-"""The `flowdeck` command line: serve, migrate, config, token, bench."""
+"""The `flowdeck` command line: serve, worker, migrate, config, secrets, token, bench."""
 
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     configure_logging(settings.log_level, settings.log_json)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
+    asyncio.run(_check_keys(settings, target.url))
     token = asyncio.run(_bootstrap(settings, target.url)) if target.embedded else None
     host = host or settings.host
     port = settings.port if port is None else port
@@ -109,6 +110,7 @@ def worker(concurrency: int | None) -> None:
     configure_logging(settings.log_level, settings.log_json)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
+    asyncio.run(_check_keys(settings, target.url))
 
     async def work() -> None:
         engine = create_engine(target.url, settings)
@@ -145,6 +147,114 @@ def bench() -> None:
     from bench.suite import main as run_bench
 
     run_bench()
+
+
+async def _check_keys(settings: Settings, url: str) -> None:
+    """Exit with a clear message when the secret keys cannot open the stored secrets."""
+    from app.db import session_factory
+    from app.keyring import Keyring, KeyringError
+    from app.services.secrets import check_keyring
+
+    engine = create_engine(url, settings)
+    try:
+        keyring = Keyring.from_settings(settings)
+        async with session_factory(engine)() as session:
+            await check_keyring(session, keyring=keyring)
+    except KeyringError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(3)
+    finally:
+        await engine.dispose()
+
+
+@main.group()
+def secrets() -> None:
+    """The keys that encrypt workspace secrets: generate and rotate."""
+
+
+@secrets.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new random key for FLOWDECK_SECRET_KEY."""
+    from app.keyring import generate_key
+
+    click.echo(generate_key())
+
+
+@secrets.command("rotate")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Key file only: afterwards drop the keys no stored secret uses any more.",
+)
+def secrets_rotate(prune: bool) -> None:
+    """Re-encrypt every secret under the current key.
+
+    With FLOWDECK_SECRET_KEY: put the new key first and keep the old ones after it
+    (new,old), roll that out to every process, then run this. With the key file of the
+    data directory: a new key is generated and put first, the old ones stay readable.
+    """
+    from pathlib import Path
+
+    from app.db import session_factory
+    from app.keyring import (
+        KEY_FILE,
+        Keyring,
+        KeyringError,
+        create_key_file,
+        generate_key,
+        read_key_file,
+        write_key_file,
+    )
+    from app.services.secrets import key_ids_in_use, rotate
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    target = _database(settings)
+    asyncio.run(_migrate(settings, target.url))
+    key_file = None if settings.secret_key is not None else Path(settings.data_dir) / KEY_FILE
+    try:
+        if key_file is not None:
+            if not key_file.exists():
+                create_key_file(key_file)
+            write_key_file(key_file, [generate_key(), *read_key_file(key_file)])
+        keyring = Keyring.from_settings(settings)
+    except KeyringError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(3)
+
+    async def run() -> tuple[Any, dict[str, int]]:
+        engine = create_engine(target.url, settings)
+        try:
+            async with session_factory(engine)() as session:
+                async with session.begin():
+                    result = await rotate(session, keyring=keyring)
+                return result, await key_ids_in_use(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        result, in_use = asyncio.run(run())
+    except Exception as error:  # a key is missing for some row: nothing was changed
+        click.echo(f"error: rotation failed, nothing changed: {error}", err=True)
+        sys.exit(3)
+    click.echo(
+        f"Re-encrypted {result.secrets} secrets and {result.webhooks} webhook signing secrets "
+        f"under key {result.key_id}."
+    )
+    click.echo(f"Key ids in use: {json.dumps(in_use, sort_keys=True)}")
+    if key_file is not None and prune:
+        used = set(in_use) | {keyring.current_id}
+        kept = [k for k in read_key_file(key_file) if _key_id(k) in used]
+        write_key_file(key_file, kept)
+        click.echo(f"Key file {key_file} keeps {len(kept)} key(s).")
+    elif key_file is None:
+        click.echo("Every secret is under the first key: the others can leave FLOWDECK_SECRET_KEY.")
+
+
+def _key_id(text: str) -> str:
+    from app.keyring import key_id_of, parse_keys
+
+    return key_id_of(parse_keys(text, source="key file")[0])
 
 
 @main.group()

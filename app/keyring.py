@@ -95,6 +95,7 @@ class Keyring:
         self._set(keys)
 
     def _set(self, keys: list[bytes]) -> None:
+        self._mtime = self._file_mtime()
         self._ciphers = {key_id_of(key): AESGCM(key) for key in keys}
         self.current_id = key_id_of(keys[0])
 
@@ -103,8 +104,16 @@ class Keyring:
         """The ids of the keys, the current one first."""
         return list(self._ciphers)
 
+    def _file_mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path is not None else None
+        except OSError:
+            return None
+
     def seal(self, plaintext: str, aad: bytes) -> Sealed:
         """Encrypt under the current key with a fresh random nonce."""
+        if self.path is not None and self._file_mtime() != self._mtime:
+            self.reload()  # rotated by `flowdeck secrets rotate`: seal under the new key
         nonce = os.urandom(NONCE_BYTES)
         cipher = self._ciphers[self.current_id]
         return Sealed(self.current_id, nonce, cipher.encrypt(nonce, plaintext.encode(), aad))

@@ -32,6 +32,7 @@ from app.errors import Unauthenticated
 from app.middleware import BodySizeLimit, RequestContext
 from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
+from app.services.secrets import check_keyring
 from app.settings import Settings
 from app.worker.runner import run_worker
 from schema import build_schema
@@ -198,6 +199,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Refuse to start with a key that cannot open the stored secrets (KeyringError).
+        async with runtime.sessions() as session:
+            await check_keyring(session, keyring=runtime.keyring)
         await runtime.hub.start()
         # Everything loaded at start-up lives as long as the process: keep it out of the
         # collector's way (full collections over it showed as 100+ ms request stalls).

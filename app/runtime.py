@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db import libpq_url, session_factory
 from app.events.hub import EventHub
+from app.keyring import Keyring
 from app.services.graphs import GraphPolicy
 from app.settings import Settings
 
@@ -23,6 +24,7 @@ class Runtime:
     graph_policy: GraphPolicy
     queue: procrastinate.App
     hub: EventHub
+    keyring: Keyring
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine, url: str) -> Runtime:
@@ -36,4 +38,5 @@ class Runtime:
             graph_policy=GraphPolicy.from_settings(settings),
             queue=build_queue(url, max_connections=settings.worker_concurrency + 2),
             hub=EventHub(libpq_url(url)),
+            keyring=Keyring.from_settings(settings),
         )

@@ -22,6 +22,7 @@ from schema.errors import ErrorPolicy
 from schema.runs.mutations import RunMutations
 from schema.runs.queries import RunQueries
 from schema.runs.subscriptions import RunSubscriptions
+from schema.secrets.mutations import SecretMutations
 from schema.templates.mutations import TemplateMutations
 from schema.templates.queries import TemplateQueries
 from schema.workflows.mutations import WorkflowMutations
@@ -31,7 +32,8 @@ from schema.workspaces.queries import WorkspaceQueries
 
 Query = merge_types("Query", (WorkspaceQueries, WorkflowQueries, RunQueries, TemplateQueries))
 Mutation = merge_types(
-    "Mutation", (WorkflowMutations, RunMutations, TemplateMutations, WorkspaceMutations)
+    "Mutation",
+    (WorkflowMutations, RunMutations, TemplateMutations, WorkspaceMutations, SecretMutations),
 )
 
 

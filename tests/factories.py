@@ -126,7 +126,9 @@ class Factory:
             for t in digested:
                 counts[f"{t} digest"] = str(
                     await conn.scalar(
-                        text(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM {t} t")
+                        text(
+                            f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM {t} t"
+                        )
                     )
                 )
             return counts

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan, edge_is_active
+from app.engine.redact import NO_SECRETS, Redactor
 from app.engine.states import (
     TERMINAL_RUN,
     LeaseLost,
@@ -29,7 +30,9 @@ from app.engine.states import (
 )
 from app.engine.steps import StepResult, StepRunner
 from app.events.log import append_event
+from app.keyring import Keyring
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus, WorkflowVersion
+from app.services.secrets import open_secrets
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,9 @@ class Claim:
     run: Run
     plan: RunPlan
     steps: dict[str, StepState] = field(default_factory=dict)
+    # The workspace's secrets for the nodes, and what keeps them out of everything stored.
+    secrets: dict[str, str] = field(default_factory=dict)
+    redactor: Redactor = NO_SECRETS
 
 
 def _now() -> datetime:
@@ -77,8 +83,10 @@ class RunDriver:
         run_id: uuid.UUID,
         resume: Resume,
         job_id: int | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.sessions = sessions
+        self.keyring = keyring
         self.settings = settings
         self.run_id = run_id
         self.resume = resume
@@ -167,6 +175,11 @@ class RunDriver:
                 await self._unrunnable(session, run, str(error))
                 return None
             claim = Claim(run=run, plan=plan)
+            if self.keyring is not None:
+                claim.secrets = await open_secrets(
+                    session, keyring=self.keyring, workspace_id=run.workspace_id
+                )
+                claim.redactor = Redactor(claim.secrets)
             for row in rows:
                 claim.steps[row.node_id] = StepState(
                     id=row.id,
@@ -346,6 +359,7 @@ class RunDriver:
             if node.is_output and claim.steps[node.id].status is StepStatus.SUCCEEDED
         }
         output = next(iter(outputs.values())) if len(outputs) == 1 else (outputs or None)
+        output = claim.redactor.value(output)
         async with self.sessions() as session, session.begin():
             await settle_open_steps(
                 session, run_id=claim.run.id, target=StepStatus.CANCELLED, claim=self.claim_number

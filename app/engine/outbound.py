@@ -43,6 +43,10 @@ _CROSS_ORIGIN_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _BODY_HEADERS = ("content-type", "content-length", "content-encoding", "transfer-encoding")
 
 log = logging.getLogger(__name__)
+# httpx and httpcore log each request's full URL (INFO) and more (DEBUG); a node's URL can
+# carry a secret in its query, so their chatter stays off whatever the root level is.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 # Checked in order: the metadata endpoints (AWS, GCP, Azure, OCI, DigitalOcean at

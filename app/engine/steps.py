@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -90,7 +91,7 @@ class StepRunner:
                 "workflowId": str(run.workflow_id),
                 "version": run.version_number,
             },
-            "secrets": {},
+            "secrets": self.claim.secrets,
         }
         return value, env, parents
 
@@ -101,6 +102,8 @@ class StepRunner:
         attempts = policy.retry.max_attempts if policy.retry else 1
         value, env, parents = self._environment(node)
         attempt = state.attempt if state.status is StepStatus.RUNNING else 0
+        redact = self.claim.redactor
+        stored_input = redact.value(value)
         while True:
             attempt += 1
             await self.driver._write_step(
@@ -109,7 +112,7 @@ class StepRunner:
                 StepStatus.RUNNING,
                 {
                     "attempt": attempt,
-                    "input": value,
+                    "input": stored_input,
                     "wake_at": None,
                     "started_at": func.coalesce(RunStep.started_at, func.now()),
                 },
@@ -131,12 +134,17 @@ class StepRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # every failure of a node is recorded on its step
-                message = _message(error, node)[:MAX_ERROR_LENGTH]
+                message = redact.text(_message(error, node))[:MAX_ERROR_LENGTH]
                 if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
+                    # The traceback may quote a secret: it is logged redacted, as text.
+                    trace = "".join(traceback.format_exception(error))
                     log.warning(
                         "node raised",
-                        exc_info=True,
-                        extra={"run_id": str(self.claim.run.id), "node_id": node.id},
+                        extra={
+                            "run_id": str(self.claim.run.id),
+                            "node_id": node.id,
+                            "traceback": redact.text(trace),
+                        },
                     )
                 if attempt < attempts and policy.retry is not None and _retryable(error):
                     await self._announce_retry(node.id, attempt, message)
@@ -145,7 +153,7 @@ class StepRunner:
                 output = (
                     {"error": message}
                     if policy.continue_on_fail
-                    else getattr(error, "output", None)
+                    else redact.value(getattr(error, "output", None))
                 )
                 await self.driver._write_step(
                     self.claim,
@@ -164,7 +172,7 @@ class StepRunner:
                 node.id,
                 StepStatus.SUCCEEDED,
                 {
-                    "output": outcome.output,
+                    "output": redact.value(outcome.output),
                     "active_handles": handles,
                     "error": None,
                     "finished_at": func.now(),
@@ -206,6 +214,7 @@ class StepRunner:
             attempt=attempt,
             step_started_at=state.started_at or datetime.now(UTC),
             settings=self.driver.settings,
+            secrets=self.claim.secrets,
             extras={"env": env, "parents": parents},
         )
         timeout = node.policy.timeout_seconds

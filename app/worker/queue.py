@@ -62,7 +62,12 @@ async def drive_run_task(context: procrastinate.JobContext, run_id: str) -> None
         await defer_drive(queue, session, rid, schedule_at=wake_at)
 
     driver = RunDriver(
-        runtime.sessions, runtime.settings, uuid.UUID(run_id), resume, job_id=context.job.id
+        runtime.sessions,
+        runtime.settings,
+        uuid.UUID(run_id),
+        resume,
+        job_id=context.job.id,
+        keyring=runtime.keyring,
     )
     outcome = await driver.drive()
     log.info("run driven", extra={"run_id": run_id, "outcome": outcome})

@@ -9,12 +9,14 @@ import strawberry
 
 from app import models
 from app.models import Role as RoleModel
+from app.services import secrets as secret_service
 from app.services import workflows as workflow_service
 from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
 
 if TYPE_CHECKING:
+    from schema.secrets.types import Secret
     from schema.workflows.types import Workflow
 
 Role = strawberry.enum(RoleModel, description="A member's role, weakest first.")
@@ -71,6 +73,18 @@ class Workspace:
                 ctx.session, workspace_id=self.row.id, search=search
             ),
         )
+
+    @strawberry.field(description="Its secrets by name (editors and owners; never values).")
+    async def secrets(
+        self, info: Info
+    ) -> list[Annotated[Secret, strawberry.lazy("schema.secrets.types")]]:
+        from schema.secrets.types import Secret
+
+        ctx = info.context
+        rows = await secret_service.list_secrets(
+            ctx.session, principal=await ctx.principal(), workspace_id=self.row.id
+        )
+        return [Secret.from_model(row) for row in rows]
 
     @classmethod
     def from_model(cls, row: models.Workspace) -> Workspace:

@@ -1,0 +1,257 @@
+"""Workspace secrets: set, delete and list (names only); open them for a run; rotate keys."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.errors import ErrorCode, FieldError, InputErrors
+from app.keyring import DecryptError, Keyring, KeyringError, Sealed, secret_aad, webhook_aad
+from app.models import Role, Secret, Webhook
+
+log = logging.getLogger(__name__)
+
+# An identifier, so that `{{ secrets.NAME }}` works in CEL.
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NAME = 100
+MAX_VALUE = 64 * 1024
+# A shorter value would be redacted wherever its characters happen to appear in outputs.
+MIN_VALUE = 4
+
+
+def _check_name(name: str) -> list[FieldError]:
+    if not 1 <= len(name) <= MAX_NAME or not NAME.fullmatch(name):
+        return [
+            FieldError(
+                ("input", "name"),
+                ErrorCode.INVALID,
+                f"A secret's name is 1 to {MAX_NAME} letters, digits and underscores, not "
+                "starting with a digit (it is used as secrets.NAME in expressions).",
+            )
+        ]
+    return []
+
+
+def _check_value(value: str) -> list[FieldError]:
+    if not MIN_VALUE <= len(value) <= MAX_VALUE:
+        return [
+            FieldError(
+                ("input", "value"),
+                ErrorCode.INVALID,
+                f"A secret's value is {MIN_VALUE} to {MAX_VALUE} characters (shorter values "
+                "cannot be redacted from outputs reliably).",
+            )
+        ]
+    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        return [
+            FieldError(
+                ("input", "value"),
+                ErrorCode.INVALID,
+                "A secret's value cannot contain NUL characters or lone surrogates.",
+            )
+        ]
+    return []
+
+
+async def list_secrets(
+    session: AsyncSession, *, principal: Principal, workspace_id: uuid.UUID
+) -> list[Secret]:
+    """The workspace's secrets by name (editors and owners; values are never read)."""
+    principal.require(workspace_id, Role.EDITOR, "Workspace")
+    rows = await session.execute(
+        select(Secret).where(Secret.workspace_id == workspace_id).order_by(Secret.name)  # type: ignore[arg-type]
+    )
+    return list(rows.scalars())
+
+
+async def set_secret(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    keyring: Keyring,
+    workspace_id: uuid.UUID,
+    name: str,
+    value: str,
+) -> Secret:
+    """Create or replace a secret (owners only); the value is sealed, never stored in clear."""
+    principal.require(workspace_id, Role.OWNER, "Workspace")
+    errors = _check_name(name) + _check_value(value)
+    if errors:
+        raise InputErrors(errors)
+    sealed = keyring.seal(value, secret_aad(workspace_id, name))
+    statement = (
+        insert(Secret)
+        .values(
+            id=uuid.uuid4(),
+            workspace_id=workspace_id,
+            name=name,
+            key_id=sealed.key_id,
+            nonce=sealed.nonce,
+            ciphertext=sealed.ciphertext,
+            created_by_id=principal.user_id,
+        )
+        .on_conflict_do_update(
+            index_elements=["workspace_id", "name"],
+            set_={
+                "key_id": sealed.key_id,
+                "nonce": sealed.nonce,
+                "ciphertext": sealed.ciphertext,
+                "updated_at": func.clock_timestamp(),
+            },
+        )
+        .returning(Secret)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def delete_secret(
+    session: AsyncSession, *, principal: Principal, workspace_id: uuid.UUID, name: str
+) -> str:
+    """Delete a secret by name (owners only); NOT_FOUND when it does not exist."""
+    principal.require(workspace_id, Role.OWNER, "Workspace")
+    deleted = await session.scalar(
+        delete(Secret)
+        .where(Secret.workspace_id == workspace_id, Secret.name == name)  # type: ignore[arg-type]
+        .returning(Secret.name)
+    )
+    if deleted is None:
+        raise InputErrors.single(
+            ("input", "name"), ErrorCode.NOT_FOUND, f'No secret "{name}" in this workspace.'
+        )
+    return deleted
+
+
+async def open_secrets(
+    session: AsyncSession, *, keyring: Keyring, workspace_id: uuid.UUID
+) -> dict[str, str]:
+    """Every secret of one workspace, decrypted (for a run of that workspace only)."""
+    rows = await session.execute(
+        select(Secret.name, Secret.key_id, Secret.nonce, Secret.ciphertext).where(
+            Secret.workspace_id == workspace_id  # type: ignore[arg-type]
+        )
+    )
+    values: dict[str, str] = {}
+    for name, key_id, nonce, ciphertext in rows:
+        try:
+            values[name] = keyring.open(
+                Sealed(key_id, nonce, ciphertext), secret_aad(workspace_id, name)
+            )
+        except DecryptError as error:
+            # Left out: a node using it fails with "not set", and the log says why.
+            log.error(
+                "secret cannot be decrypted",
+                extra={"workspace_id": str(workspace_id), "secret": name, "reason": str(error)},
+            )
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """What a rotation did."""
+
+    secrets: int
+    webhooks: int
+    key_id: str
+
+
+async def rotate(session: AsyncSession, *, keyring: Keyring) -> RotationResult:
+    """Re-encrypt every secret and webhook signing secret not under the current key."""
+    current = keyring.current_id
+    secrets = (
+        await session.execute(
+            select(Secret).where(Secret.key_id != current).with_for_update()  # type: ignore[arg-type]
+        )
+    ).scalars()
+    secret_count = 0
+    for row in secrets:
+        aad = secret_aad(row.workspace_id, row.name)
+        value = keyring.open(Sealed(row.key_id, row.nonce, row.ciphertext), aad)
+        sealed = keyring.seal(value, aad)
+        await session.execute(
+            update(Secret)
+            .where(Secret.id == row.id)  # type: ignore[arg-type]
+            .values(key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext)
+        )
+        secret_count += 1
+    hooks = (
+        await session.execute(
+            select(Webhook)
+            .where(Webhook.signing_key_id.is_not(None), Webhook.signing_key_id != current)  # type: ignore[union-attr, arg-type]
+            .with_for_update()
+        )
+    ).scalars()
+    hook_count = 0
+    for hook in hooks:
+        aad = webhook_aad(hook.workspace_id, hook.id)
+        value = keyring.open(
+            Sealed(
+                str(hook.signing_key_id),
+                bytes(hook.signing_nonce or b""),
+                bytes(hook.signing_ciphertext or b""),
+            ),
+            aad,
+        )
+        sealed = keyring.seal(value, aad)
+        await session.execute(
+            update(Webhook)
+            .where(Webhook.id == hook.id)  # type: ignore[arg-type]
+            .values(
+                signing_key_id=sealed.key_id,
+                signing_nonce=sealed.nonce,
+                signing_ciphertext=sealed.ciphertext,
+            )
+        )
+        hook_count += 1
+    return RotationResult(secrets=secret_count, webhooks=hook_count, key_id=current)
+
+
+async def key_ids_in_use(session: AsyncSession) -> dict[str, int]:
+    """How many secrets and signing secrets each key id seals."""
+    counts: dict[str, int] = {}
+    for key_id, count in await session.execute(
+        select(Secret.key_id, func.count()).group_by(Secret.key_id)
+    ):
+        counts[key_id] = counts.get(key_id, 0) + count
+    for key_id, count in await session.execute(
+        select(Webhook.signing_key_id, func.count())
+        .where(Webhook.signing_key_id.is_not(None))  # type: ignore[union-attr]
+        .group_by(Webhook.signing_key_id)
+    ):
+        counts[key_id] = counts.get(key_id, 0) + count
+    return counts
+
+
+async def check_keyring(session: AsyncSession, *, keyring: Keyring) -> None:
+    """Refuse (KeyringError) a keyring that cannot open the stored secrets; one probe per key."""
+    configured = set(keyring.key_ids)
+    for key_id in await key_ids_in_use(session):
+        if key_id not in configured:
+            raise KeyringError(
+                f"Secrets in the database are encrypted with key {key_id}, which is not among "
+                f"the configured keys ({', '.join(keyring.key_ids)}). Set FLOWDECK_SECRET_KEY "
+                "to the key they were written with (after a new key, to rotate: "
+                "`FLOWDECK_SECRET_KEY=<new>,<old> flowdeck secrets rotate`)."
+            )
+        probe = (
+            await session.execute(
+                select(Secret.workspace_id, Secret.name, Secret.nonce, Secret.ciphertext)
+                .where(Secret.key_id == key_id)  # type: ignore[arg-type]
+                .limit(1)
+            )
+        ).first()
+        if probe is None:
+            continue
+        workspace_id, name, nonce, ciphertext = probe
+        try:
+            keyring.open(Sealed(key_id, nonce, ciphertext), secret_aad(workspace_id, name))
+        except DecryptError as error:
+            raise KeyringError(
+                f'Key {key_id} cannot decrypt secret "{name}" of workspace {workspace_id}: {error}.'
+            ) from error

@@ -1,0 +1,1 @@
+"""Workspace secrets: names and dates out, values in only."""

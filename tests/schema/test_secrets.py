@@ -1,0 +1,339 @@
+"""Secrets through the API: set, list (names only), delete, roles, tenancy, use and redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.models import Role
+from app.worker.runner import run_worker
+from tests.factories import Factory, gid
+from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
+from tests.servers import LocalHTTP
+
+SET = """mutation($i: SecretSetInput!) { secretSet(input: $i) {
+  secret { name createdAt updatedAt } userErrors { field code message } } }"""
+DELETE = """mutation($i: SecretDeleteInput!) { secretDelete(input: $i) {
+  deletedName userErrors { field code message } } }"""
+LIST = """query($id: ID!) { workspace(id: $id) { secrets { name createdAt updatedAt } } }"""
+
+API_KEY = "sk-live-4f9a7c1e2b8d6f30"
+
+
+@pytest.fixture
+async def worker(app: Starlette) -> AsyncIterator[None]:
+    """A worker in this process, driving runs while the test lasts."""
+    runtime = app.state.runtime
+    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def echo() -> Iterator[LocalHTTP]:
+    """An upstream that echoes back what it received: headers, query and body."""
+
+    async def echo_route(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "headers": dict(request.headers),
+                "query": dict(request.query_params),
+                "body": (await request.body()).decode(),
+                "raw_url": str(request.url),
+            }
+        )
+
+    async def refuse(request: Request) -> Response:
+        return JSONResponse(
+            {"error": f"key {request.headers.get('x-key')} is revoked"}, status_code=403
+        )
+
+    server = LocalHTTP(routes={"/echo": echo_route, "/refuse": refuse}).start()
+    yield server
+    server.stop()
+
+
+async def set_secret(factory: Factory, account, name: str, value: str) -> dict:
+    body = await factory.gql(
+        SET,
+        {"i": {"workspaceId": account.workspace_id, "name": name, "value": value}},
+        token=account.token,
+    )
+    assert "errors" not in body, body
+    return body["data"]["secretSet"]
+
+
+async def test_set_list_replace_and_delete_never_return_the_value(factory: Factory) -> None:
+    # Given an owner
+    owner = await factory.owner()
+    # When they set a secret
+    payload = await set_secret(factory, owner, "API_KEY", API_KEY)
+    # Then it is listed by name, and its value is stored only as ciphertext
+    assert payload["userErrors"] == []
+    assert payload["secret"]["name"] == "API_KEY"
+    listed = await factory.gql(LIST, {"id": owner.workspace_id}, token=owner.token)
+    assert [s["name"] for s in listed["data"]["workspace"]["secrets"]] == ["API_KEY"]
+    stored = await factory.scalar("SELECT ciphertext FROM secrets WHERE name = 'API_KEY'")
+    assert API_KEY.encode() not in bytes(stored)
+    assert len(bytes(stored)) == len(API_KEY) + 16  # the GCM tag
+    # When they replace it, updatedAt moves and createdAt stays
+    again = await set_secret(factory, owner, "API_KEY", API_KEY + "-v2")
+    assert again["secret"]["createdAt"] == payload["secret"]["createdAt"]
+    assert again["secret"]["updatedAt"] > payload["secret"]["updatedAt"]
+    assert await factory.scalar("SELECT count(*) FROM secrets") == 1
+    # No field of the schema can return a value
+    introspection = await factory.gql(
+        '{ __type(name: "Secret") { fields { name } } }', token=owner.token
+    )
+    fields = {f["name"] for f in introspection["data"]["__type"]["fields"]}
+    assert fields == {"name", "createdAt", "updatedAt"}
+    # When they delete it, it is gone
+    deleted = await factory.gql(
+        DELETE, {"i": {"workspaceId": owner.workspace_id, "name": "API_KEY"}}, token=owner.token
+    )
+    assert deleted["data"]["secretDelete"] == {"deletedName": "API_KEY", "userErrors": []}
+    assert await factory.scalar("SELECT count(*) FROM secrets") == 0
+
+
+async def test_each_write_uses_a_fresh_nonce(factory: Factory) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "A", "same-value")
+    first = bytes(await factory.scalar("SELECT nonce FROM secrets"))
+    await set_secret(factory, owner, "A", "same-value")
+    second = bytes(await factory.scalar("SELECT nonce FROM secrets"))
+    assert len(first) == 12
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "message"),
+    [
+        ("", API_KEY, "name", "A secret's name is 1 to 100 letters"),
+        ("1ABC", API_KEY, "name", "A secret's name is 1 to 100 letters"),
+        ("API-KEY", API_KEY, "name", "A secret's name is 1 to 100 letters"),
+        ("A" * 101, API_KEY, "name", "A secret's name is 1 to 100 letters"),
+        ("a'; DROP TABLE secrets; --", API_KEY, "name", "A secret's name is 1 to 100 letters"),
+        ("KEY", "abc", "value", "A secret's value is 4 to 65536 characters"),
+        ("KEY", "x" * 65537, "value", "A secret's value is 4 to 65536 characters"),
+        ("KEY", "abc\x00def", "value", "A secret's value cannot contain NUL"),
+    ],
+)
+async def test_invalid_names_and_values_are_user_errors_and_write_nothing(
+    factory: Factory, name: str, value: str, field: str, message: str
+) -> None:
+    owner = await factory.owner()
+    before = await factory.snapshot()
+    payload = await set_secret(factory, owner, name, value)
+    assert payload["secret"] is None
+    [error] = payload["userErrors"]
+    assert error["field"] == ["input", field]
+    assert error["code"] == "INVALID"
+    assert error["message"].startswith(message)
+    assert await factory.snapshot() == before
+
+
+async def test_deleting_a_missing_secret_is_not_found(factory: Factory) -> None:
+    owner = await factory.owner()
+    body = await factory.gql(
+        DELETE, {"i": {"workspaceId": owner.workspace_id, "name": "NOPE"}}, token=owner.token
+    )
+    assert body["data"]["secretDelete"] == {
+        "deletedName": None,
+        "userErrors": [
+            {
+                "field": ["input", "name"],
+                "code": "NOT_FOUND",
+                "message": 'No secret "NOPE" in this workspace.',
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.MEMBER, Role.EDITOR])
+async def test_only_owners_set_and_delete(factory: Factory, role: Role) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "API_KEY", API_KEY)
+    other = await factory.member(owner, role)
+    before = await factory.snapshot()
+    for mutation, variables in (
+        (SET, {"workspaceId": owner.workspace_id, "name": "API_KEY", "value": "stolen!"}),
+        (SET, {"workspaceId": owner.workspace_id, "name": "NEW", "value": "planted"}),
+        (DELETE, {"workspaceId": owner.workspace_id, "name": "API_KEY"}),
+    ):
+        body = await factory.gql(mutation, {"i": variables}, token=other.token)
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+    assert await factory.snapshot() == before
+    listed = await factory.gql(LIST, {"id": owner.workspace_id}, token=other.token)
+    if role is Role.EDITOR:
+        assert [s["name"] for s in listed["data"]["workspace"]["secrets"]] == ["API_KEY"]
+    else:
+        assert listed["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_another_workspace_reads_as_not_found(factory: Factory) -> None:
+    owner = await factory.owner("Acme")
+    await set_secret(factory, owner, "API_KEY", API_KEY)
+    stranger = await factory.owner("Globex")
+    before = await factory.snapshot()
+    for mutation, variables in (
+        (SET, {"workspaceId": owner.workspace_id, "name": "API_KEY", "value": "stolen!"}),
+        (DELETE, {"workspaceId": owner.workspace_id, "name": "API_KEY"}),
+        (
+            SET,
+            {
+                "workspaceId": gid("Workflow", owner.workspace_id.split(":")[-1]),
+                "name": "X",
+                "value": "abcd",
+            },
+        ),
+    ):
+        body = await factory.gql(mutation, {"i": variables}, token=stranger.token)
+        assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND", body
+    listed = await factory.gql(LIST, {"id": owner.workspace_id}, token=stranger.token)
+    assert listed["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await factory.snapshot() == before
+
+
+async def test_ciphertext_moved_to_another_row_or_workspace_does_not_open(
+    factory: Factory, app: Starlette
+) -> None:
+    from app.services.secrets import open_secrets
+
+    keyring = app.state.runtime.keyring
+    acme = await factory.owner("Acme")
+    globex = await factory.owner("Globex")
+    await set_secret(factory, acme, "API_KEY", API_KEY)
+    await set_secret(factory, acme, "OTHER", "other-value")
+    await set_secret(factory, globex, "API_KEY", "globex-value")
+    # Copy Acme's API_KEY ciphertext over Acme's OTHER and over Globex's API_KEY
+    await factory.execute(
+        """UPDATE secrets s SET nonce = src.nonce, ciphertext = src.ciphertext, key_id = src.key_id
+           FROM secrets src
+           WHERE src.name = 'API_KEY' AND src.workspace_id = :acme
+             AND ((s.workspace_id = :acme AND s.name = 'OTHER') OR s.workspace_id = :globex)""",
+        acme=_uuid(acme.workspace_id),
+        globex=_uuid(globex.workspace_id),
+    )
+    async with app.state.runtime.sessions() as session:
+        acme_values = await open_secrets(
+            session, keyring=keyring, workspace_id=_uuid(acme.workspace_id)
+        )
+        globex_values = await open_secrets(
+            session, keyring=keyring, workspace_id=_uuid(globex.workspace_id)
+        )
+    assert acme_values == {"API_KEY": API_KEY}
+    assert globex_values == {}
+
+
+def _uuid(graphql_id: str):
+    from schema.ids import decode_id
+
+    return decode_id("Workspace", graphql_id)
+
+
+async def test_a_node_gets_the_value_and_nothing_stored_shows_it(
+    factory: Factory, worker: None, echo: LocalHTTP, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a secret and a workflow that sends it upstream in a header, the query and the body;
+    # the upstream echoes all of it back, and later nodes quote it in their output and error
+    owner = await factory.owner()
+    await set_secret(factory, owner, "API_KEY", API_KEY)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "call",
+                "http.request",
+                method="POST",
+                url=echo.url("/echo") + "?key={{ secrets.API_KEY }}",
+                headers={"Authorization": "Bearer {{ secrets.API_KEY }}"},
+                body={"key": "{{ secrets.API_KEY }}", "who": "{{ input.name }}"},
+            ),
+            node("quote", "text.format", template="key is {{ secrets.API_KEY }}!"),
+            node("fail", "flow.fail", message="Refused {{ secrets.API_KEY }} for {{ input }}"),
+        ],
+        "edges": [edge("start", "call"), edge("call", "quote"), edge("quote", "fail")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    caplog.set_level(logging.DEBUG)
+    # When it runs
+    run_id = (await execute(factory, owner, workflow_id, {"name": "Ada"}))["run"]["id"]
+    run = await wait_for(factory, owner, run_id)
+    # Then the upstream got the real value, everywhere it was sent
+    [hit] = [h for h in echo.hits if h.path == "/echo"]
+    assert hit.headers["authorization"] == f"Bearer {API_KEY}"
+    assert json.loads(hit.body) == {"key": API_KEY, "who": "Ada"}
+    # And the run, its steps and errors show it redacted
+    assert run["status"] == "FAILED"
+    steps = steps_by_node(run)
+    echoed = steps["call"]["output"]["body"]
+    assert echoed["headers"]["authorization"] == "Bearer [secret:API_KEY]"
+    assert echoed["query"] == {"key": "[secret:API_KEY]"}
+    assert json.loads(echoed["body"]) == {"key": "[secret:API_KEY]", "who": "Ada"}
+    assert echoed["raw_url"].endswith("/echo?key=[secret:API_KEY]")
+    assert steps["quote"]["output"] == "key is [secret:API_KEY]!"
+    assert steps["quote"]["input"] == steps["call"]["output"]
+    assert steps["fail"]["error"].startswith("Refused [secret:API_KEY] for ")
+    assert run["error"].startswith('Node "fail" (flow.fail) failed: Refused [secret:API_KEY]')
+    # Nowhere in the database, events included, nor in any log line, is the value
+    for table in ("runs", "run_steps", "run_events"):
+        dump = await factory.scalar(f"SELECT string_agg(t::text, ' ') FROM {table} t")
+        assert API_KEY not in dump, table
+        assert "[secret:API_KEY]" in dump, table
+    for record in caplog.records:
+        if record.name == "uvicorn.access":
+            continue  # the upstream's own access log (the outside world), not Flowdeck's
+        assert API_KEY not in record.getMessage()
+        assert API_KEY not in json.dumps(record.__dict__, default=str)
+
+
+async def test_an_upstream_error_quoting_the_key_is_redacted(
+    factory: Factory, worker: None, echo: LocalHTTP
+) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "API_KEY", API_KEY)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "call",
+                "http.request",
+                url=echo.url("/refuse"),
+                headers={"X-Key": "{{ secrets.API_KEY }}"},
+            ),
+        ],
+        "edges": [edge("start", "call")],
+    }
+    workflow_id = await create_workflow(factory, owner, graph)
+    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+    run = await wait_for(factory, owner, run_id)
+    step = steps_by_node(run)["call"]
+    assert step["error"] == 'HTTP 403 from 127.0.0.1: {"error":"key [secret:API_KEY] is revoked"}'
+    assert step["output"]["body"] == {"error": "key [secret:API_KEY] is revoked"}
+    assert API_KEY not in json.dumps(run)
+
+
+async def test_a_node_reaches_only_its_own_workspaces_secrets(
+    factory: Factory, worker: None
+) -> None:
+    acme = await factory.owner("Acme")
+    globex = await factory.owner("Globex")
+    await set_secret(factory, globex, "API_KEY", API_KEY)
+    graph = {
+        "nodes": [node("start", "trigger"), node("out", "output", value="{{ secrets.API_KEY }}")],
+        "edges": [edge("start", "out")],
+    }
+    workflow_id = await create_workflow(factory, acme, graph)
+    run_id = (await execute(factory, acme, workflow_id))["run"]["id"]
+    run = await wait_for(factory, acme, run_id)
+    assert run["status"] == "FAILED"
+    assert API_KEY not in json.dumps(run)
+    assert "API_KEY" in steps_by_node(run)["out"]["error"]
