@@ -34,9 +34,11 @@ from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
 from app.services.secrets import check_keyring
 from app.settings import Settings
+from app.webhooks import hooks_endpoint
 from app.worker.runner import run_worker
 from schema import build_schema
 from schema.context import Context, bearer_token
+from schema.ids import encode_id
 
 SOCKET_USER_KEY = "flowdeck.socket_user"
 SLOW_PEER_CODE = 4408
@@ -233,6 +235,11 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route(
+                "/hooks/{token}",
+                hooks_endpoint(runtime, lambda run_id: encode_id("Run", run_id)),
+                methods=["POST"],
+            ),
             Route("/", _root),
         ],
         middleware=[

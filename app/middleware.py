@@ -21,6 +21,9 @@ CLEANUPS_KEY = "flowdeck.cleanups"
 KNOWN_ROUTES = ("/graphql", "/healthz", "/readyz", "/metrics")
 
 
+HOOKS_PREFIX = "/hooks/"
+
+
 class RequestContext:
     """Give each request an id (echoed in X-Request-ID), log it, time it, run its cleanups."""
 
@@ -55,6 +58,10 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             path = scope.get("path", "")
             route = path if path in KNOWN_ROUTES else "other"
+            if path.startswith(HOOKS_PREFIX):
+                # A webhook's URL id is its credential: keep it out of logs and metrics.
+                route = f"{HOOKS_PREFIX}{{id}}"
+                path = f"{HOOKS_PREFIX}{path[len(HOOKS_PREFIX) :][:4]}…"
             if scope["type"] == "http":
                 HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
                 HTTP_DURATION.labels(route).observe(elapsed)

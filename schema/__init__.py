@@ -25,6 +25,7 @@ from schema.runs.subscriptions import RunSubscriptions
 from schema.secrets.mutations import SecretMutations
 from schema.templates.mutations import TemplateMutations
 from schema.templates.queries import TemplateQueries
+from schema.webhooks.mutations import WebhookMutations
 from schema.workflows.mutations import WorkflowMutations
 from schema.workflows.queries import WorkflowQueries
 from schema.workspaces.mutations import WorkspaceMutations
@@ -33,7 +34,14 @@ from schema.workspaces.queries import WorkspaceQueries
 Query = merge_types("Query", (WorkspaceQueries, WorkflowQueries, RunQueries, TemplateQueries))
 Mutation = merge_types(
     "Mutation",
-    (WorkflowMutations, RunMutations, TemplateMutations, WorkspaceMutations, SecretMutations),
+    (
+        WorkflowMutations,
+        RunMutations,
+        TemplateMutations,
+        WorkspaceMutations,
+        SecretMutations,
+        WebhookMutations,
+    ),
 )
 
 

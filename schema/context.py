@@ -58,6 +58,14 @@ class Context:
         # Set by Strawberry from graphql-transport-ws's connection_init payload.
         self.connection_params: dict[str, Any] | None = None
 
+    def public_base_url(self) -> str:
+        """Where clients reach this API: FLOWDECK_PUBLIC_URL, else the request's own base."""
+        configured = self.runtime.settings.public_url
+        if configured:
+            return configured.rstrip("/")
+        base = str(self.connection.base_url).rstrip("/")
+        return base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
     def _scope(self) -> OperationScope | None:
         scope = _operation.get()
         return scope if scope is not None and scope.owner is self else None

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from app.models import Run, RunStep, User, Workflow, WorkflowVersion, Workspace
+from app.models import Run, RunStep, User, Webhook, Workflow, WorkflowVersion, Workspace
 from app.services.runs import load_last_runs, load_steps
 from app.services.versions import VersionKey, load_graph_texts, load_version_heads
 
@@ -30,6 +30,7 @@ class Loaders:
     run_by_id: DataLoader[uuid.UUID, Run | None]
     steps_by_run_id: DataLoader[uuid.UUID, list[RunStep]]
     last_run_by_workflow_id: DataLoader[uuid.UUID, Run | None]
+    webhook_by_workflow_id: DataLoader[uuid.UUID, Webhook | None]
 
 
 def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Awaitable[list[Any]]]:
@@ -43,6 +44,13 @@ def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Aw
 
 def build_loaders(session: SessionGetter) -> Loaders:
     """Fresh loaders reading through ``session()``."""
+
+    async def load_webhooks(keys: list[uuid.UUID]) -> list[Webhook | None]:
+        rows = await session().execute(
+            select(Webhook).where(Webhook.workflow_id.in_(keys))  # type: ignore[attr-defined]
+        )
+        found = {row.workflow_id: row for row in rows.scalars()}
+        return [found.get(key) for key in keys]
 
     async def load_versions(keys: list[VersionKey]) -> list[WorkflowVersion | None]:
         found = await load_version_heads(session(), keys=list(keys))
@@ -69,4 +77,5 @@ def build_loaders(session: SessionGetter) -> Loaders:
         run_by_id=DataLoader(load_fn=_by_id(session, Run)),
         steps_by_run_id=DataLoader(load_fn=load_steps_of),
         last_run_by_workflow_id=DataLoader(load_fn=load_last),
+        webhook_by_workflow_id=DataLoader(load_fn=load_webhooks),
     )

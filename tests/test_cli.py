@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,7 +173,11 @@ def test_with_database_url_nobody_is_created_unless_asked(server_url: str) -> No
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_database(server_url, name)
-    env = clean_env(DATABASE_URL=url, FLOWDECK_LOG_LEVEL="WARNING")
+    env = clean_env(
+        DATABASE_URL=url,
+        FLOWDECK_LOG_LEVEL="WARNING",
+        FLOWDECK_DATA_DIR=tempfile.mkdtemp(prefix="flowdeck-cli-data-"),
+    )
     try:
         served = Served(env, free_port())
         try:

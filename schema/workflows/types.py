@@ -21,6 +21,7 @@ from schema.workspaces.types import User, Workspace
 
 if TYPE_CHECKING:
     from schema.runs.types import Run, RunStatus
+    from schema.webhooks.types import Webhook
 
 Severity = strawberry.enum(
     Enum("Severity", {"ERROR": "ERROR", "WARNING": "WARNING"}),  # type: ignore[misc]
@@ -161,6 +162,15 @@ class Workflow:
             return None
         row = await info.context.loaders.user_by_id.load(self.row.created_by_id)
         return User.from_model(row) if row else None
+
+    @strawberry.field(description="Its webhook; null until one is made.")
+    async def webhook(
+        self, info: Info
+    ) -> Annotated[Webhook, strawberry.lazy("schema.webhooks.types")] | None:
+        from schema.webhooks.types import Webhook
+
+        row = await info.context.loaders.webhook_by_workflow_id.load(self.row.id)
+        return Webhook.from_model(row) if row is not None else None
 
     @strawberry.field(description="The newest version.")
     async def current_version(self, info: Info) -> WorkflowVersion:

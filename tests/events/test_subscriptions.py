@@ -40,6 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from schema.ids import decode_id, encode_id
+from tests.conftest import TEST_SECRET_KEY
 from tests.factories import Account, Factory
 from tests.runs import create_workflow, edge, execute, node, read_run, steps_by_node, wait_for
 from tests.servers import LocalHTTP
@@ -139,6 +140,7 @@ def stack(
         FLOWDECK_MAX_SUBSCRIPTIONS_PER_CONNECTION=str(MAX_SUBSCRIPTIONS_PER_CONNECTION),
         FLOWDECK_ALLOWED_ORIGINS=ALLOWED_ORIGIN,
         FLOWDECK_SLOW_SUBSCRIBER_SECONDS=str(SLOW_SUBSCRIBER_SECONDS),
+        FLOWDECK_SECRET_KEY=TEST_SECRET_KEY,
     )
     port = free_port()
     api_log = (logs / "api.log").open("wb")

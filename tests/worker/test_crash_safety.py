@@ -14,6 +14,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tests.conftest import TEST_SECRET_KEY
 from tests.factories import Factory
 from tests.runs import (
     create_workflow,
@@ -41,6 +42,7 @@ class Workers:
             "FLOWDECK_WORKER_HEARTBEAT_SECONDS": "0.3",
             "FLOWDECK_WORKER_STALLED_SECONDS": "1.5",
             "FLOWDECK_LOG_LEVEL": "WARNING",
+            "FLOWDECK_SECRET_KEY": TEST_SECRET_KEY,
         }
         self.processes: list[subprocess.Popen[bytes]] = []
 

@@ -1,0 +1,210 @@
+"""Webhooks: configure a workflow's hook, and turn a delivery into a durable run."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import procrastinate
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.keyring import Keyring, Sealed, webhook_aad
+from app.models import Role, Run, RunTrigger, Webhook, Workflow
+from app.services.graphs import GraphPolicy
+from app.services.runs import queue_run
+from app.services.workflows import get_workflow
+
+SIGNATURE_SCHEME = "sha256"
+MAX_DELIVERY_ID = 190  # + "webhook:" fits the 200 characters of an idempotency key
+
+
+def new_token() -> str:
+    """A webhook URL id: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def new_signing_secret() -> str:
+    """A signing secret for HMAC-SHA256: 256 random bits."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value of a body: ``sha256=<hex HMAC of "timestamp.body">``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"{SIGNATURE_SCHEME}={digest.hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookUpdate:
+    """The webhook after an update, and its signing secret when it was just made."""
+
+    webhook: Webhook
+    signing_secret: str | None
+
+
+async def get_webhook(session: AsyncSession, *, workflow_id: uuid.UUID) -> Webhook | None:
+    """The webhook of a workflow the caller has already been allowed to see."""
+    return (
+        await session.execute(select(Webhook).where(Webhook.workflow_id == workflow_id))  # type: ignore[arg-type]
+    ).scalar_one_or_none()
+
+
+async def update_webhook(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    keyring: Keyring,
+    workflow_id: uuid.UUID,
+    enabled: bool,
+    require_signature: bool | None = None,
+    wait_for_result: bool | None = None,
+    rotate_signing_secret: bool = False,
+    rotate_url: bool = False,
+) -> WebhookUpdate:
+    """Create or change a workflow's webhook (editors); a new signing secret is returned once."""
+    workflow = await get_workflow(
+        session, principal=principal, workflow_id=workflow_id, role=Role.EDITOR
+    )
+    hook = (
+        await session.execute(
+            select(Webhook).where(Webhook.workflow_id == workflow.id).with_for_update()  # type: ignore[arg-type]
+        )
+    ).scalar_one_or_none()
+    if hook is None:
+        hook = Webhook(
+            workspace_id=workflow.workspace_id,
+            workflow_id=workflow.id,
+            token=new_token(),
+            enabled=enabled,
+            require_signature=False,
+            wait_for_result=False,
+            created_by_id=principal.user_id,
+        )
+        session.add(hook)
+    hook.enabled = enabled
+    if wait_for_result is not None:
+        hook.wait_for_result = wait_for_result
+    if rotate_url:
+        hook.token = new_token()
+    signing_secret: str | None = None
+    signing = hook.require_signature if require_signature is None else require_signature
+    if signing and (hook.signing_ciphertext is None or rotate_signing_secret):
+        signing_secret = new_signing_secret()
+        sealed = keyring.seal(signing_secret, webhook_aad(hook.workspace_id, hook.id))
+        hook.signing_key_id = sealed.key_id
+        hook.signing_nonce = sealed.nonce
+        hook.signing_ciphertext = sealed.ciphertext
+    elif not signing:
+        # Off means no secret: turning signing on again makes (and shows) a new one.
+        hook.signing_key_id = hook.signing_nonce = hook.signing_ciphertext = None
+    hook.require_signature = signing
+    hook.updated_at = await session.scalar(select(func.clock_timestamp()))  # type: ignore[assignment]
+    await session.flush()
+    return WebhookUpdate(webhook=hook, signing_secret=signing_secret)
+
+
+# --- deliveries ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A webhook found by its URL id, with what a delivery needs."""
+
+    webhook: Webhook
+    workflow: Workflow
+
+
+async def find_delivery_target(session: AsyncSession, *, token: str) -> Delivery | None:
+    """The enabled webhook with this URL id and its workflow; None when there is none."""
+    row = (
+        await session.execute(
+            select(Webhook, Workflow)
+            .join(Workflow, Workflow.id == Webhook.workflow_id)  # type: ignore[arg-type]
+            .where(Webhook.token == token, Webhook.enabled.is_(True))  # type: ignore[arg-type, attr-defined]
+        )
+    ).first()
+    return Delivery(webhook=row[0], workflow=row[1]) if row else None
+
+
+def verify_signature(
+    *,
+    keyring: Keyring,
+    webhook: Webhook,
+    timestamp: str | None,
+    given: str | None,
+    body: bytes,
+    now: float,
+    tolerance: int,
+) -> str | None:
+    """None when the signature is valid and fresh, else why not (for the 401)."""
+    if not timestamp or not given:
+        return "Missing X-Flowdeck-Timestamp or X-Flowdeck-Signature."
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        return "X-Flowdeck-Timestamp must be Unix seconds."
+    if abs(now - sent_at) > tolerance:
+        return f"The timestamp is more than {tolerance} seconds from the server's clock."
+    secret = keyring.open(
+        Sealed(
+            str(webhook.signing_key_id),
+            bytes(webhook.signing_nonce or b""),
+            bytes(webhook.signing_ciphertext or b""),
+        ),
+        webhook_aad(webhook.workspace_id, webhook.id),
+    )
+    expected = signature(secret, timestamp, body).encode()
+    # Several signatures may be sent (comma-separated); any valid one will do.
+    candidates = [part.strip().encode() for part in given.split(",")[:5]]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+        return "The signature does not match the body."
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A delivery's run: new, or the earlier one of a repeated delivery id."""
+
+    run: Run
+    duplicate: bool
+
+
+async def deliver(
+    session: AsyncSession,
+    *,
+    queue: procrastinate.App,
+    target: Delivery,
+    input: Any,
+    delivery_id: str | None,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+) -> Accepted:
+    """Queue the run of a delivery (InputErrors when it cannot run, or its id was reused)."""
+    key = None if delivery_id is None else f"webhook:{delivery_id}"
+    earlier = None
+    if key is not None:
+        earlier = await session.scalar(
+            select(Run.id).where(
+                Run.workflow_id == target.workflow.id,  # type: ignore[arg-type]
+                Run.idempotency_key == key,  # type: ignore[arg-type]
+            )
+        )
+    run = await queue_run(
+        session,
+        queue=queue,
+        workflow=target.workflow,
+        input=input,
+        version=None,
+        idempotency_key=key,
+        policy=policy,
+        max_input_bytes=max_input_bytes,
+        trigger=RunTrigger.WEBHOOK,
+        created_by_id=None,
+    )
+    return Accepted(run=run, duplicate=earlier is not None)

@@ -1,0 +1,1 @@
+"""Webhooks: a workflow's URL that starts runs."""

@@ -1,0 +1,369 @@
+"""Webhooks: configuration through GraphQL, deliveries through POST /hooks/{id}."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from app.models import Role
+from app.services.webhooks import signature
+from app.worker.runner import run_worker
+from tests.factories import Account, Factory
+from tests.runs import create_workflow, edge, node, read_run, wait_for
+
+UPDATE = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
+  webhook { enabled url requireSignature waitForResult signingSecret }
+  userErrors { field code message } } }"""
+READ = """query($id: ID!) { workflow(id: $id) { id webhook {
+  enabled url requireSignature waitForResult signingSecret } } }"""
+
+GREETING = {
+    "nodes": [
+        node("start", "trigger"),
+        node("hello", "text.format", template="Hello {{ input.name }}!"),
+        node("out", "output", value="{{ input }}"),
+    ],
+    "edges": [edge("start", "hello"), edge("hello", "out")],
+}
+
+
+@pytest.fixture
+async def worker(app: Starlette) -> AsyncIterator[None]:
+    """A worker in this process, driving runs while the test lasts."""
+    runtime = app.state.runtime
+    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def enable(factory: Factory, account: Account, workflow_id: str, **options: object) -> dict:
+    body = await factory.gql(
+        UPDATE, {"i": {"workflowId": workflow_id, "enabled": True, **options}}, token=account.token
+    )
+    assert "errors" not in body, body
+    payload = body["data"]["workflowWebhookUpdate"]
+    assert payload["userErrors"] == []
+    return payload["webhook"]
+
+
+def path_of(url: str) -> str:
+    return url.removeprefix("http://flowdeck.test")
+
+
+def signed(secret: str, body: bytes, at: int | None = None) -> dict[str, str]:
+    timestamp = str(int(time.time()) if at is None else at)
+    return {
+        "content-type": "application/json",
+        "x-flowdeck-timestamp": timestamp,
+        "x-flowdeck-signature": signature(secret, timestamp, body),
+    }
+
+
+async def setup(factory: Factory, **options: object) -> tuple[Account, str, dict]:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GREETING)
+    hook = await enable(factory, owner, workflow_id, **options)
+    return owner, workflow_id, hook
+
+
+async def test_enable_gives_a_url_and_a_post_starts_a_durable_run(
+    factory: Factory, client: httpx.AsyncClient, worker: None
+) -> None:
+    # Given a workflow with its webhook on
+    owner, workflow_id, hook = await setup(factory)
+    assert hook["enabled"] is True
+    assert hook["requireSignature"] is False
+    assert hook["signingSecret"] is None
+    token = hook["url"].rsplit("/", 1)[1]
+    assert hook["url"] == f"http://flowdeck.test/hooks/{token}"
+    assert len(token) == 43  # 256 random bits
+    # When JSON is posted to it
+    response = await client.post(path_of(hook["url"]), json={"name": "Ada"})
+    # Then the answer is 202 with the run, which exists already, and then succeeds
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["status"] == "QUEUED"
+    assert answer["duplicate"] is False
+    run = await wait_for(factory, owner, answer["runId"])
+    assert run["status"] == "SUCCEEDED"
+    assert run["trigger"] == "WEBHOOK"
+    assert run["input"] == {"name": "Ada"}
+    assert run["output"] == "Hello Ada!"
+
+
+async def test_the_webhook_reads_back_without_its_secret(factory: Factory) -> None:
+    owner, workflow_id, hook = await setup(factory, requireSignature=True, waitForResult=True)
+    assert hook["signingSecret"].startswith("whsec_")
+    body = await factory.gql(READ, {"id": workflow_id}, token=owner.token)
+    assert body["data"]["workflow"]["webhook"] == {**hook, "signingSecret": None}
+    # An update that leaves signing on keeps the secret and does not show it again
+    again = await enable(factory, owner, workflow_id)
+    assert again == {**hook, "signingSecret": None}
+    stored = await factory.scalar("SELECT signing_ciphertext FROM webhooks")
+    assert hook["signingSecret"].encode() not in bytes(stored)
+
+
+async def test_signed_deliveries(factory: Factory, client: httpx.AsyncClient) -> None:
+    owner, workflow_id, hook = await setup(factory, requireSignature=True)
+    secret = hook["signingSecret"]
+    path = path_of(hook["url"])
+    body = json.dumps({"name": "Ada"}).encode()
+    before = await factory.snapshot()
+    cases = {
+        "unsigned": {"content-type": "application/json"},
+        "bad signature": {**signed(secret, body), "x-flowdeck-signature": "sha256=" + "0" * 64},
+        "signed for another body": signed(secret, b'{"name": "Eve"}'),
+        "signed with another secret": signed("whsec_guess", body),
+        "replayed timestamp": signed(secret, body, at=int(time.time()) - 301),
+        "future timestamp": signed(secret, body, at=int(time.time()) + 301),
+        "timestamp not a number": {**signed(secret, body), "x-flowdeck-timestamp": "yesterday"},
+    }
+    messages = {}
+    for name, headers in cases.items():
+        response = await client.post(path, content=body, headers=headers)
+        assert response.status_code == 401, name
+        messages[name] = response.json()["error"]["message"]
+    assert messages == {
+        "unsigned": "Missing X-Flowdeck-Timestamp or X-Flowdeck-Signature.",
+        "bad signature": "The signature does not match the body.",
+        "signed for another body": "The signature does not match the body.",
+        "signed with another secret": "The signature does not match the body.",
+        "replayed timestamp": "The timestamp is more than 300 seconds from the server's clock.",
+        "future timestamp": "The timestamp is more than 300 seconds from the server's clock.",
+        "timestamp not a number": "X-Flowdeck-Timestamp must be Unix seconds.",
+    }
+    assert await factory.snapshot() == before
+    # A good signature (also beside a stale one, as during a secret rotation) is accepted
+    good = signed(secret, body)
+    good["x-flowdeck-signature"] = "sha256=" + "1" * 64 + "," + good["x-flowdeck-signature"]
+    accepted = await client.post(path, content=body, headers=good)
+    assert accepted.status_code == 202
+    # After rotating the secret, the old one no longer signs
+    rotated = await enable(factory, owner, workflow_id, rotateSigningSecret=True)
+    assert rotated["signingSecret"] not in (None, secret)
+    old = await client.post(path, content=body, headers=signed(secret, body))
+    assert old.status_code == 401
+    new = await client.post(path, content=body, headers=signed(rotated["signingSecret"], body))
+    assert new.status_code == 202
+
+
+async def test_a_repeated_delivery_id_starts_one_run(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    owner, workflow_id, hook = await setup(factory)
+    path = path_of(hook["url"])
+    headers = {"x-flowdeck-delivery": "evt_123"}
+    first, *others = await asyncio.gather(
+        *(client.post(path, json={"name": "Ada"}, headers=headers) for _ in range(5))
+    )
+    assert {r.status_code for r in (first, *others)} == {202}
+    assert {r.json()["runId"] for r in others} == {first.json()["runId"]}
+    assert await factory.scalar("SELECT count(*) FROM runs") == 1
+    assert await factory.scalar("SELECT count(*) FROM procrastinate_jobs") == 1
+    again = await client.post(path, json={"name": "Ada"}, headers=headers)
+    assert again.json()["duplicate"] is True
+    # The same delivery id with another body is a conflict, and writes nothing
+    before = await factory.snapshot()
+    conflict = await client.post(path, json={"name": "Eve"}, headers=headers)
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    assert await factory.snapshot() == before
+    # Another delivery id is another run
+    other = await client.post(
+        path, json={"name": "Ada"}, headers={"x-flowdeck-delivery": "evt_124"}
+    )
+    assert other.json()["runId"] != first.json()["runId"]
+
+
+async def test_refused_deliveries_write_nothing(
+    factory: Factory, client: httpx.AsyncClient, settings
+) -> None:
+    owner, workflow_id, hook = await setup(factory)
+    path = path_of(hook["url"])
+    limit = settings.webhook_max_body_bytes
+    before = await factory.snapshot()
+    big = b'{"x": "' + b"a" * limit + b'"}'
+
+    async def streamed() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    cases = [
+        ("oversized", {"content": big, "headers": {"content-type": "application/json"}}, 413),
+        (
+            "oversized, streamed",
+            {"content": streamed(), "headers": {"content-type": "application/json"}},
+            413,
+        ),
+        (
+            "form body",
+            {
+                "content": b"name=Ada",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+            415,
+        ),
+        ("text body", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+        ("no content type", {"content": b'{"a": 1}'}, 415),
+        (
+            "broken JSON",
+            {"content": b'{"a": ', "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        ("NaN", {"content": b'{"a": NaN}', "headers": {"content-type": "application/json"}}, 400),
+        (
+            "huge integer",
+            {
+                "content": b'{"a": 1' + b"0" * 400 + b"}",
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+        ),
+        (
+            "NUL in a string",
+            {"content": b'{"a": "x\\u0000y"}', "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        (
+            "too deep",
+            {
+                "content": b'{"a":' * 40 + b"1" + b"}" * 40,
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+        ),
+        ("delivery id too long", {"json": {}, "headers": {"x-flowdeck-delivery": "d" * 191}}, 400),
+    ]
+    for name, request, status in cases:
+        response = await client.post(path, **request)
+        assert response.status_code == status, (name, response.text)
+    assert await factory.snapshot() == before
+    # Unknown, malformed and disabled webhooks are 404
+    assert (await client.post("/hooks/" + "A" * 43, json={})).status_code == 404
+    assert (await client.post("/hooks/x'; DROP TABLE runs;--", json={})).status_code == 404
+    assert (await client.get(path)).status_code == 405
+    await factory.gql(
+        UPDATE, {"i": {"workflowId": workflow_id, "enabled": False}}, token=owner.token
+    )
+    assert (await client.post(path, json={})).status_code == 404
+    # Rotating the URL retires the old one
+    renewed = await enable(factory, owner, workflow_id, rotateUrl=True)
+    assert renewed["url"] != hook["url"]
+    assert (await client.post(path, json={})).status_code == 404
+    assert (await client.post(path_of(renewed["url"]), json={})).status_code == 202
+
+
+async def test_a_workflow_that_cannot_run_is_refused(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GREETING)
+    hook = await enable(factory, owner, workflow_id)
+    broken = {
+        "nodes": [node("start", "trigger"), node("x", "no.such.type")],
+        "edges": [edge("start", "x")],
+    }
+    await factory.gql(
+        """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) { userErrors { code } } }""",
+        {"i": {"workflowId": workflow_id, "graph": broken, "baseVersion": 1}},
+        token=owner.token,
+    )
+    before = await factory.snapshot()
+    response = await client.post(path_of(hook["url"]), json={})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "WORKFLOW_CANNOT_RUN"
+    assert "Version 2 cannot run" in response.json()["error"]["message"]
+    assert await factory.snapshot() == before
+
+
+async def test_rate_limit_per_webhook(
+    factory: Factory, client: httpx.AsyncClient, settings
+) -> None:
+    token = "R" * 43  # well-formed, unknown: counted before it is looked up
+    statuses = [
+        (await client.post(f"/hooks/{token}", json={})).status_code
+        for _ in range(settings.webhook_rate_burst + 5)
+    ]
+    assert statuses.count(404) >= settings.webhook_rate_burst
+    limited = await client.post(f"/hooks/{token}", json={})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    # Another webhook has its own budget
+    assert (await client.post("/hooks/" + "S" * 43, json={})).status_code == 404
+
+
+async def test_wait_for_result_answers_with_the_output(
+    factory: Factory, client: httpx.AsyncClient, worker: None
+) -> None:
+    owner, workflow_id, hook = await setup(factory, waitForResult=True)
+    response = await client.post(path_of(hook["url"]), json={"name": "Ada"})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["status"] == "SUCCEEDED"
+    assert answer["output"] == "Hello Ada!"
+    assert answer["error"] is None
+    assert (await read_run(factory, owner, answer["runId"]))["status"] == "SUCCEEDED"
+    # A failing run answers with its error
+    failing = {
+        "nodes": [
+            node("start", "trigger"),
+            node("stop", "flow.fail", message="No {{ input.name }}"),
+        ],
+        "edges": [edge("start", "stop")],
+    }
+    other = await create_workflow(factory, owner, failing, name="Failing")
+    other_hook = await enable(factory, owner, other, waitForResult=True)
+    failed = (await client.post(path_of(other_hook["url"]), json={"name": "Bob"})).json()
+    assert failed["status"] == "FAILED"
+    assert failed["error"] == 'Node "stop" (flow.fail) failed: No Bob'
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.MEMBER])
+async def test_roles(factory: Factory, role: Role) -> None:
+    owner, workflow_id, hook = await setup(factory)
+    other = await factory.member(owner, role)
+    before = await factory.snapshot()
+    body = await factory.gql(
+        UPDATE, {"i": {"workflowId": workflow_id, "enabled": False}}, token=other.token
+    )
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert await factory.snapshot() == before
+    seen = (await factory.gql(READ, {"id": workflow_id}, token=other.token))["data"]
+    # A viewer cannot run the workflow, so it does not get the URL that would
+    expected_url = None if role is Role.VIEWER else hook["url"]
+    assert seen["workflow"]["webhook"]["url"] == expected_url
+
+
+async def test_another_workspace_cannot_see_or_change_it(factory: Factory) -> None:
+    owner, workflow_id, hook = await setup(factory)
+    stranger = await factory.owner("Globex")
+    before = await factory.snapshot()
+    body = await factory.gql(
+        UPDATE,
+        {"i": {"workflowId": workflow_id, "enabled": False, "rotateUrl": True}},
+        token=stranger.token,
+    )
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    read = await factory.gql(READ, {"id": workflow_id}, token=stranger.token)
+    assert read["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await factory.snapshot() == before
+
+
+async def test_the_url_id_stays_out_of_logs(
+    factory: Factory, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner, workflow_id, hook = await setup(factory)
+    token = hook["url"].rsplit("/", 1)[1]
+    caplog.set_level(logging.INFO)
+    await client.post(path_of(hook["url"]), json={"name": "Ada"})
+    lines = [json.dumps(r.__dict__, default=str) for r in caplog.records]
+    assert any("/hooks/" in line for line in lines)
+    assert not any(token in line for line in lines)
