@@ -10,9 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path

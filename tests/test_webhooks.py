@@ -78,7 +78,7 @@ async def test_enable_gives_a_url_and_a_post_starts_a_durable_run(
     factory: Factory, client: httpx.AsyncClient, worker: None
 ) -> None:
     # Given a workflow with its webhook on
-    owner, workflow_id, hook = await setup(factory)
+    owner, _workflow_id, hook = await setup(factory)
     assert hook["enabled"] is True
     assert hook["requireSignature"] is False
     assert hook["signingSecret"] is None
@@ -158,7 +158,7 @@ async def test_signed_deliveries(factory: Factory, client: httpx.AsyncClient) ->
 async def test_a_repeated_delivery_id_starts_one_run(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    owner, workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await setup(factory)
     path = path_of(hook["url"])
     headers = {"x-flowdeck-delivery": "evt_123"}
     first, *others = await asyncio.gather(
@@ -303,7 +303,7 @@ async def test_rate_limit_per_webhook(
 async def test_wait_for_result_answers_with_the_output(
     factory: Factory, client: httpx.AsyncClient, worker: None
 ) -> None:
-    owner, workflow_id, hook = await setup(factory, waitForResult=True)
+    owner, _workflow_id, hook = await setup(factory, waitForResult=True)
     response = await client.post(path_of(hook["url"]), json={"name": "Ada"})
     assert response.status_code == 200
     answer = response.json()
@@ -343,7 +343,7 @@ async def test_roles(factory: Factory, role: Role) -> None:
 
 
 async def test_another_workspace_cannot_see_or_change_it(factory: Factory) -> None:
-    owner, workflow_id, hook = await setup(factory)
+    _owner, workflow_id, _hook = await setup(factory)
     stranger = await factory.owner("Globex")
     before = await factory.snapshot()
     body = await factory.gql(
@@ -360,7 +360,7 @@ async def test_another_workspace_cannot_see_or_change_it(factory: Factory) -> No
 async def test_the_url_id_stays_out_of_logs(
     factory: Factory, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    owner, workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await setup(factory)
     token = hook["url"].rsplit("/", 1)[1]
     caplog.set_level(logging.INFO)
     await client.post(path_of(hook["url"]), json={"name": "Ada"})
