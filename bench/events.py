@@ -37,6 +37,7 @@ from websockets.asyncio.client import connect
 
 from app.auth.principal import Principal
 from app.db import create_engine, session_factory, with_database
+from app.keyring import generate_key
 from app.migrate import migrate
 from app.services.api_tokens import create_api_token
 from app.services.users import get_or_create_user
@@ -142,10 +143,17 @@ async def _one_run(
     return latencies, total
 
 
-def start_processes(url: str, port: int) -> list[subprocess.Popen[bytes]]:
+def start_processes(url: str, port: int, **extra: str) -> list[subprocess.Popen[bytes]]:
     """`flowdeck serve --no-worker` and one `flowdeck worker` on ``url``."""
     env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "DATABASE_URL")}
-    env.update(DATABASE_URL=url, FLOWDECK_LOG_LEVEL="WARNING", FLOWDECK_ENV="production")
+    env.update(
+        DATABASE_URL=url,
+        FLOWDECK_LOG_LEVEL="WARNING",
+        FLOWDECK_ENV="production",
+        # Production with an external database needs a key shared by both processes.
+        FLOWDECK_SECRET_KEY=generate_key(),
+        **extra,
+    )
     serve = [FLOWDECK, "serve", "--no-worker", "--port", str(port)]
     return [
         subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL),
