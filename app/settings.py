@@ -157,6 +157,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty variable (as compose passes an unset one) means no key was given.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def development(self) -> bool:
         """True when running in development."""
