@@ -359,7 +359,7 @@ class RunDriver:
             if node.is_output and claim.steps[node.id].status is StepStatus.SUCCEEDED
         }
         output = next(iter(outputs.values())) if len(outputs) == 1 else (outputs or None)
-        output = claim.redactor.value(output)
+        output = claim.redactor.stored(output)
         async with self.sessions() as session, session.begin():
             await settle_open_steps(
                 session, run_id=claim.run.id, target=StepStatus.CANCELLED, claim=self.claim_number

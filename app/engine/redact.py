@@ -75,5 +75,42 @@ class Redactor:
         except orjson.JSONDecodeError:  # a value that spans JSON syntax: keep none of it
             return "[redacted: the value contained a secret]"
 
+    def stored(self, value: Any) -> Any:
+        """The value redacted and made storable in JSONB (see ``storable``)."""
+        return storable(self.value(value))
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """A JSON value PostgreSQL's JSONB accepts: NUL characters and lone surrogates in
+    strings (and keys) become U+FFFD, NaN and infinities become null.
+
+    Upstreams send such values (a JSON body with \\u0000, a float division by zero); refusing
+    them would fail the step's write, not the step, and look like a crashing worker.
+    """
+    try:
+        encoded = orjson.dumps(value)  # NaN/Infinity → null; raises on lone surrogates
+    except (orjson.JSONEncodeError, TypeError):
+        return _clean(value, 0)
+    if b"\\u0000" not in encoded:
+        return value if b"null" not in encoded else orjson.loads(encoded)
+    return _clean(orjson.loads(encoded), 0)
+
+
+def _clean(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if depth > 1000:
+        return "[too deeply nested to store]"
+    if isinstance(value, dict):
+        return {_clean(str(k), depth): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in value]
+    return value
+
 
 NO_SECRETS = Redactor({})

@@ -16,6 +16,7 @@ from app.engine.expressions import ExpressionError, render_config
 from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
 from app.engine.outbound import OutboundBlocked
 from app.engine.plan import NodePlan, edge_is_active
+from app.engine.redact import storable
 from app.events.log import append_event
 from app.models import RunEventType, RunStep, StepStatus
 
@@ -103,7 +104,7 @@ class StepRunner:
         value, env, parents = self._environment(node)
         attempt = state.attempt if state.status is StepStatus.RUNNING else 0
         redact = self.claim.redactor
-        stored_input = redact.value(value)
+        stored_input = redact.stored(value)
         while True:
             attempt += 1
             await self.driver._write_step(
@@ -134,7 +135,7 @@ class StepRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # every failure of a node is recorded on its step
-                message = redact.text(_message(error, node))[:MAX_ERROR_LENGTH]
+                message = storable(redact.text(_message(error, node)))[:MAX_ERROR_LENGTH]
                 if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
                     # The traceback may quote a secret: it is logged redacted, as text.
                     trace = "".join(traceback.format_exception(error))
@@ -153,7 +154,7 @@ class StepRunner:
                 output = (
                     {"error": message}
                     if policy.continue_on_fail
-                    else redact.value(getattr(error, "output", None))
+                    else redact.stored(getattr(error, "output", None))
                 )
                 await self.driver._write_step(
                     self.claim,
@@ -166,19 +167,21 @@ class StepRunner:
                 return StepResult(
                     node.id, failed=True, continue_on_fail=policy.continue_on_fail, error=message
                 )
+            # Later nodes get what JSONB can hold (as after a resume), not the secrets' redaction.
+            produced = storable(outcome.output)
             handles = sorted(outcome.active_handles) if outcome.active_handles is not None else None
             await self.driver._write_step(
                 self.claim,
                 node.id,
                 StepStatus.SUCCEEDED,
                 {
-                    "output": redact.value(outcome.output),
+                    "output": redact.stored(produced),
                     "active_handles": handles,
                     "error": None,
                     "finished_at": func.now(),
                 },
             )
-            state.output = outcome.output
+            state.output = produced
             state.active_handles = outcome.active_handles
             return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
 
