@@ -337,3 +337,43 @@ async def test_a_node_reaches_only_its_own_workspaces_secrets(
     assert run["status"] == "FAILED"
     assert API_KEY not in json.dumps(run)
     assert "API_KEY" in steps_by_node(run)["out"]["error"]
+
+
+async def test_ai_generate_takes_its_key_from_a_secret_and_never_shows_it(
+    factory: Factory, worker: None
+) -> None:
+    from tests.openai_stub import OpenAIStub
+
+    stub = OpenAIStub(api_key=API_KEY).start()
+    try:
+        owner = await factory.owner()
+        await set_secret(factory, owner, "OPENAI_KEY", API_KEY)
+        graph = {
+            "nodes": [
+                node("start", "trigger"),
+                node(
+                    "ai",
+                    "ai.generate",
+                    baseUrl=stub.base_url,
+                    model="gpt-4o-mini",
+                    system="Answer in capitals.",
+                    prompt="Say hello to {{ input.name }} (key {{ secrets.OPENAI_KEY }})",
+                    apiKeySecret="OPENAI_KEY",
+                ),
+                node("out", "output", value="{{ input.text }}"),
+            ],
+            "edges": [edge("start", "ai"), edge("ai", "out")],
+        }
+        workflow_id = await create_workflow(factory, owner, graph)
+        run_id = (await execute(factory, owner, workflow_id, {"name": "Ada"}))["run"]["id"]
+        run = await wait_for(factory, owner, run_id)
+        # The endpoint got the key as a Bearer token and in the prompt
+        [hit] = stub.hits
+        assert hit.headers["authorization"] == f"Bearer {API_KEY}"
+        assert stub.requests[0]["messages"][-1]["content"] == (f"Say hello to Ada (key {API_KEY})")
+        # The stub answers in capitals, echoing the key: the run shows it redacted
+        assert run["status"] == "SUCCEEDED"
+        assert run["output"] == f"SAY HELLO TO ADA (KEY {API_KEY.upper()})"
+        assert API_KEY not in json.dumps(run)
+    finally:
+        stub.stop()
