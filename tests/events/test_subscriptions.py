@@ -1351,3 +1351,65 @@ async def test_same_origin_websocket_handshake_is_accepted(api: Factory, stack: 
             assert json.loads(await ws.recv()) == {"type": "connection_ack"}
     finally:
         await ws.close()
+
+
+# --- webhooks across processes -------------------------------------------------------------
+
+
+async def test_a_signed_webhook_over_real_http_waits_for_the_worker_processes_result(
+    api: Factory, stack: Stack
+) -> None:
+    from app.services.webhooks import signature
+
+    # Given a workflow whose webhook is signed and waits for the result
+    owner = await api.owner()
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node("hello", "text.format", template="Hello {{ input.name }}!"),
+            node("out", "output", value="{{ input }}"),
+        ],
+        "edges": [edge("start", "hello"), edge("hello", "out")],
+    }
+    workflow_id = await create_workflow(api, owner, graph)
+    body = await api.gql(
+        """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
+             webhook { url signingSecret } userErrors { code } } }""",
+        {
+            "i": {
+                "workflowId": workflow_id,
+                "enabled": True,
+                "requireSignature": True,
+                "waitForResult": True,
+            }
+        },
+        token=owner.token,
+    )
+    hook = body["data"]["workflowWebhookUpdate"]["webhook"]
+    assert hook["url"].startswith(f"{stack.http_url}/hooks/")
+    # When a sender posts a signed delivery to the API process over HTTP
+    payload = json.dumps({"name": "Ada"}).encode()
+    stamp = str(int(time.time()))
+    async with httpx.AsyncClient(timeout=30) as sender:
+        response = await sender.post(
+            hook["url"],
+            content=payload,
+            headers={
+                "content-type": "application/json",
+                "x-flowdeck-timestamp": stamp,
+                "x-flowdeck-signature": signature(hook["signingSecret"], stamp, payload),
+            },
+        )
+        unsigned = await sender.post(hook["url"], json={"name": "Eve"})
+    # Then the worker process ran it and the API process answered with its output
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["status"], answer["output"], answer["error"]) == (
+        "SUCCEEDED",
+        "Hello Ada!",
+        None,
+    )
+    run = await read_run(api, owner, answer["runId"])
+    assert (run["trigger"], run["input"]) == ("WEBHOOK", {"name": "Ada"})
+    assert unsigned.status_code == 401
+    assert await api.scalar("SELECT count(*) FROM runs") == 1
