@@ -136,12 +136,20 @@ def register(node_type: NodeType) -> NodeType:
     return node_type
 
 
+_LOADED = False
+
+
 def load_catalogue() -> dict[str, NodeType]:
     """Every node type, importing each module of this package once."""
-    package = importlib.import_module("app.engine.nodes")
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "base":
-            importlib.import_module(f"app.engine.nodes.{module.name}")
+    global _LOADED
+    if not _LOADED:
+        # Listing the package's modules reads the file system: once per process is enough
+        # (this is on the path of every save and every run queued).
+        package = importlib.import_module("app.engine.nodes")
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name != "base":
+                importlib.import_module(f"app.engine.nodes.{module.name}")
+        _LOADED = True
     return _CATALOGUE
 
 
