@@ -11,9 +11,11 @@ from typing import Any
 
 import procrastinate
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
+from app.errors import ErrorCode, InputErrors
 from app.keyring import Keyring, Sealed, webhook_aad
 from app.models import Role, Run, RunTrigger, Webhook, Workflow
 from app.services.graphs import GraphPolicy
@@ -71,13 +73,12 @@ async def update_webhook(
     workflow = await get_workflow(
         session, principal=principal, workflow_id=workflow_id, role=Role.EDITOR
     )
-    hook = (
-        await session.execute(
-            select(Webhook).where(Webhook.workflow_id == workflow.id).with_for_update()  # type: ignore[arg-type]
-        )
-    ).scalar_one_or_none()
-    if hook is None:
-        hook = Webhook(
+    # Two first updates may race: the loser's insert waits for the winner's and does nothing,
+    # and both then change the one row under its lock.
+    await session.execute(
+        insert(Webhook)
+        .values(
+            id=uuid.uuid4(),
             workspace_id=workflow.workspace_id,
             workflow_id=workflow.id,
             token=new_token(),
@@ -86,7 +87,16 @@ async def update_webhook(
             wait_for_result=False,
             created_by_id=principal.user_id,
         )
-        session.add(hook)
+        .on_conflict_do_nothing(index_elements=["workflow_id"])
+    )
+    hook = (
+        await session.execute(
+            select(Webhook)
+            .where(Webhook.workflow_id == workflow.id)  # type: ignore[arg-type]
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
     hook.enabled = enabled
     if wait_for_result is not None:
         hook.wait_for_result = wait_for_result
@@ -189,12 +199,22 @@ async def deliver(
     key = None if delivery_id is None else f"webhook:{delivery_id}"
     earlier = None
     if key is not None:
+        # Deliveries of one id wait for each other here, so exactly one is told it was first.
+        lock = func.hashtextextended(f"{target.workflow.id}:{key}", 0)
+        await session.execute(select(func.pg_advisory_xact_lock(lock)))
         earlier = await session.scalar(
-            select(Run.id).where(
+            select(Run.trigger).where(
                 Run.workflow_id == target.workflow.id,  # type: ignore[arg-type]
                 Run.idempotency_key == key,  # type: ignore[arg-type]
             )
         )
+        if earlier is not None and earlier is not RunTrigger.WEBHOOK:
+            # A person's run whose idempotency key looks like a delivery's is not that delivery.
+            raise InputErrors.single(
+                ("input", "deliveryId"),
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "This delivery id was used by a run that no delivery started.",
+            )
     run = await queue_run(
         session,
         queue=queue,
