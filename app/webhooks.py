@@ -157,6 +157,9 @@ def hooks_endpoint(runtime: Runtime, encode_run_id: EncodeRunId) -> Callable[[Re
                     "BAD_REQUEST",
                     f"A delivery id is 1 to {webhook_service.MAX_DELIVERY_ID} characters.",
                 )
+            if delivery_id is not None and "\x00" in delivery_id:
+                # Not storable in PostgreSQL text; uvicorn refuses it, other servers may not.
+                return _error(400, "BAD_REQUEST", "A delivery id cannot contain NUL.")
             try:
                 accepted = await webhook_service.deliver(
                     session,
