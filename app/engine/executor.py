@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan, edge_is_active
-from app.engine.redact import NO_SECRETS, Redactor
+from app.engine.redact import NO_SECRETS, Redactor, redactor_for
 from app.engine.states import (
     TERMINAL_RUN,
     LeaseLost,
@@ -179,7 +179,7 @@ class RunDriver:
                 claim.secrets = await open_secrets(
                     session, keyring=self.keyring, workspace_id=run.workspace_id
                 )
-                claim.redactor = Redactor(claim.secrets)
+                claim.redactor = redactor_for(claim.secrets)
             for row in rows:
                 claim.steps[row.node_id] = StepState(
                     id=row.id,

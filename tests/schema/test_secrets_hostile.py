@@ -1,0 +1,405 @@
+"""Hostile secrets: awkward values, every way a value can leak from a run, hostile secretSet input.
+
+Each leak test runs a real workflow on a real worker against a real upstream, then reads
+everything a run leaves behind (runs, steps, events, via the API and the tables) for the
+value in any of its usual encodings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from app.worker.runner import run_worker
+from tests.factories import Account, Factory
+from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
+from tests.servers import LocalHTTP
+
+SET = """mutation($i: SecretSetInput!) { secretSet(input: $i) {
+  secret { name } userErrors { field code message } } }"""
+DELETE = """mutation($i: SecretDeleteInput!) { secretDelete(input: $i) {
+  deletedName userErrors { field code message } } }"""
+LIST = """query($id: ID!) { workspace(id: $id) { secrets { name } } }"""
+
+
+@pytest.fixture
+async def worker(app: Starlette) -> AsyncIterator[None]:
+    """A worker in this process, driving runs while the test lasts."""
+    runtime = app.state.runtime
+    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def upstream() -> Iterator[LocalHTTP]:
+    """An upstream that echoes, refuses, and answers like a careless API."""
+
+    async def echo(request: Request) -> Response:
+        body = (await request.body()).decode()
+        return JSONResponse(
+            {"headers": dict(request.headers), "body": body, "url": str(request.url)},
+            headers={"x-echo": request.headers.get("x-key", "none")},
+        )
+
+    async def refuse_long(request: Request) -> Response:
+        # A plain-text error whose excerpt (200 characters) cuts through the key
+        return PlainTextResponse(
+            "Denied. " + "x" * 170 + " key=" + request.headers.get("x-key", ""), status_code=403
+        )
+
+    async def refuse_raw(request: Request) -> Response:
+        return PlainTextResponse("bad key:\n" + request.headers.get("x-key", ""), status_code=500)
+
+    server = LocalHTTP(
+        routes={"/echo": echo, "/refuse-long": refuse_long, "/refuse-raw": refuse_raw}
+    ).start()
+    yield server
+    server.stop()
+
+
+async def set_secret(factory: Factory, account: Account, name: str, value: Any) -> dict:
+    body = await factory.gql(
+        SET,
+        {"i": {"workspaceId": account.workspace_id, "name": name, "value": value}},
+        token=account.token,
+    )
+    assert "errors" not in body, body
+    return body["data"]["secretSet"]
+
+
+async def run_graph(factory: Factory, owner: Account, graph: dict, input: Any = None) -> dict:
+    """Create, execute and wait for a workflow; the run as the API shows it."""
+    workflow_id = await create_workflow(factory, owner, graph)
+    run_id = (await execute(factory, owner, workflow_id, input))["run"]["id"]
+    return await wait_for(factory, owner, run_id)
+
+
+def encodings(value: str) -> dict[str, str]:
+    """The forms a value commonly takes on its way through HTTP, JSON, logs and CEL."""
+    data = value.encode()
+    forms = {
+        "raw": value,
+        "url": quote(value, safe=""),
+        "url+": quote_plus(value, safe=""),
+        "json": json.dumps(value)[1:-1],
+        "json utf-8": json.dumps(value, ensure_ascii=False)[1:-1],
+        "repr": repr(value)[1:-1],
+        "base64": base64.b64encode(data).decode().rstrip("="),
+        "base64url": base64.urlsafe_b64encode(data).decode().rstrip("="),
+    }
+    return {name: form for name, form in forms.items() if len(form) >= 4}
+
+
+async def everything_stored(factory: Factory) -> str:
+    """Every row a run leaves behind, as text (JSON escapes decoded once more, too)."""
+    dumps = []
+    for table in ("runs", "run_steps", "run_events"):
+        rows = await factory.scalar(f"SELECT coalesce(json_agg(t)::text, '') FROM {table} t")
+        dumps.append(rows)
+    text = "\n".join(dumps)
+    return text + "\n" + json.dumps(json.loads("[" + ",".join(d for d in dumps if d) + "]"))
+
+
+async def assert_nowhere(factory: Factory, run: dict, value: str) -> None:
+    """Neither the run as the API shows it nor any stored row holds the value, in any form."""
+    shown = json.dumps(run, ensure_ascii=False) + json.dumps(run)
+    stored = await everything_stored(factory)
+    for name, form in encodings(value).items():
+        assert form not in shown, f"the API shows the {name} form"
+        assert form not in stored, f"a row holds the {name} form"
+
+
+# --- values that look like JSON, numbers or words ----------------------------------------------
+
+
+async def test_a_numeric_secret_used_as_a_number_is_redacted_in_the_run_output(
+    factory: Factory, worker: None
+) -> None:
+    # Given a PIN, output as a number (the whole output) and inside an object
+    owner = await factory.owner()
+    await set_secret(factory, owner, "PIN", "48151623")
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "build", "transform.set", fields={"pin": "{{ int(secrets.PIN) }}", "n": "{{ 7 }}"}
+            ),
+            node("out", "output", value="{{ int(secrets.PIN) }}"),
+        ],
+        "edges": [edge("start", "build"), edge("build", "out")],
+    }
+    # When it runs
+    run = await run_graph(factory, owner, graph)
+    # Then the number is replaced like a string would be, and nothing else is touched
+    assert run["status"] == "SUCCEEDED"
+    assert run["output"] == "[secret:PIN]"
+    assert steps_by_node(run)["build"]["output"] == {"pin": "[secret:PIN]", "n": 7}
+    await assert_nowhere(factory, run, "48151623")
+
+
+@pytest.mark.parametrize("value", ["null", "true", "false", "1234", '", "', "\\n\\t"])
+async def test_a_secret_that_looks_like_json_syntax_redacts_only_itself(
+    factory: Factory, worker: None, value: str
+) -> None:
+    # Given a secret whose value is a JSON word, number or piece of syntax
+    owner = await factory.owner()
+    await set_secret(factory, owner, "ODD", value)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node("out", "output", value="{{ input }}"),
+        ],
+        "edges": [edge("start", "out")],
+    }
+    # And an input full of nulls, booleans, numbers, lists and escapes, and the value itself
+    data = {
+        "a": None,
+        "b": [True, False, None, 12, 3.5, "x", "y"],
+        "c": 'line\nbreak\ttab "quoted" back\\slash',
+        "d": {"nested": [None, {"e": False}]},
+        "the value": f"<{value}>",
+    }
+    # When it runs
+    run = await run_graph(factory, owner, graph, data)
+    # Then the value is replaced where it is, and everything else comes out as it went in
+    expected = {**data, "the value": "<[secret:ODD]>"}
+    assert run["status"] == "SUCCEEDED"
+    assert run["output"] == expected
+    assert steps_by_node(run)["out"]["output"] == expected
+    assert steps_by_node(run)["out"]["input"] == expected
+
+
+async def test_two_secrets_one_inside_the_other_are_each_replaced_whole(
+    factory: Factory, worker: None
+) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "SHORT", "abcd1234")
+    await set_secret(factory, owner, "LONG", "abcd1234-and-more")
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "out",
+                "output",
+                value="{{ secrets.LONG + ' / ' + secrets.SHORT + ' / ' + secrets.SHORT + '-and' }}",
+            ),
+        ],
+        "edges": [edge("start", "out")],
+    }
+    run = await run_graph(factory, owner, graph)
+    assert run["output"] == "[secret:LONG] / [secret:SHORT] / [secret:SHORT]-and"
+
+
+# --- a value on its way out and back: escaped, encoded, cut, collapsed ---------------------------
+
+# Printable ASCII (it goes into a header), with JSON, URL and shell syntax in it.
+AWKWARD = 'p"a\\ss /+=[x]{y}&z'
+BASIC_USER = "user:"
+
+
+async def test_an_awkward_value_echoed_back_in_every_encoding_is_redacted(
+    factory: Factory, worker: None, upstream: LocalHTTP
+) -> None:
+    # Given a value with quotes, a backslash, a space and URL syntax, sent upstream in a header,
+    # the query, the path, a JSON body and Basic auth; the upstream echoes everything back
+    owner = await factory.owner()
+    await set_secret(factory, owner, "AWK", AWKWARD)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "call",
+                "http.request",
+                method="POST",
+                url=upstream.url("/echo") + "?k={{ secrets.AWK }}",
+                headers={
+                    "X-Key": "{{ secrets.AWK }}",
+                    "Authorization": "Basic {{ bytes('" + BASIC_USER + "' + secrets.AWK) }}",
+                },
+                body={"k": "{{ secrets.AWK }}"},
+            ),
+            node("b64", "output", value="{{ bytes(secrets.AWK) }}"),
+            node("echo", "output", value="{{ input }}"),
+        ],
+        "edges": [edge("start", "call"), edge("call", "echo"), edge("start", "b64")],
+    }
+    # When it runs
+    run = await run_graph(factory, owner, graph)
+    # Then the upstream got the real value
+    [hit] = upstream.hits
+    assert hit.headers["x-key"] == AWKWARD
+    assert json.loads(hit.body) == {"k": AWKWARD}
+    expected_basic = base64.b64encode((BASIC_USER + AWKWARD).encode()).decode()
+    assert hit.headers["authorization"] == f"Basic {expected_basic}"
+    # And the run shows it nowhere, in no encoding
+    assert run["status"] == "SUCCEEDED"
+    echoed = steps_by_node(run)["call"]["output"]
+    assert echoed["headers"]["x-echo"] == "[secret:AWK]"
+    assert echoed["body"]["headers"]["x-key"] == "[secret:AWK]"
+    assert json.loads(echoed["body"]["body"]) == {"k": "[secret:AWK]"}
+    assert echoed["body"]["url"].endswith("/echo?k=[secret:AWK]")
+    assert run["output"]["b64"] == "[secret:AWK]"
+    assert "[secret:AWK]" in echoed["body"]["headers"]["authorization"]
+    await assert_nowhere(factory, run, AWKWARD)
+    await assert_nowhere(factory, run, BASIC_USER + AWKWARD)
+
+
+KEY = "sk-live-7d1f0c93b2e84a56f1c2d3e4"
+
+
+async def test_an_error_excerpt_that_cuts_through_the_key_shows_none_of_it(
+    factory: Factory, worker: None, upstream: LocalHTTP
+) -> None:
+    # Given an upstream whose refusal quotes the key where the 200-character excerpt ends,
+    # called with retries, and with continue-on-fail so that the error goes downstream
+    owner = await factory.owner()
+    await set_secret(factory, owner, "KEY", KEY)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "call",
+                "http.request",
+                url=upstream.url("/refuse-long"),
+                headers={"X-Key": "{{ secrets.KEY }}"},
+                retry={"maxAttempts": 2, "backoffSeconds": 0},
+                continueOnFail=True,
+            ),
+            node("say", "text.format", template="Upstream said: {{ input.error }}"),
+        ],
+        "edges": [edge("start", "call"), edge("call", "say")],
+    }
+    # When it runs
+    run = await run_graph(factory, owner, graph)
+    # Then the error ends with the key's placeholder, not its first characters
+    expected = "HTTP 403 from 127.0.0.1: Denied. " + "x" * 170 + " key=[secret:KEY]…"
+    steps = steps_by_node(run)
+    assert steps["call"]["error"] == expected
+    assert steps["call"]["output"] == {"error": expected}
+    assert steps["say"]["output"] == f"Upstream said: {expected}"
+    retrying = await factory.scalar(
+        "SELECT error FROM run_events WHERE type = 'STEP_RETRYING' AND node_id = 'call'"
+    )
+    assert retrying == expected
+    await assert_nowhere(factory, run, KEY)
+    for length in range(8, len(KEY)):
+        assert f"key={KEY[:length]}" not in await everything_stored(factory), length
+
+
+async def test_an_error_excerpt_that_collapses_the_keys_whitespace_does_not_show_it(
+    factory: Factory, worker: None, upstream: LocalHTTP
+) -> None:
+    owner = await factory.owner()
+    spaced = "key  with   runs of    spaces"
+    await set_secret(factory, owner, "SPACED", spaced)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "call",
+                "http.request",
+                url=upstream.url("/refuse-raw"),
+                headers={"X-Key": "{{ secrets.SPACED }}"},
+            ),
+        ],
+        "edges": [edge("start", "call")],
+    }
+    run = await run_graph(factory, owner, graph)
+    step = steps_by_node(run)["call"]
+    assert step["error"] == "HTTP 500 from 127.0.0.1: bad key: [secret:SPACED]"
+    assert step["output"]["body"] == "bad key:\n[secret:SPACED]"
+    await assert_nowhere(factory, run, spaced)
+    await assert_nowhere(factory, run, " ".join(spaced.split()))
+
+
+@pytest.mark.parametrize(
+    ("expression", "error"),
+    [
+        (
+            "{{ int(secrets.Q) }}",
+            "{{ int(secrets.Q) }} failed: Function 'int' error: string parse error: invalid "
+            "digit found in string. Check function arguments and their types.",
+        ),
+        (
+            "{{ duration(secrets.Q) }}",
+            "{{ duration(secrets.Q) }} failed: Function 'duration' error: Parsing Error: Error "
+            '{ input: "[secret:Q]", code: Float }. Check function arguments and their types.',
+        ),
+        ("{{ trigger[secrets.Q] }}", "{{ trigger[secrets.Q] }} failed: no such key '[secret:Q]'"),
+    ],
+)
+async def test_expression_errors_that_quote_the_value_escaped_do_not_show_it(
+    factory: Factory, worker: None, expression: str, error: str
+) -> None:
+    # Given a value with a quote, a backslash, a newline and a non-ASCII letter, which CEL's
+    # and Python's messages write escaped
+    owner = await factory.owner()
+    value = 'multi\nline "quoted" \\ é'
+    await set_secret(factory, owner, "Q", value)
+    graph = {
+        "nodes": [node("start", "trigger"), node("out", "output", value=expression)],
+        "edges": [edge("start", "out")],
+    }
+    run = await run_graph(factory, owner, graph, {"a": 1})
+    assert steps_by_node(run)["out"]["error"] == error
+    assert run["error"] == f'Node "out" (output) failed: {error}'
+    await assert_nowhere(factory, run, value)
+
+
+async def test_a_secret_in_object_keys_and_two_outputs_is_redacted(
+    factory: Factory, worker: None, upstream: LocalHTTP
+) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "KEY", KEY)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node("call", "http.request", url=upstream.url("/echo") + "?{{ secrets.KEY }}=1"),
+            node("first", "output", value="{{ {secrets.KEY: [secrets.KEY]} }}"),
+            node("second", "output", value="{{ input.body.url }}"),
+        ],
+        "edges": [edge("start", "call"), edge("call", "second"), edge("start", "first")],
+    }
+    run = await run_graph(factory, owner, graph)
+    assert run["output"]["first"] == {"[secret:KEY]": ["[secret:KEY]"]}
+    assert run["output"]["second"].endswith("/echo?[secret:KEY]=1")
+    await assert_nowhere(factory, run, KEY)
+
+
+async def test_a_run_retried_from_the_failed_step_shows_no_value(
+    factory: Factory, worker: None
+) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "KEY", KEY)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node("token", "transform.set", fields={"auth": "Bearer {{ secrets.KEY }}"}),
+            node("stop", "flow.fail", message="stopped with {{ input.auth }}"),
+        ],
+        "edges": [edge("start", "token"), edge("token", "stop")],
+    }
+    run = await run_graph(factory, owner, graph)
+    assert run["error"] == 'Node "stop" (flow.fail) failed: stopped with Bearer [secret:KEY]'
+    body = await factory.gql(
+        """mutation($i: RunRetryInput!) { runRetry(input: $i) { run { id } userErrors { code } } }""",
+        {"i": {"runId": run["id"], "fromFailedStep": True}},
+        token=owner.token,
+    )
+    retried = await wait_for(factory, owner, body["data"]["runRetry"]["run"]["id"])
+    steps = steps_by_node(retried)
+    assert steps["token"]["reused"] is True
+    assert steps["token"]["output"] == {"auth": "Bearer [secret:KEY]"}
+    assert retried["error"] == 'Node "stop" (flow.fail) failed: stopped with Bearer [secret:KEY]'
+    await assert_nowhere(factory, retried, KEY)
