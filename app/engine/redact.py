@@ -48,19 +48,22 @@ def _base64_forms(data: bytes) -> set[str]:
 
 
 def _forms(value: str) -> set[str]:
-    escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
-    return {
-        value,
-        value.strip(),
-        " ".join(value.split()),
-        quote(value, safe=""),
-        quote_plus(value, safe=""),
-        quote(value, safe=_QUERY_KEPT),
-        quote(value, safe=_PATH_KEPT),
-        repr(value)[1:-1],
-        *escaped,
-        *_base64_forms(value.encode()),
-    }
+    # Trimmed as ai.generate sends a key, collapsed as an error excerpt shows it.
+    bases = {value, value.strip(), " ".join(value.split())}
+    forms: set[str] = set()
+    for base in bases:
+        forms |= {
+            base,
+            quote(base, safe=""),
+            quote_plus(base, safe=""),
+            quote(base, safe=_QUERY_KEPT),
+            quote(base, safe=_PATH_KEPT),
+            repr(base)[1:-1],
+            json.dumps(base)[1:-1],
+            json.dumps(base, ensure_ascii=False)[1:-1],
+            *_base64_forms(base.encode()),
+        }
+    return forms
 
 
 def _anchor_regex(anchors: list[str]) -> str:

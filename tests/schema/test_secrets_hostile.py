@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from app.worker.runner import run_worker
 from tests.factories import Account, Factory
-from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
+from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for, wait_step
 from tests.servers import LocalHTTP
 
 SET = """mutation($i: SecretSetInput!) { secretSet(input: $i) {
@@ -403,3 +403,121 @@ async def test_a_run_retried_from_the_failed_step_shows_no_value(
     assert steps["token"]["output"] == {"auth": "Bearer [secret:KEY]"}
     assert retried["error"] == 'Node "stop" (flow.fail) failed: stopped with Bearer [secret:KEY]'
     await assert_nowhere(factory, retried, KEY)
+
+
+# --- ai.generate: the key, trimmed and sent, quoted back ---------------------------------------
+
+# Pasted with surrounding whitespace; ai.generate sends it trimmed.
+AI_KEY = "  sk+live/7d1f0c93b2e84a56==\n"
+
+
+@pytest.fixture
+def careless_ai() -> Iterator[LocalHTTP]:
+    """An OpenAI-compatible endpoint that quotes the key it got: URL-encoded in a long error
+    (for the model "refuse"), or in its answer."""
+
+    async def completions(request: Request) -> Response:
+        given = request.headers["authorization"].removeprefix("Bearer ")
+        body = json.loads(await request.body())
+        if body["model"] == "refuse":
+            message = "x" * 170 + " key " + quote(given, safe="")
+            return JSONResponse({"error": {"message": message}}, status_code=401)
+        answer = {"role": "assistant", "content": f"You sent {given}"}
+        return JSONResponse(
+            {"model": "m", "choices": [{"message": answer, "finish_reason": "stop"}]}
+        )
+
+    server = LocalHTTP(routes={"/v1/chat/completions": completions}).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("model", ["refuse", "answer"])
+async def test_an_ai_endpoint_quoting_the_trimmed_key_shows_none_of_it(
+    factory: Factory, worker: None, careless_ai: LocalHTTP, model: str
+) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "AI", AI_KEY)
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "ask",
+                "ai.generate",
+                baseUrl=careless_ai.url("/v1"),
+                model=model,
+                prompt="hello",
+                apiKeySecret="AI",
+            ),
+        ],
+        "edges": [edge("start", "ask")],
+    }
+    run = await run_graph(factory, owner, graph)
+    [hit] = careless_ai.hits
+    assert hit.headers["authorization"] == f"Bearer {AI_KEY.strip()}"
+    step = steps_by_node(run)["ask"]
+    if model == "refuse":
+        assert step["error"] == "AI endpoint answered 401: " + "x" * 170 + " key [secret:AI]…"
+    else:
+        assert step["output"]["text"] == "You sent [secret:AI]"
+    await assert_nowhere(factory, run, AI_KEY)
+    await assert_nowhere(factory, run, AI_KEY.strip())
+
+
+# --- a secret deleted while a run uses it ------------------------------------------------------
+
+
+async def test_a_secret_deleted_mid_run_stays_redacted_and_the_next_run_cannot_read_it(
+    factory: Factory, worker: None
+) -> None:
+    # Given an upstream that holds its answer until told, and then echoes the key it got
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def held(request: Request) -> Response:
+        while not gate.is_set():
+            await asyncio.sleep(0.02)
+        return JSONResponse({"got": request.headers["x-key"]})
+
+    server = LocalHTTP(routes={"/held": held}).start()
+    try:
+        owner = await factory.owner()
+        await set_secret(factory, owner, "KEY", KEY)
+        graph = {
+            "nodes": [
+                node("start", "trigger"),
+                node(
+                    "call",
+                    "http.request",
+                    url=server.url("/held"),
+                    headers={"X-Key": "{{ secrets.KEY }}"},
+                ),
+                node("after", "text.format", template="{{ input.body.got }}|{{ secrets.KEY }}"),
+            ],
+            "edges": [edge("start", "call"), edge("call", "after")],
+        }
+        workflow_id = await create_workflow(factory, owner, graph)
+        run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+        await wait_step(factory, owner, run_id, "call", "RUNNING")
+        # When the secret is deleted while the call is in flight
+        deleted = await factory.gql(
+            DELETE, {"i": {"workspaceId": owner.workspace_id, "name": "KEY"}}, token=owner.token
+        )
+        assert deleted["data"]["secretDelete"] == {"deletedName": "KEY", "userErrors": []}
+        loop.call_soon(gate.set)
+        run = await wait_for(factory, owner, run_id)
+        # Then the run that had it keeps it redacted to its end
+        assert run["status"] == "SUCCEEDED"
+        assert steps_by_node(run)["call"]["output"]["body"] == {"got": "[secret:KEY]"}
+        assert steps_by_node(run)["after"]["output"] == "[secret:KEY]|[secret:KEY]"
+        await assert_nowhere(factory, run, KEY)
+        # And a run started after the deletion does not get it
+        second_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+        second = await wait_for(factory, owner, second_id)
+        assert second["status"] == "FAILED"
+        assert (
+            steps_by_node(second)["call"]["error"] == "{{ secrets.KEY }} failed: no such key 'KEY'"
+        )
+    finally:
+        gate.set()
+        server.stop()
