@@ -26,6 +26,10 @@ MAX_VALUE = 64 * 1024
 MIN_VALUE = 4
 
 
+# CEL's reserved words that cannot follow a dot: ``secrets.in`` does not parse.
+RESERVED_NAMES = frozenset({"in", "true", "false", "null"})
+
+
 def _check_name(name: str) -> list[FieldError]:
     if not 1 <= len(name) <= MAX_NAME or not NAME.fullmatch(name):
         return [
@@ -34,6 +38,14 @@ def _check_name(name: str) -> list[FieldError]:
                 ErrorCode.INVALID,
                 f"A secret's name is 1 to {MAX_NAME} letters, digits and underscores, not "
                 "starting with a digit (it is used as secrets.NAME in expressions).",
+            )
+        ]
+    if name in RESERVED_NAMES:
+        return [
+            FieldError(
+                ("input", "name"),
+                ErrorCode.INVALID,
+                f'A secret cannot be named "{name}": secrets.{name} is not a valid expression.',
             )
         ]
     return []
@@ -47,6 +59,15 @@ def _check_value(value: str) -> list[FieldError]:
                 ErrorCode.INVALID,
                 f"A secret's value is {MIN_VALUE} to {MAX_VALUE} characters (shorter values "
                 "cannot be redacted from outputs reliably).",
+            )
+        ]
+    if not value.strip():
+        return [
+            FieldError(
+                ("input", "value"),
+                ErrorCode.INVALID,
+                # It would be redacted from every output wherever that much whitespace appears.
+                "A secret's value cannot be only whitespace.",
             )
         ]
     if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):

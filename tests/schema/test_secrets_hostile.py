@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -521,3 +522,167 @@ async def test_a_secret_deleted_mid_run_stays_redacted_and_the_next_run_cannot_r
     finally:
         gate.set()
         server.stop()
+
+
+# --- secretSet with hostile input ---------------------------------------------------------------
+
+
+async def raw_set(factory: Factory, account: Account, value_json: str, name_json: str) -> dict:
+    """secretSet with its variables written as JSON text (for values httpx would not encode)."""
+    body = (
+        '{"query": ' + json.dumps(SET) + ', "variables": {"i": {"workspaceId": '
+        f'{json.dumps(account.workspace_id)}, "name": {name_json}, "value": {value_json}}}}}}}'
+    )
+    response = await factory.client.post(
+        "/graphql",
+        content=body.encode(),
+        headers={"authorization": f"Bearer {account.token}", "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("value_json", "message"),
+    [
+        ("123", "String cannot represent a non string value: 123"),
+        ("null", "Expected value of non-null type 'String!' not to be None."),
+        ('["abcd"]', "String cannot represent a non string value: ['abcd']"),
+        ('{"v": "abcd"}', "String cannot represent a non string value: {'v': 'abcd'}"),
+        ("true", "String cannot represent a non string value: True"),
+    ],
+)
+async def test_a_value_of_the_wrong_type_is_refused_and_writes_nothing(
+    factory: Factory, value_json: str, message: str
+) -> None:
+    owner = await factory.owner()
+    before = await factory.snapshot()
+    body = await raw_set(factory, owner, value_json, '"API_KEY"')
+    assert body["data"] is None
+    assert [e["message"] for e in body["errors"]] == [
+        f"Variable '$i' has invalid value at .value: {message}"
+    ]
+    assert await factory.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "message"),
+    [
+        pytest.param(
+            "\u0410PI_KEY", "abcd", "name", "A secret's name is 1 to 100", id="cyrillic A"
+        ),
+        pytest.param(
+            "\uff21PI_KEY", "abcd", "name", "A secret's name is 1 to 100", id="fullwidth A"
+        ),
+        pytest.param(
+            "API_KEY\u200b", "abcd", "name", "A secret's name is 1 to 100", id="zero width"
+        ),
+        pytest.param("API_KEY\n", "abcd", "name", "A secret's name is 1 to 100", id="newline"),
+        pytest.param("API KEY", "abcd", "name", "A secret's name is 1 to 100", id="space"),
+        pytest.param("\u00c9T\u00c9", "abcd", "name", "A secret's name is 1 to 100", id="accents"),
+        pytest.param("true", "abcd", "name", 'A secret cannot be named "true"', id="true"),
+        pytest.param("null", "abcd", "name", 'A secret cannot be named "null"', id="null"),
+        pytest.param("in", "abcd", "name", 'A secret cannot be named "in"', id="in"),
+        pytest.param("false", "abcd", "name", 'A secret cannot be named "false"', id="false"),
+        pytest.param(
+            "KEY", "    ", "value", "A secret's value cannot be only whitespace", id="spaces"
+        ),
+        pytest.param(
+            "KEY", "\n\t \r\n", "value", "A secret's value cannot be only whitespace", id="ws"
+        ),
+        pytest.param(
+            "KEY", "abcd\ud800", "value", "A secret's value cannot contain NUL", id="surrogate"
+        ),
+    ],
+)
+async def test_lookalike_and_unusable_names_and_blank_values_are_refused(
+    factory: Factory, name: str, value: str, field: str, message: str
+) -> None:
+    owner = await factory.owner()
+    before = await factory.snapshot()
+    body = await raw_set(factory, owner, json.dumps(value), json.dumps(name))
+    payload = body["data"]["secretSet"]
+    assert payload["secret"] is None
+    [error] = payload["userErrors"]
+    assert (error["field"], error["code"]) == (["input", field], "INVALID")
+    assert error["message"].startswith(message), error["message"]
+    assert await factory.snapshot() == before
+
+
+async def test_names_usable_in_cel_that_look_like_keywords_are_accepted_and_work(
+    factory: Factory, worker: None
+) -> None:
+    owner = await factory.owner()
+    for name in ("if", "_", "secrets", "TRUE", "in_"):
+        assert (await set_secret(factory, owner, name, f"value-of-{name}!"))["userErrors"] == []
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "out",
+                "output",
+                value="{{ [secrets.if, secrets._, secrets.secrets, secrets.TRUE, secrets.in_] }}",
+            ),
+        ],
+        "edges": [edge("start", "out")],
+    }
+    run = await run_graph(factory, owner, graph)
+    assert run["output"] == [
+        "[secret:if]",
+        "[secret:_]",
+        "[secret:secrets]",
+        "[secret:TRUE]",
+        "[secret:in_]",
+    ]
+
+
+async def test_the_longest_values_and_a_five_megabyte_body(factory: Factory) -> None:
+    owner = await factory.owner()
+    # 65,536 characters is the most, however many bytes they take
+    for name, value in (("ASCII", "a" * 65_536), ("EMOJI", "\U0001f600" * 65_536)):
+        payload = await set_secret(factory, owner, name, value)
+        assert payload["userErrors"] == [], name
+    before = await factory.snapshot()
+    over = await set_secret(factory, owner, "OVER", "\U0001f600" * 65_537)
+    assert over["userErrors"][0]["message"].startswith("A secret's value is 4 to 65536 characters")
+    # A 5 MB request is refused before any resolver runs
+    response = await factory.client.post(
+        "/graphql",
+        json={
+            "query": SET,
+            "variables": {
+                "i": {"workspaceId": owner.workspace_id, "name": "HUGE", "value": "a" * 5_000_000}
+            },
+        },
+        headers={"authorization": f"Bearer {owner.token}"},
+    )
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert await factory.snapshot() == before
+
+
+async def test_without_a_token_nothing_is_set_listed_or_deleted(factory: Factory) -> None:
+    owner = await factory.owner()
+    await set_secret(factory, owner, "KEY", KEY)
+    before = await factory.snapshot()
+    variables = {"workspaceId": owner.workspace_id, "name": "KEY", "value": "planted"}
+    for query, given in ((SET, {"i": variables}), (DELETE, {"i": {**variables, "value": None}})):
+        given["i"] = {k: v for k, v in given["i"].items() if v is not None}
+        body = await factory.gql(query, given)
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    listed = await factory.gql(LIST, {"id": owner.workspace_id})
+    assert listed["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert await factory.snapshot() == before
+
+
+async def test_a_value_sent_with_the_wrong_type_is_not_written_to_the_log(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The error tells the sender what it sent (GraphQL's own message); no log line may keep it
+    owner = await factory.owner()
+    caplog.set_level(logging.DEBUG)
+    body = await raw_set(factory, owner, json.dumps([KEY]), '"API_KEY"')
+    assert body["errors"][0]["message"].endswith(f"['{KEY}']")
+    for record in caplog.records:
+        assert KEY not in record.getMessage()
+        assert KEY not in json.dumps(record.__dict__, default=str)
