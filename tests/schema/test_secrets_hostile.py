@@ -20,6 +20,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from app.auth.principal import Principal
+from app.models import Role
+from app.services import secrets as secret_service
 from app.worker.runner import run_worker
 from tests.factories import Account, Factory
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for, wait_step
@@ -686,3 +689,58 @@ async def test_a_value_sent_with_the_wrong_type_is_not_written_to_the_log(
     for record in caplog.records:
         assert KEY not in record.getMessage()
         assert KEY not in json.dumps(record.__dict__, default=str)
+
+
+# --- a thousand secrets -------------------------------------------------------------------------
+
+
+async def set_many(
+    factory: Factory, app: Starlette, owner: Account, values: dict[str, str]
+) -> None:
+    """Set secrets through the service, in one transaction (a thousand GraphQL calls is slow)."""
+    principal = Principal(user=owner.user, roles={owner.workspace.id: Role.OWNER})
+    async with factory.sessions() as session:
+        for name, value in values.items():
+            await secret_service.set_secret(
+                session,
+                principal=principal,
+                keyring=app.state.runtime.keyring,
+                workspace_id=owner.workspace.id,
+                name=name,
+                value=value,
+            )
+        await session.commit()
+
+
+THOUSAND = {f"S{i:04}": f"tok_{i:04}_{'abcdefghij'[i % 10] * 8}{i * 7919:08}" for i in range(1000)}
+
+
+async def test_a_thousand_secrets_are_each_redacted(
+    factory: Factory, app: Starlette, worker: None, upstream: LocalHTTP
+) -> None:
+    owner = await factory.owner()
+    await set_many(factory, app, owner, THOUSAND)
+    listed = await factory.gql(LIST, {"id": owner.workspace_id}, token=owner.token)
+    assert len(listed["data"]["workspace"]["secrets"]) == 1000
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node(
+                "call",
+                "http.request",
+                method="POST",
+                url=upstream.url("/echo"),
+                headers={"X-Key": "{{ secrets.S0777 }}"},
+                body={"all": "{{ [secrets.S0000, secrets.S0500, secrets.S0999] }}"},
+            ),
+        ],
+        "edges": [edge("start", "call")],
+    }
+    run = await run_graph(factory, owner, graph)
+    echoed = steps_by_node(run)["call"]["output"]
+    assert echoed["headers"]["x-echo"] == "[secret:S0777]"
+    assert json.loads(echoed["body"]["body"]) == {
+        "all": ["[secret:S0000]", "[secret:S0500]", "[secret:S0999]"]
+    }
+    for name in ("S0000", "S0500", "S0777", "S0999"):
+        await assert_nowhere(factory, run, THOUSAND[name])
