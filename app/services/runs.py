@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -69,10 +71,47 @@ def _check_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
         )
 
 
-async def _load_version(
-    session: AsyncSession, workflow: Workflow, number: int | None
-) -> WorkflowVersion:
+@dataclass(frozen=True, slots=True)
+class _Runnable:
+    """What queueing a run needs of a version: its id, its nodes, why it cannot run."""
+
+    id: uuid.UUID
+    number: int
+    nodes: tuple[dict[str, str], ...]
+    problems: tuple[str, ...]
+
+
+# Versions never change: what a run needs of one is kept per process (the graph is not read
+# and validated again on every execute, webhook delivery and schedule fire).
+_RUNNABLE: OrderedDict[tuple[uuid.UUID, int, Any], _Runnable] = OrderedDict()
+_RUNNABLE_MAX = 1024
+
+
+async def _runnable_version(
+    session: AsyncSession, workflow: Workflow, number: int | None, policy: GraphPolicy
+) -> _Runnable:
     wanted = workflow.current_version if number is None else number
+    key = (workflow.id, wanted, policy.limits)
+    cached = _RUNNABLE.get(key)
+    if cached is not None:
+        _RUNNABLE.move_to_end(key)
+        return cached
+    version = await _load_version(session, workflow, wanted)
+    runnable = _Runnable(
+        id=version.id,
+        number=version.number,
+        nodes=tuple(
+            {"id": node["id"], "type": node["type"]} for node in version.graph.get("nodes", [])
+        ),
+        problems=tuple(p.message for p in validate_workflow_graph(version.graph, policy.limits)),
+    )
+    _RUNNABLE[key] = runnable
+    if len(_RUNNABLE) > _RUNNABLE_MAX:
+        _RUNNABLE.popitem(last=False)
+    return runnable
+
+
+async def _load_version(session: AsyncSession, workflow: Workflow, wanted: int) -> WorkflowVersion:
     version = (
         await session.execute(
             select(WorkflowVersion).where(
@@ -177,17 +216,16 @@ async def queue_run(
             ErrorCode.INVALID,
             f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters.",
         )
-    target = await _load_version(session, workflow, version)
-    problems = validate_workflow_graph(target.graph, policy.limits)
-    if problems:
+    target = await _runnable_version(session, workflow, version, policy)
+    if target.problems:
         raise InputErrors(
             [
                 FieldError(
                     ("input", "version"),
                     ErrorCode.GRAPH_INVALID,
-                    f"Version {target.number} cannot run: {p.message}",
+                    f"Version {target.number} cannot run: {message}",
                 )
-                for p in problems
+                for message in target.problems
             ]
         )
     digest = _input_hash(input)
@@ -207,15 +245,15 @@ async def queue_run(
             idempotency_key=idempotency_key,
             created_by_id=created_by_id,
         )
-        .returning(Run.id)
+        .returning(Run)
     )
     if idempotency_key is not None:
         statement = statement.on_conflict_do_nothing(
             index_elements=["workflow_id", "idempotency_key"],
             index_where=Run.idempotency_key.is_not(None),  # type: ignore[union-attr]
         )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is None:
+    run = (await session.execute(statement)).scalar_one_or_none()
+    if run is None:
         existing = (
             await session.execute(
                 select(Run).where(
@@ -231,8 +269,7 @@ async def queue_run(
                 "This idempotency key was used for a run with a different input or version.",
             )
         return existing
-    run = (await session.execute(select(Run).where(Run.id == run_id))).scalar_one()  # type: ignore[arg-type]
-    await _insert_steps(session, run, target.graph)
+    await _insert_steps(session, run, {"nodes": target.nodes})
     await append_event(
         session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
     )
