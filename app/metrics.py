@@ -20,3 +20,8 @@ GRAPHQL_OPERATIONS = Counter(
     "GraphQL operations executed, by operation type and outcome.",
     ["type", "outcome"],
 )
+SCHEDULE_FIRES = Counter(
+    "flowdeck_schedule_fires_total",
+    "Schedule fires, by outcome (STARTED, SKIPPED, FAILED).",
+    ["outcome"],
+)

@@ -22,6 +22,7 @@ from schema.errors import ErrorPolicy
 from schema.runs.mutations import RunMutations
 from schema.runs.queries import RunQueries
 from schema.runs.subscriptions import RunSubscriptions
+from schema.schedules.mutations import ScheduleMutations
 from schema.secrets.mutations import SecretMutations
 from schema.templates.mutations import TemplateMutations
 from schema.templates.queries import TemplateQueries
@@ -41,6 +42,7 @@ Mutation = merge_types(
         WorkspaceMutations,
         SecretMutations,
         WebhookMutations,
+        ScheduleMutations,
     ),
 )
 

@@ -1,4 +1,4 @@
-"""Running workers: procrastinate's worker plus the stalled-job recovery and job pruning."""
+"""Running workers: procrastinate's worker, the schedule tick, stalled-job recovery, pruning."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import procrastinate.jobs
 from sqlalchemy import text
 
 from app.worker.queue import RUNS_QUEUE, defer_drive
+from app.worker.schedules import tick
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,23 @@ async def maintenance_loop(queue: procrastinate.App, runtime: Any) -> None:
         await asyncio.sleep(interval)
 
 
+async def schedule_loop(runtime: Any) -> None:
+    """Every ``schedule_tick_seconds``: fire the schedules that are due."""
+    while True:
+        try:
+            await tick(runtime)
+        except Exception:  # the database may be restarting; try again next tick
+            log.warning("schedule tick failed", exc_info=True)
+        await asyncio.sleep(runtime.settings.schedule_tick_seconds)
+
+
 async def run_worker(
     queue: procrastinate.App, runtime: Any, *, install_signal_handlers: bool
 ) -> None:
     """Consume run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT)."""
     settings = runtime.settings
     maintenance = asyncio.create_task(maintenance_loop(queue, runtime))
+    schedules = asyncio.create_task(schedule_loop(runtime))
     try:
         await queue.run_worker_async(
             queues=[RUNS_QUEUE],
@@ -99,6 +111,7 @@ async def run_worker(
             shutdown_graceful_timeout=5,
         )
     finally:
-        maintenance.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await maintenance
+        for task in (maintenance, schedules):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

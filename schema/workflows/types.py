@@ -21,6 +21,7 @@ from schema.workspaces.types import User, Workspace
 
 if TYPE_CHECKING:
     from schema.runs.types import Run, RunStatus
+    from schema.schedules.types import WorkflowSchedule
     from schema.webhooks.types import Webhook
 
 Severity = strawberry.enum(
@@ -171,6 +172,14 @@ class Workflow:
 
         row = await info.context.loaders.webhook_by_workflow_id.load(self.row.id)
         return Webhook.from_model(row) if row is not None else None
+
+    @strawberry.field(description="Its cron schedule; null when none was ever set.")
+    def schedule(
+        self,
+    ) -> Annotated[WorkflowSchedule, strawberry.lazy("schema.schedules.types")] | None:
+        from schema.schedules.types import WorkflowSchedule
+
+        return WorkflowSchedule.from_model(self.row)
 
     @strawberry.field(description="The newest version.")
     async def current_version(self, info: Info) -> WorkflowVersion:
