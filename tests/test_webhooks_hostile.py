@@ -521,3 +521,29 @@ async def test_wait_for_result_answers_a_cancelled_run(
         "output": None,
         "error": (await read_run(factory, owner, run_id))["error"],
     }
+
+
+async def test_a_redelivery_after_the_workflow_changed_is_still_the_same_delivery(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    # Given a delivery, and then a new version of the workflow
+    owner, workflow_id, hook = await setup(factory)
+    headers = {"x-flowdeck-delivery": "evt_redelivered"}
+    first = await client.post(path_of(hook["url"]), json={"n": 1}, headers=headers)
+    assert first.status_code == 202
+    saved = await factory.gql(
+        """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) { userErrors { code } } }""",
+        {"i": {"workflowId": workflow_id, "graph": ECHO, "baseVersion": 1, "message": "v2"}},
+        token=owner.token,
+    )
+    assert saved["data"]["workflowSave"]["userErrors"] == []
+    before = await factory.snapshot()
+    # When the sender retries the same delivery (same id, same body)
+    again = await client.post(path_of(hook["url"]), json={"n": 1}, headers=headers)
+    # Then it is answered with the first delivery's run, as any repeat is
+    assert (again.status_code, again.json()) == (202, {**first.json(), "duplicate": True})
+    assert await factory.snapshot() == before
+    # And the same id with another body is still a conflict
+    other = await client.post(path_of(hook["url"]), json={"n": 2}, headers=headers)
+    assert other.status_code == 409
+    assert await factory.snapshot() == before

@@ -202,13 +202,15 @@ async def deliver(
         # Deliveries of one id wait for each other here, so exactly one is told it was first.
         lock = func.hashtextextended(f"{target.workflow.id}:{key}", 0)
         await session.execute(select(func.pg_advisory_xact_lock(lock)))
-        earlier = await session.scalar(
-            select(Run.trigger).where(
-                Run.workflow_id == target.workflow.id,  # type: ignore[arg-type]
-                Run.idempotency_key == key,  # type: ignore[arg-type]
+        earlier = (
+            await session.execute(
+                select(Run.trigger, Run.version_number).where(
+                    Run.workflow_id == target.workflow.id,  # type: ignore[arg-type]
+                    Run.idempotency_key == key,  # type: ignore[arg-type]
+                )
             )
-        )
-        if earlier is not None and earlier is not RunTrigger.WEBHOOK:
+        ).first()
+        if earlier is not None and earlier.trigger is not RunTrigger.WEBHOOK:
             # A person's run whose idempotency key looks like a delivery's is not that delivery.
             raise InputErrors.single(
                 ("input", "deliveryId"),
@@ -220,7 +222,8 @@ async def deliver(
         queue=queue,
         workflow=target.workflow,
         input=input,
-        version=None,
+        # A repeat is the same delivery even when the workflow has a newer version since.
+        version=earlier.version_number if earlier is not None else None,
         idempotency_key=key,
         policy=policy,
         max_input_bytes=max_input_bytes,
