@@ -11,8 +11,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from app.models import Run, RunStep, User, Webhook, Workflow, WorkflowVersion, Workspace
+from app.models import (
+    Run,
+    RunStep,
+    ScheduleFire,
+    User,
+    Webhook,
+    Workflow,
+    WorkflowVersion,
+    Workspace,
+)
 from app.services.runs import load_last_runs, load_steps
+from app.services.schedules import load_recent_fires
 from app.services.versions import VersionKey, load_graph_texts, load_version_heads
 
 SessionGetter = Callable[[], AsyncSession]
@@ -31,6 +41,7 @@ class Loaders:
     steps_by_run_id: DataLoader[uuid.UUID, list[RunStep]]
     last_run_by_workflow_id: DataLoader[uuid.UUID, Run | None]
     webhook_by_workflow_id: DataLoader[uuid.UUID, Webhook | None]
+    fires_by_workflow_and_limit: DataLoader[tuple[uuid.UUID, int], list[ScheduleFire]]
 
 
 def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Awaitable[list[Any]]]:
@@ -44,6 +55,10 @@ def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Aw
 
 def build_loaders(session: SessionGetter) -> Loaders:
     """Fresh loaders reading through ``session()``."""
+
+    async def load_fires(keys: list[tuple[uuid.UUID, int]]) -> list[list[ScheduleFire]]:
+        found = await load_recent_fires(session(), keys=list(keys))
+        return [found[key] for key in keys]
 
     async def load_webhooks(keys: list[uuid.UUID]) -> list[Webhook | None]:
         rows = await session().execute(
@@ -78,4 +93,5 @@ def build_loaders(session: SessionGetter) -> Loaders:
         steps_by_run_id=DataLoader(load_fn=load_steps_of),
         last_run_by_workflow_id=DataLoader(load_fn=load_last),
         webhook_by_workflow_id=DataLoader(load_fn=load_webhooks),
+        fires_by_workflow_and_limit=DataLoader(load_fn=load_fires),
     )

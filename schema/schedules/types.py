@@ -84,9 +84,8 @@ class WorkflowSchedule:
 
     @strawberry.field(description="Its latest fires, newest first (1 to 100).")
     async def recent_fires(self, info: Info, limit: int = 10) -> list[ScheduleFire]:
-        rows = await schedule_service.recent_fires(
-            info.context.session, workflow_id=self.row.id, limit=limit
-        )
+        schedule_service.check_fires_limit(limit)
+        rows = await info.context.loaders.fires_by_workflow_and_limit.load((self.row.id, limit))
         return [ScheduleFire.from_model(row) for row in rows]
 
     @classmethod

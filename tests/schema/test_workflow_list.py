@@ -141,3 +141,64 @@ async def test_list_page_statement_count_does_not_grow_with_page_size(
     assert small == large
     # token+user, memberships, workspace, page, count, versions, users (createdBy).
     assert large == 7, statements
+
+
+AUTOMATION = """
+query($workspaceId: ID!, $first: Int!) {
+  workspace(id: $workspaceId) {
+    workflows(first: $first) {
+      edges { node {
+        id
+        schedule { enabled cron timezone nextFireAt recentFires(limit: 3) { fireAt outcome } }
+        webhook { enabled url requireSignature }
+      } }
+    }
+  }
+}"""
+
+
+async def test_schedules_fires_and_webhooks_of_a_page_load_in_one_statement_each(
+    factory: Factory, engine: AsyncEngine
+) -> None:
+    # Given 50 workflows, each with a schedule that has fired and a webhook
+    owner = await factory.owner()
+    await make_workflows(factory, owner, [f"wf {i}" for i in range(50)])
+    await factory.execute(
+        """UPDATE workflows SET schedule_cron = '0 9 * * *', schedule_timezone = 'UTC',
+             schedule_enabled = true, schedule_next_fire_at = now() + interval '1 day'"""
+    )
+    await factory.execute(
+        """INSERT INTO schedule_fires (id, workspace_id, workflow_id, fire_at, outcome)
+           SELECT gen_random_uuid(), workspace_id, id, now() - d * interval '1 day', 'SKIPPED'
+           FROM workflows, generate_series(1, 4) d"""
+    )
+    await factory.execute(
+        """INSERT INTO webhooks (id, workspace_id, workflow_id, token)
+           SELECT gen_random_uuid(), workspace_id, id, md5(id::text) FROM workflows"""
+    )
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def measure(first: int) -> int:
+        statements.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            body = await factory.gql(
+                AUTOMATION, {"workspaceId": owner.workspace_id, "first": first}, token=owner.token
+            )
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+        edges = body["data"]["workspace"]["workflows"]["edges"]
+        assert len(edges) == first
+        assert all(len(e["node"]["schedule"]["recentFires"]) == 3 for e in edges)
+        assert all(e["node"]["webhook"]["enabled"] for e in edges)
+        return len(statements)
+
+    await measure(1)  # the token's first use records last_used_at once
+    small, large = await measure(2), await measure(50)
+
+    assert small == large
+    # token+user, memberships, workspace, page, webhooks, fires.
+    assert large == 6, statements
