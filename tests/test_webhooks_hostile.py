@@ -547,3 +547,39 @@ async def test_a_redelivery_after_the_workflow_changed_is_still_the_same_deliver
     other = await client.post(path_of(hook["url"]), json={"n": 2}, headers=headers)
     assert other.status_code == 409
     assert await factory.snapshot() == before
+
+
+async def test_wait_for_result_never_answers_a_secret(
+    factory: Factory, client: httpx.AsyncClient, worker: None
+) -> None:
+    # Given a waiting webhook whose workflow outputs a secret, or fails quoting it
+    owner = await factory.owner()
+    key = "sk-live-0a1b2c3d4e5f6a7b8c9d"
+    body = await factory.gql(
+        """mutation($i: SecretSetInput!) { secretSet(input: $i) { userErrors { code } } }""",
+        {"i": {"workspaceId": owner.workspace_id, "name": "KEY", "value": key}},
+        token=owner.token,
+    )
+    assert body["data"]["secretSet"]["userErrors"] == []
+    graph = {
+        "nodes": [
+            node("start", "trigger"),
+            node("out", "output", value="{{ {'key': secrets.KEY, 'sent': input} }}"),
+            node("stop", "flow.fail", message="refused {{ secrets.KEY }}"),
+        ],
+        "edges": [edge("start", "out"), edge("start", "stop")],
+    }
+    ok_graph = {"nodes": graph["nodes"][:2], "edges": graph["edges"][:1]}
+    answers = []
+    for name, shape in (("Outputs", ok_graph), ("Fails", graph)):
+        workflow_id = await create_workflow(factory, owner, shape, name=name)
+        hook = await enable(factory, owner, workflow_id, waitForResult=True)
+        # When a delivery (which itself carries the key) waits for the run
+        response = await client.post(path_of(hook["url"]), json={"echo": key})
+        assert response.status_code == 200
+        answers.append(response.json())
+    # Then the answers show the placeholder, never the key
+    assert answers[0]["output"] == {"key": "[secret:KEY]", "sent": {"echo": "[secret:KEY]"}}
+    assert answers[1]["status"] == "FAILED"
+    assert answers[1]["error"] == 'Node "stop" (flow.fail) failed: refused [secret:KEY]'
+    assert key not in str(answers)
