@@ -17,7 +17,6 @@ import bisect
 import hashlib
 import itertools
 import json
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -89,6 +88,18 @@ class _Node:
         self.children: dict[str, _Node] = {}
 
 
+def _common_prefix(first: str, second: str) -> str:
+    """The longest common prefix, by bisection (a value may be 65,536 characters long)."""
+    low, high = 0, min(len(first), len(second))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if second.startswith(first[:middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return first[:low]
+
+
 def _radix_tree(forms: list[str]) -> _Node:
     """The forms (sorted, distinct) as a radix tree, built without recursion."""
     root = _Node("")
@@ -97,7 +108,8 @@ def _radix_tree(forms: list[str]) -> _Node:
         parent, entries = pending.pop()
         for character, grouped in itertools.groupby(entries, key=lambda entry: entry[0][0]):
             group = list(grouped)
-            label = os.path.commonprefix([group[0][0], group[-1][0]])  # noqa: RUF071 - text
+            first, last = group[0][0], group[-1][0]  # sorted: their prefix is everyone's
+            label = first if len(group) == 1 else _common_prefix(first, last)
             child = parent.children[character] = _Node(label)
             rest = []
             for suffix, form in group:
