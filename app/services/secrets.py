@@ -24,6 +24,11 @@ MAX_NAME = 100
 MAX_VALUE = 64 * 1024
 # A shorter value would be redacted wherever its characters happen to appear in outputs.
 MIN_VALUE = 4
+# Every claim of a run decrypts all of a workspace's secrets and builds their redaction on a
+# worker shared with other workspaces: these keep that to a fraction of a second.
+MAX_SECRETS = 1000
+MAX_TOTAL_BYTES = 1024 * 1024
+GCM_TAG_BYTES = 16
 
 
 # CEL's reserved words that cannot follow a dot: ``secrets.in`` does not parse.
@@ -81,6 +86,36 @@ def _check_value(value: str) -> list[FieldError]:
     return []
 
 
+async def _check_room(
+    session: AsyncSession, *, workspace_id: uuid.UUID, name: str, value: str
+) -> None:
+    others, others_bytes = (
+        await session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(func.octet_length(Secret.ciphertext) - GCM_TAG_BYTES), 0),
+            ).where(
+                Secret.workspace_id == workspace_id,  # type: ignore[arg-type]
+                Secret.name != name,  # type: ignore[arg-type]
+            )
+        )
+    ).one()
+    if others >= MAX_SECRETS:
+        raise InputErrors.single(
+            ("input", "name"),
+            ErrorCode.INVALID,
+            f"A workspace holds at most {MAX_SECRETS} secrets; delete one first.",
+        )
+    total = int(others_bytes) + len(value.encode())
+    if total > MAX_TOTAL_BYTES:
+        raise InputErrors.single(
+            ("input", "value"),
+            ErrorCode.INVALID,
+            f"A workspace's secrets take at most {MAX_TOTAL_BYTES} bytes together (UTF-8); "
+            f"with this value they would take {total}.",
+        )
+
+
 async def list_secrets(
     session: AsyncSession, *, principal: Principal, workspace_id: uuid.UUID
 ) -> list[Secret]:
@@ -106,6 +141,7 @@ async def set_secret(
     errors = _check_name(name) + _check_value(value)
     if errors:
         raise InputErrors(errors)
+    await _check_room(session, workspace_id=workspace_id, name=name, value=value)
     sealed = keyring.seal(value, secret_aad(workspace_id, name))
     statement = (
         insert(Secret)

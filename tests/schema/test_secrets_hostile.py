@@ -744,3 +744,51 @@ async def test_a_thousand_secrets_are_each_redacted(
     }
     for name in ("S0000", "S0500", "S0777", "S0999"):
         await assert_nowhere(factory, run, THOUSAND[name])
+
+
+async def test_a_workspace_holds_at_most_a_thousand_secrets_and_a_mebibyte_of_values(
+    factory: Factory, app: Starlette
+) -> None:
+    # Every run of the workspace decrypts all of them and builds their redaction on a shared
+    # worker: a thousand values of 65,536 characters took 9 s and 700 MB there
+    owner = await factory.owner()
+    await set_many(factory, app, owner, THOUSAND)
+    before = await factory.snapshot()
+    over_count = await set_secret(factory, owner, "ONE_MORE", "another-value")
+    assert over_count == {
+        "secret": None,
+        "userErrors": [
+            {
+                "field": ["input", "name"],
+                "code": "INVALID",
+                "message": "A workspace holds at most 1000 secrets; delete one first.",
+            }
+        ],
+    }
+    assert await factory.snapshot() == before
+    # Replacing one of them is not adding one
+    replaced = await set_secret(factory, owner, "S0001", "a-new-value")
+    assert replaced["userErrors"] == []
+    # Size: at most a mebibyte of values (UTF-8) together
+    other = await factory.owner("Globex")
+    big = {f"BIG{i}": f"{i:02}" + "v" * 65_534 for i in range(15)} | {"SMALL": "s" * 100}
+    await set_many(factory, app, other, big)
+    before = await factory.snapshot()
+    too_big = await set_secret(factory, other, "LAST", "w" * 65_435 + "\u00e9")
+    assert too_big["userErrors"] == [
+        {
+            "field": ["input", "value"],
+            "code": "INVALID",
+            "message": "A workspace's secrets take at most 1048576 bytes together (UTF-8); "
+            "with this value they would take 1048577.",
+        }
+    ]
+    assert await factory.snapshot() == before
+    assert (await set_secret(factory, other, "LAST", "w" * 65_436))["userErrors"] == []
+    assert (
+        await factory.scalar(
+            "SELECT sum(octet_length(ciphertext) - 16) FROM secrets WHERE workspace_id = :w",
+            w=other.workspace.id,
+        )
+        == 1_048_576
+    )
