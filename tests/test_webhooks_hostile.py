@@ -583,3 +583,21 @@ async def test_wait_for_result_never_answers_a_secret(
     assert answers[1]["status"] == "FAILED"
     assert answers[1]["error"] == 'Node "stop" (flow.fail) failed: refused [secret:KEY]'
     assert key not in str(answers)
+
+
+async def test_a_rotated_url_keeps_the_signing_secret_and_the_old_url_is_gone(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    owner, workflow_id, hook = await setup(factory, requireSignature=True, waitForResult=False)
+    secret = hook["signingSecret"]
+    renewed = await enable(factory, owner, workflow_id, rotateUrl=True)
+    assert renewed["url"] != hook["url"]
+    assert renewed["signingSecret"] is None  # unchanged, so not shown again
+    assert renewed["requireSignature"] is True
+    body = b'{"a": 1}'
+    before = await factory.snapshot()
+    old = await client.post(path_of(hook["url"]), content=body, headers=signed(secret, body))
+    assert (old.status_code, old.json()) == (404, NOT_FOUND)
+    assert await factory.snapshot() == before
+    new = await client.post(path_of(renewed["url"]), content=body, headers=signed(secret, body))
+    assert new.status_code == 202
