@@ -601,3 +601,27 @@ async def test_a_rotated_url_keeps_the_signing_secret_and_the_old_url_is_gone(
     assert await factory.snapshot() == before
     new = await client.post(path_of(renewed["url"]), content=body, headers=signed(secret, body))
     assert new.status_code == 202
+
+
+@pytest.mark.parametrize("declared", [b"\xb2", b"-1", b"1e3", b" 12", b""])
+async def test_a_malformed_content_length_is_413_and_writes_nothing(
+    factory: Factory, raw: httpx.AsyncClient, declared: bytes
+) -> None:
+    # uvicorn refuses these itself; behind an ASGI server that passes them, the app's body
+    # limit answers before the webhook reads anything (in its own, GraphQL-shaped, words)
+    _owner, _workflow_id, hook = await setup(factory)
+    before = await factory.snapshot()
+    headers = [(b"content-type", b"application/json"), (b"content-length", declared)]
+    response = await raw.post(path_of(hook["url"]), content=b"{}", headers=headers)
+    assert (response.status_code, response.json()) == (
+        413,
+        {
+            "errors": [
+                {
+                    "message": "Request body over 4194304 bytes.",
+                    "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                }
+            ]
+        },
+    )
+    assert await factory.snapshot() == before
