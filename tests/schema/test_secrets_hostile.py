@@ -213,8 +213,9 @@ BASIC_USER = "user:"
 
 
 async def test_an_awkward_value_echoed_back_in_every_encoding_is_redacted(
-    factory: Factory, worker: None, upstream: LocalHTTP
+    factory: Factory, worker: None, upstream: LocalHTTP, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     # Given a value with quotes, a backslash, a space and URL syntax, sent upstream in a header,
     # the query, the path, a JSON body and Basic auth; the upstream echoes everything back
     owner = await factory.owner()
@@ -257,6 +258,12 @@ async def test_an_awkward_value_echoed_back_in_every_encoding_is_redacted(
     assert "[secret:AWK]" in echoed["body"]["headers"]["authorization"]
     await assert_nowhere(factory, run, AWKWARD)
     await assert_nowhere(factory, run, BASIC_USER + AWKWARD)
+    # Nor does any log line of Flowdeck's (the upstream's own access log is the outside world)
+    for record in caplog.records:
+        if record.name != "uvicorn.access":
+            line = json.dumps(record.__dict__, default=str) + record.getMessage()
+            for name, form in encodings(AWKWARD).items():
+                assert form not in line, (name, record.name)
 
 
 KEY = "sk-live-7d1f0c93b2e84a56f1c2d3e4"
