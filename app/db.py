@@ -99,6 +99,9 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_overflow,
         pool_pre_ping=True,
+        # A failed statement's error (logged, and raised to callers) would otherwise carry
+        # its parameters: secrets' ciphertext, webhook URL ids, API token hashes, run inputs.
+        hide_parameters=True,
         connect_args={"application_name": "flowdeck"},
     )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
@@ -28,6 +30,20 @@ def reset_request_id(token: object) -> None:
     _request_id.reset(token)  # type: ignore[arg-type]
 
 
+# PostgreSQL's DETAIL line quotes the row or key behind an error ("Key (token)=(…) already
+# exists", "Failing row contains (…)"): credentials and run data. Logs keep the rest.
+_DATABASE_DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
+
+
+def scrub_database_details(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor: hide the values PostgreSQL quotes in error details."""
+    for key in ("exception", "event"):
+        value = event.get(key)
+        if isinstance(value, str) and "DETAIL:" in value:
+            event[key] = _DATABASE_DETAIL.sub(r"\1 [hidden]", value)
+    return event
+
+
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     """Route stdlib and structlog logs through one structured renderer on stderr."""
     shared: list[structlog.types.Processor] = [
@@ -45,6 +61,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            scrub_database_details,
             renderer,
         ],
     )

@@ -145,3 +145,43 @@ async def test_field_suggestions_show_in_development(factory: Factory) -> None:
         body["errors"][0]["message"]
         == "Cannot query field 'viewr' on type 'Query'. Did you mean 'viewer'?"
     )
+
+
+async def test_database_errors_in_logs_carry_neither_parameters_nor_row_details(
+    factory: Factory,
+) -> None:
+    import io
+    import logging
+
+    from sqlalchemy.exc import IntegrityError
+
+    from app.logs import configure_logging
+
+    secret_id = "00000000-0000-0000-0000-00000000abcd"
+    try:
+        await factory.execute(
+            "INSERT INTO users (id, email, name) VALUES (:id, :email, 'x')",
+            id=secret_id,
+            email=None,
+        )
+    except IntegrityError as error:
+        failure = error
+    else:
+        raise AssertionError("the insert should have failed")
+    # The engine keeps statement parameters out of its errors
+    assert "[SQL parameters hidden due to hide_parameters=True]" in str(failure)
+    # PostgreSQL's DETAIL quotes the row; the log renderer hides it
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("INFO", json=True)
+        stream = io.StringIO()
+        root.handlers[0].stream = stream  # type: ignore[attr-defined]
+        logging.getLogger("tests").error("failed", exc_info=failure)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    line = stream.getvalue()
+    assert "DETAIL: [hidden]" in line
+    assert secret_id not in line
+    assert "null value in column" in line
