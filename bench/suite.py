@@ -17,6 +17,7 @@ from psycopg import sql
 from app.auth.principal import Principal
 from app.db import create_engine, libpq_url, start_embedded_postgres, with_database
 from app.engine.graph import validate_graph
+from app.keyring import generate_key
 from app.main import create_app
 from app.migrate import migrate
 from app.models import Role
@@ -67,7 +68,12 @@ def server_url(data: Path) -> str:
 
 async def run(url: str, count: int) -> list[tuple[Result, Result | None]]:
     """Every scenario and its floor."""
-    settings = Settings(database_url=url, env="production", log_json=True)  # type: ignore[arg-type]
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=url,  # type: ignore[arg-type]
+        env="production",
+        log_json=True,
+        secret_key=generate_key(),  # type: ignore[arg-type]
+    )
     engine = create_engine(url, settings)
     await migrate(engine)
     app = create_app(settings, engine, url)
