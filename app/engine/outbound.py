@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -138,6 +139,13 @@ class OutboundPolicy:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     max_redirects: int = DEFAULT_MAX_REDIRECTS
+
+    def for_node(self, timeout_seconds: float | None) -> OutboundPolicy:
+        """This policy for a node whose own ``timeoutSeconds`` (when set) bounds its calls
+        instead of FLOWDECK_HTTP_TIMEOUT_SECONDS (a model's answer may take minutes)."""
+        if timeout_seconds is None:
+            return self
+        return dataclasses.replace(self, timeout_seconds=timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Any) -> OutboundPolicy:

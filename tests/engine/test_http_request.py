@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome
 from app.engine.nodes.http_request import NODE_TYPE, HttpRequestConfig, HttpStatusError, run
 from app.engine.outbound import OutboundBlocked, ResponseTooLarge
 from tests.engine.test_outbound import Reply, StubServer
+from tests.servers import LocalHTTP
 
 RUN_ID = uuid.UUID("0b9f6d1e-5a43-4c1e-9a57-3d2f1c8e7a01")
 WORKSPACE_ID = uuid.UUID("7c2e4f10-9b8d-4e6a-8f35-1a2b3c4d5e6f")
@@ -351,3 +354,24 @@ async def test_the_response_size_cap_applies(server: StubServer) -> None:
         await call({"url": server.url("/big")}, context(http_max_response_bytes=64))
 
     assert str(too_large.value) == "Response from 127.0.0.1 is larger than 64 bytes."
+
+
+async def test_a_node_timeout_bounds_its_call_instead_of_the_server_default() -> None:
+    async def slowly(request: Request) -> Response:
+        await asyncio.sleep(1.5)
+        return JSONResponse({"done": True})
+
+    server = LocalHTTP(routes={"/slow": slowly}).start()
+    try:
+        # The server's default (1 s here) cuts a call the node did not bound itself...
+        with pytest.raises(
+            NodeFailure, match=r"No complete response from 127\.0\.0\.1 within 1 seconds"
+        ):
+            await call({"url": server.url("/slow")}, context(http_timeout_seconds=1.0))
+        # ...while a node that allows 5 s gets its answer
+        outcome = await call(
+            {"url": server.url("/slow"), "timeoutSeconds": 5}, context(http_timeout_seconds=1.0)
+        )
+        assert outcome.output["body"] == {"done": True}
+    finally:
+        server.stop()

@@ -78,7 +78,7 @@ async def run(ctx: NodeContext, config: AiGenerateConfig, input: Any) -> NodeOut
     """Ask the endpoint for a chat completion; output its text, model, finish reason, usage."""
     api_key = ctx.secret(config.api_key_secret).strip() if config.api_key_secret else None
     response = await outbound.request(
-        outbound.OutboundPolicy.from_settings(ctx.settings),
+        outbound.OutboundPolicy.from_settings(ctx.settings).for_node(config.timeout_seconds),
         "POST",
         f"{config.base_url.rstrip('/')}/chat/completions",
         headers=_request_headers(ctx, api_key),

@@ -91,7 +91,7 @@ async def run(ctx: NodeContext, config: HttpRequestConfig, input: Any) -> NodeOu
     """Send the configured request and return its status, headers and body."""
     text_body = config.body if isinstance(config.body, str) else None
     response = await outbound.request(
-        outbound.OutboundPolicy.from_settings(ctx.settings),
+        outbound.OutboundPolicy.from_settings(ctx.settings).for_node(config.timeout_seconds),
         config.method,
         config.url,
         headers=_request_headers(ctx, config),
