@@ -25,6 +25,9 @@ from app.services.workflows import get_workflow
 
 MAX_CRON = 200
 MAX_UPCOMING = 50
+# upcoming() lists fire times within this far: the rarest cron (a Monday 29 February) would
+# walk some 1,300 years of Februaries, over 100 ms of the event loop, for fifty of them.
+UPCOMING_HORIZON = timedelta(days=50 * 366)
 MAX_RECENT_FIRES = 100
 # A catch-up fire reports how many earlier fire times it stands for, up to this many.
 MAX_MISSED = 1000
@@ -185,6 +188,14 @@ async def update_schedule(
     if errors:
         raise InputErrors(errors)
     next_fire_at = next_fire_time(clean, timezone, now or utcnow()) if enabled else None
+    if (
+        enabled
+        and workflow.schedule_enabled
+        and (workflow.schedule_cron, workflow.schedule_timezone) == (clean, timezone)
+    ):
+        # The same times as before: keep a fire that is due but not yet fired (workers down),
+        # or changing only the overlap policy would drop its catch-up.
+        next_fire_at = workflow.schedule_next_fire_at
     values: dict[str, object] = {
         "schedule_cron": clean,
         "schedule_timezone": timezone,
@@ -200,7 +211,7 @@ async def update_schedule(
 
 
 def upcoming(workflow: Workflow, *, count: int, now: datetime | None = None) -> list[datetime]:
-    """The next ``count`` (1 to 50) fire times of an enabled schedule, in UTC; [] when off."""
+    """The next ``count`` (1 to 50) fire times within 50 years, in UTC; [] when off."""
     if not 1 <= count <= MAX_UPCOMING:
         raise InputErrors.single(
             ("count",), ErrorCode.INVALID, f"count must be between 1 and {MAX_UPCOMING}."
@@ -208,8 +219,10 @@ def upcoming(workflow: Workflow, *, count: int, now: datetime | None = None) -> 
     if not workflow.schedule_enabled or not workflow.schedule_cron:
         return []
     assert workflow.schedule_timezone is not None
-    times = fire_times(workflow.schedule_cron, workflow.schedule_timezone, now or utcnow())
-    return list(itertools.islice(times, count))
+    now = now or utcnow()
+    times = fire_times(workflow.schedule_cron, workflow.schedule_timezone, now)
+    within = itertools.takewhile(lambda moment: moment <= now + UPCOMING_HORIZON, times)
+    return list(itertools.islice(within, count))
 
 
 def check_fires_limit(limit: int) -> None:

@@ -1,0 +1,674 @@
+"""Schedules under attack: hostile input, costly expressions, edge zones, roles, races."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+from starlette.applications import Starlette
+
+from app.auth.principal import Principal
+from app.models import Role, Workflow
+from app.runtime import Runtime
+from app.services.schedules import ScheduleOverlap, fire_times, upcoming, update_schedule
+from app.worker.schedules import tick
+from schema.ids import decode_id
+from tests.factories import Account, Factory, gid
+from tests.runs import create_workflow, edge, execute, node
+
+GRAPH = {
+    "nodes": [node("t", "trigger"), node("out", "output", value="{{ trigger.scheduledAt }}")],
+    "edges": [edge("t", "out", "out")],
+}
+UPDATE = """
+mutation($i: WorkflowScheduleUpdateInput!) {
+  workflowScheduleUpdate(input: $i) {
+    workflow { id schedule { enabled cron timezone overlap nextFireAt upcoming(count: 3) } }
+    userErrors { field code message }
+  }
+}
+"""
+UPCOMING = "query($id: ID!, $n: Int!) { workflow(id: $id) { schedule { upcoming(count: $n) } } }"
+# Monday 29 February: the rarest day a five-field cron can ask for (the fifth Monday of
+# February), 28 to 40 years apart.
+LEAP_MONDAY = "0 0 * 2 MON#5"
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    """A UTC datetime."""
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def principal(account: Account) -> Principal:
+    """The principal of an account, with its role in its workspace."""
+    return Principal(user=account.user, roles={account.workspace.id: account.role})
+
+
+async def set_schedule(factory: Factory, account: Account, workflow_id: str, **fields) -> dict:
+    """The whole response body of workflowScheduleUpdate."""
+    return await factory.gql(
+        UPDATE, {"i": {"workflowId": workflow_id, **fields}}, token=account.token
+    )
+
+
+def leap_mondays(zone: str, after: datetime, before: datetime) -> list[str]:
+    """Midnights (in ``zone``) of every Monday 29 February in (after, before), in UTC."""
+    found = []
+    for year in range(after.year, before.year + 1):
+        if calendar.isleap(year) and date(year, 2, 29).weekday() == 0:
+            moment = datetime(year, 2, 29, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+            if after < moment < before:
+                found.append(moment.isoformat())
+    return found
+
+
+# --- cost: an expression must not stall the event loop ------------------------------------
+
+
+async def test_upcoming_of_the_rarest_cron_stops_at_fifty_years(factory: Factory) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    body = await set_schedule(
+        factory, owner, workflow_id, cron=LEAP_MONDAY, timezone="Asia/Kathmandu", enabled=True
+    )
+
+    read = await factory.gql(UPCOMING, {"id": workflow_id, "n": 50}, token=owner.token)
+
+    # Until 2044 the next Monday 29 Februaries within 50 years are those of 2044 and 2072;
+    # 2112 and beyond (up to 3368 for fifty of them) are not worth walking to.
+    expected = ["2044-02-28T18:15:00+00:00", "2072-02-28T18:15:00+00:00"]
+    assert body["data"]["workflowScheduleUpdate"]["workflow"]["schedule"]["upcoming"] == expected
+    assert read == {"data": {"workflow": {"schedule": {"upcoming": expected}}}}
+    now = datetime.now(UTC)
+    assert expected == leap_mondays("Asia/Kathmandu", now, now + timedelta(days=50 * 366))
+
+
+async def test_thirty_aliased_upcoming_lists_of_the_rarest_cron_answer_quickly(
+    factory: Factory,
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    await set_schedule(
+        factory, owner, workflow_id, cron=LEAP_MONDAY, timezone="Asia/Kathmandu", enabled=True
+    )
+    aliases = " ".join(f"u{n}: upcoming(count: 50)" for n in range(30))
+    query = f"query($id: ID!) {{ workflow(id: $id) {{ schedule {{ {aliases} }} }} }}"
+
+    started = time.perf_counter()
+    body = await factory.gql(query, {"id": workflow_id}, token=owner.token)
+    elapsed = time.perf_counter() - started
+
+    assert "errors" not in body
+    assert len({tuple(v) for v in body["data"]["workflow"]["schedule"].values()}) == 1
+    # Each list walked 1,300 years of Februaries (~150 ms); 30 of them blocked the event
+    # loop for seconds. Bounded to 50 years, the whole request takes a few tens of ms.
+    assert elapsed < 1.0, elapsed
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [LEAP_MONDAY, "0 0 */2 2 MON#5", "0 0 31 2 MON#5", "0 0 29 2 *", "0 0 L 2 5#5", "* * * * *"],
+)
+@pytest.mark.parametrize(
+    "zone", ["UTC", "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Chatham"]
+)
+def test_fifty_upcoming_times_of_any_rare_cron_take_under_100_ms(cron: str, zone: str) -> None:
+    workflow = Workflow(
+        id=uuid.uuid4(),
+        workspace_id=uuid.uuid4(),
+        name="x",
+        schedule_cron=cron,
+        schedule_timezone=zone,
+        schedule_enabled=True,
+    )
+    upcoming(workflow, count=50, now=utc(2026, 11, 22))  # warm caches (zone files)
+
+    started = time.perf_counter()
+    times = upcoming(workflow, count=50, now=utc(2026, 11, 22))
+    elapsed = time.perf_counter() - started
+
+    assert times == sorted(set(times))
+    assert elapsed < 0.1, elapsed
+
+
+# --- hostile input: refused with the exact reason, and nothing written ---------------------
+
+
+def cron_error(message: str) -> dict:
+    """The user error of a refused cron."""
+    return {"field": ["input", "cron"], "code": "INVALID_CRON", "message": message}
+
+
+BAD_CHARACTERS = "Only printable ASCII characters, spaces and tabs."
+NEVER = "This expression never fires."
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("*/0 * * * *", "Not a valid cron expression: bad minute."),
+        ("2147483648 * * * *", "Not a valid cron expression: bad minute."),
+        ("0 0 1-99999999999999999999 * *", "Not a valid cron expression: bad day-of-month."),
+        ("0 0 * * MON#6", "Not a valid cron expression: bad day-of-week."),
+        ("0 0 15W * *", "Not a valid cron expression: bad day-of-month."),
+        ("0 0 * * L", "Not a valid cron expression: bad day-of-week."),
+        ("0 0 31 2 *", NEVER),
+        ("0 0 30 2 */2", NEVER),
+        ("0 0 */30 2 MON#5", NEVER),
+        (
+            "@daily",
+            "A cron expression has 5 fields (minute hour day-of-month month "
+            "day-of-week); this one has 1.",
+        ),
+        ("0 9 * * 🙂", BAD_CHARACTERS),
+        ("0 9 * * \u202eIRF-NOM", BAD_CHARACTERS),
+        ("0 9 * * \u0661", BAD_CHARACTERS),
+        ("0\x0b9 * * *", BAD_CHARACTERS),
+        ("0\n9 * * *", BAD_CHARACTERS),
+        ("\x00" * 200, BAD_CHARACTERS),
+        ("🙂" * 201, "At most 200 characters."),
+        ("*" * 10_000, "At most 200 characters."),
+    ],
+    ids=[
+        "step-0",
+        "2-to-the-31",
+        "huge-range",
+        "sixth-monday",
+        "W",
+        "bare-L",
+        "feb-31",
+        "feb-30-and-star-weekday",
+        "feb-1-and-fifth-monday",
+        "at-daily",
+        "emoji",
+        "rtl-override",
+        "arabic-digit",
+        "vertical-tab",
+        "newline",
+        "200-nuls",
+        "201-emoji",
+        "10k",
+    ],
+)
+async def test_a_hostile_cron_is_refused_and_nothing_changes(
+    factory: Factory, cron: str, message: str
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
+    before = await factory.snapshot()
+
+    body = await set_schedule(factory, owner, workflow_id, cron=cron, timezone="UTC", enabled=False)
+
+    assert body == {
+        "data": {"workflowScheduleUpdate": {"workflow": None, "userErrors": [cron_error(message)]}}
+    }
+    assert await factory.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "timezone",
+    [
+        "Etc/GMT+14",
+        "UTC ",
+        "Europe/Berlin\x00",
+        "posixrules",
+        "right/UTC",
+        "posix/UTC",
+        "Europe/Berlin/../Berlin",
+        "X" * 10_000,
+        "🙂",
+    ],
+)
+async def test_a_hostile_timezone_is_refused_and_nothing_changes(
+    factory: Factory, timezone: str
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    before = await factory.snapshot()
+
+    body = await set_schedule(
+        factory, owner, workflow_id, cron="0 9 * * *", timezone=timezone, enabled=True
+    )
+
+    assert body == {
+        "data": {
+            "workflowScheduleUpdate": {
+                "workflow": None,
+                "userErrors": [
+                    {
+                        "field": ["input", "timezone"],
+                        "code": "INVALID_TIMEZONE",
+                        "message": "Not an IANA time zone name; use one such as Europe/Berlin "
+                        "or UTC.",
+                    }
+                ],
+            }
+        }
+    }
+    assert await factory.snapshot() == before
+
+
+INVALID = "Variable '$i' has invalid value at ."
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"cron": None, "timezone": "UTC", "enabled": True},
+            "cron: Expected value of non-null type 'String!' not to be None.",
+        ),
+        (
+            {"cron": "0 9 * * *", "timezone": None, "enabled": True},
+            "timezone: Expected value of non-null type 'String!' not to be None.",
+        ),
+        (
+            {"cron": "0 9 * * *", "timezone": "UTC", "enabled": None},
+            "enabled: Expected value of non-null type 'Boolean!' not to be None.",
+        ),
+        (
+            {"cron": "0 9 * * *", "timezone": "UTC", "enabled": "yes"},
+            "enabled: Boolean cannot represent a non boolean value: 'yes'",
+        ),
+        (
+            {"cron": 9, "timezone": "UTC", "enabled": True},
+            "cron: String cannot represent a non string value: 9",
+        ),
+        (
+            {"cron": ["0 9 * * *"], "timezone": "UTC", "enabled": True},
+            "cron: String cannot represent a non string value: ['0 9 * * *']",
+        ),
+        (
+            {"cron": "0 9 * * *", "timezone": "UTC", "enabled": True, "overlap": "NEVER"},
+            "overlap: Value 'NEVER' does not exist in 'ScheduleOverlap' enum.",
+        ),
+    ],
+    ids=[
+        "null-cron",
+        "null-zone",
+        "null-enabled",
+        "string-enabled",
+        "int-cron",
+        "list-cron",
+        "bad-overlap",
+    ],
+)
+async def test_input_of_the_wrong_type_is_refused_before_anything_runs(
+    factory: Factory, fields: dict, message: str
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
+    before = await factory.snapshot()
+
+    body = await set_schedule(factory, owner, workflow_id, **fields)
+
+    assert body["data"] is None
+    assert [error["message"] for error in body["errors"]] == [INVALID + message]
+    assert await factory.snapshot() == before
+
+
+async def test_ids_that_are_not_a_workflow_of_the_callers_workspace_read_as_not_found(
+    factory: Factory,
+) -> None:
+    owner = await factory.owner()
+    doomed = await create_workflow(factory, owner, GRAPH, "Doomed")
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    run_id = (await execute(factory, owner, workflow_id, {}))["run"]["id"]
+    deleted = await factory.gql(
+        "mutation($id: ID!) { workflowDelete(id: $id) { deletedId } }",
+        {"id": doomed},
+        token=owner.token,
+    )
+    run_uuid = decode_id("Run", run_id)
+    before = await factory.snapshot()
+
+    targets = [
+        doomed,  # deleted
+        run_id,  # a Run's id
+        gid("Workflow", run_uuid),  # a Run's key dressed as a workflow
+        gid("Workspace", owner.workspace.id),
+        gid("Workflow", "not-a-uuid"),
+        "Workflow:" + str(uuid.uuid4()),  # not encoded
+        "",
+        "🙂",
+        "A" * 10_000,
+        12345,
+    ]
+    bodies = [
+        await set_schedule(
+            factory,
+            owner,
+            target,
+            cron="0 9 * * *",
+            timezone="UTC",
+            enabled=True,  # type: ignore[arg-type]
+        )
+        for target in targets
+    ]
+
+    assert deleted["data"]["workflowDelete"]["deletedId"] == doomed
+    for body in bodies:
+        assert body["data"] is None
+        assert body["errors"][0]["message"] == "Workflow not found."
+        assert body["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+    assert await factory.snapshot() == before
+
+
+@pytest.mark.parametrize("role", [Role.EDITOR, Role.OWNER])
+async def test_editors_and_owners_set_a_schedule_that_viewers_can_read(
+    factory: Factory, role: Role
+) -> None:
+    owner = await factory.owner()
+    account = owner if role is Role.OWNER else await factory.member(owner, role)
+    viewer = await factory.member(owner, Role.VIEWER)
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+
+    body = await set_schedule(
+        factory, account, workflow_id, cron="0 0 1 1 *", timezone="Pacific/Kiritimati", enabled=True
+    )
+    read = await factory.gql(
+        "query($id: ID!) { workflow(id: $id) { schedule { cron timezone } } }",
+        {"id": workflow_id},
+        token=viewer.token,
+    )
+
+    year = datetime.now(ZoneInfo("Pacific/Kiritimati")).year + 1
+    assert body["data"]["workflowScheduleUpdate"] == {
+        "workflow": {
+            "id": workflow_id,
+            "schedule": {
+                "enabled": True,
+                "cron": "0 0 1 1 *",
+                "timezone": "Pacific/Kiritimati",
+                "overlap": "SKIP",
+                "nextFireAt": f"{year - 1}-12-31T10:00:00+00:00",
+                "upcoming": [f"{y - 1}-12-31T10:00:00+00:00" for y in (year, year + 1, year + 2)],
+            },
+        },
+        "userErrors": [],
+    }
+    assert read == {
+        "data": {"workflow": {"schedule": {"cron": "0 0 1 1 *", "timezone": "Pacific/Kiritimati"}}}
+    }
+
+
+async def test_a_stranger_and_an_anonymous_caller_change_nothing(factory: Factory) -> None:
+    owner = await factory.owner()
+    stranger = await factory.owner("Elsewhere")
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
+    before = await factory.snapshot()
+
+    as_stranger = await set_schedule(
+        factory, stranger, workflow_id, cron="* * * * *", timezone="UTC", enabled=True
+    )
+    anonymous = await factory.gql(
+        UPDATE,
+        {"i": {"workflowId": workflow_id, "cron": "* * * * *", "timezone": "UTC", "enabled": True}},
+    )
+    read = await factory.gql(
+        "query($id: ID!) { workflow(id: $id) { schedule { cron } } }",
+        {"id": workflow_id},
+        token=stranger.token,
+    )
+
+    assert as_stranger["data"] is None
+    assert as_stranger["errors"][0]["message"] == "Workflow not found."
+    assert as_stranger["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+    assert anonymous["data"] is None
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert read["data"] == {"workflow": None}
+    assert read["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+    assert await factory.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("upcoming(count: $n)", 0, "count must be between 1 and 50."),
+        ("upcoming(count: $n)", 2**31 - 1, "count must be between 1 and 50."),
+        ("upcoming(count: $n)", -(2**31), "count must be between 1 and 50."),
+        ("recentFires(limit: $n) { fireAt }", 0, "limit must be between 1 and 100."),
+        ("recentFires(limit: $n) { fireAt }", 101, "limit must be between 1 and 100."),
+        ("recentFires(limit: $n) { fireAt }", -1, "limit must be between 1 and 100."),
+        ("recentFires(limit: $n) { fireAt }", 2**31 - 1, "limit must be between 1 and 100."),
+    ],
+)
+async def test_count_and_limit_out_of_range_are_refused(
+    factory: Factory, field: str, value: int, message: str
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
+
+    body = await factory.gql(
+        f"query($id: ID!, $n: Int!) {{ workflow(id: $id) {{ schedule {{ {field} }} }} }}",
+        {"id": workflow_id, "n": value},
+        token=owner.token,
+    )
+
+    assert body["data"] == {"workflow": {"schedule": None}}
+    assert body["errors"][0]["message"] == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (2**31, "Int cannot represent non 32-bit signed integer value: 2147483648"),
+        (-(2**31) - 1, "Int cannot represent non 32-bit signed integer value: -2147483649"),
+        (1.5, "Int cannot represent non-integer value: 1.5"),
+        ("5", "Int cannot represent non-integer value: '5'"),
+    ],
+)
+async def test_a_count_that_is_not_a_32_bit_integer_is_refused_by_graphql(
+    factory: Factory, value: object, message: str
+) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
+
+    body = await factory.gql(UPCOMING, {"id": workflow_id, "n": value}, token=owner.token)
+
+    assert body["data"] is None
+    assert [error["message"] for error in body["errors"]] == [
+        f"Variable '$n' has invalid value: {message}"
+    ]
+
+
+# --- the tick: re-enabling, resubmitting, racing -------------------------------------------
+
+
+@pytest.fixture
+def runtime(app: Starlette) -> Runtime:
+    """The app's runtime: what a worker ticks with."""
+    return app.state.runtime
+
+
+async def set_at(
+    runtime: Runtime, account: Account, workflow_id: uuid.UUID, now: datetime, **fields
+) -> None:
+    """update_schedule with an injected clock, committed."""
+    async with runtime.sessions() as session:
+        await update_schedule(
+            session, principal=principal(account), workflow_id=workflow_id, now=now, **fields
+        )
+        await session.commit()
+
+
+async def fire_rows(factory: Factory) -> list[tuple]:
+    """(fire_at, outcome, missed) of every fire, oldest first."""
+    async with factory.engine.connect() as conn:
+        result = await conn.execute(
+            text("SELECT fire_at, outcome, missed FROM schedule_fires ORDER BY fire_at")
+        )
+        return [tuple(row) for row in result]
+
+
+async def test_re_enabling_after_days_off_fires_no_catch_up_for_the_disabled_time(
+    factory: Factory, runtime: Runtime
+) -> None:
+    owner = await factory.owner()
+    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
+    minutely = {"cron": "*/5 * * * *", "timezone": "Australia/Lord_Howe"}
+    await set_at(runtime, owner, workflow_id, utc(2026, 6, 1), enabled=True, **minutely)
+    await tick(runtime, now=utc(2026, 6, 1, 0, 5))
+    await set_at(runtime, owner, workflow_id, utc(2026, 6, 1, 0, 6), enabled=False, **minutely)
+
+    while_off = await tick(runtime, now=utc(2026, 6, 3))
+    await set_at(runtime, owner, workflow_id, utc(2026, 6, 4, 0, 2), enabled=True, **minutely)
+    back = await tick(runtime, now=utc(2026, 6, 4, 0, 2))
+    on_time = await tick(runtime, now=utc(2026, 6, 4, 0, 5))
+
+    assert (while_off.fires, back.fires) == ([], [])
+    assert [(f.fire_at, f.missed) for f in on_time.fires] == [(utc(2026, 6, 4, 0, 5), 0)]
+    assert await fire_rows(factory) == [
+        (utc(2026, 6, 1, 0, 5), "STARTED", 0),
+        (utc(2026, 6, 4, 0, 5), "SKIPPED", 0),  # the first scheduled run is still queued
+    ]
+    assert await factory.scalar("SELECT count(*) FROM runs") == 1
+
+
+async def test_resubmitting_an_unchanged_schedule_during_an_outage_keeps_its_catch_up(
+    factory: Factory, runtime: Runtime
+) -> None:
+    owner = await factory.owner()
+    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
+    daily = {"cron": "0 9 * * *", "timezone": "Asia/Kathmandu", "enabled": True}
+    await set_at(runtime, owner, workflow_id, utc(2026, 6, 1), **daily)  # next: 03:15Z
+
+    # No worker ticked at 03:15; at 05:00 someone only switches overlap to ALLOW.
+    await set_at(
+        runtime, owner, workflow_id, utc(2026, 6, 1, 5), overlap=ScheduleOverlap.ALLOW, **daily
+    )
+    result = await tick(runtime, now=utc(2026, 6, 1, 5, 0, 1))
+
+    assert [(f.fire_at, f.missed) for f in result.fires] == [(utc(2026, 6, 1, 3, 15), 0)]
+    assert (await factory.scalar("SELECT input FROM runs"))["catchUp"] is True
+    assert await factory.scalar("SELECT schedule_next_fire_at FROM workflows") == utc(
+        2026, 6, 2, 3, 15
+    )
+
+
+async def test_changing_the_cron_while_a_fire_is_due_moves_to_the_new_cron(
+    factory: Factory, runtime: Runtime
+) -> None:
+    owner = await factory.owner()
+    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
+    await set_at(
+        runtime,
+        owner,
+        workflow_id,
+        utc(2026, 6, 1),
+        cron="0 9 * * *",
+        timezone="UTC",
+        enabled=True,
+    )
+
+    await set_at(
+        runtime,
+        owner,
+        workflow_id,
+        utc(2026, 6, 1, 9, 30),
+        cron="0 10 * * *",
+        timezone="UTC",
+        enabled=True,
+    )
+    result = await tick(runtime, now=utc(2026, 6, 1, 10))
+
+    assert [(f.fire_at, f.missed) for f in result.fires] == [(utc(2026, 6, 1, 10), 0)]
+    assert await fire_rows(factory) == [(utc(2026, 6, 1, 10), "STARTED", 0)]
+
+
+async def test_concurrent_updates_leave_one_of_them_whole(factory: Factory) -> None:
+    owner = await factory.owner()
+    workflow_id = await create_workflow(factory, owner, GRAPH)
+    wanted = [
+        ("0 0 * 2 MON#5", "Asia/Kathmandu"),
+        ("*/5 * * * *", "Australia/Lord_Howe"),
+        ("30 2 * * *", "Antarctica/Troll"),
+        ("0 0 L * *", "America/Sao_Paulo"),
+        ("0 12 * * MON-FRI", "Pacific/Chatham"),
+        ("0 0 1 1 *", "Etc/GMT-14"),
+    ]
+
+    bodies = await asyncio.gather(
+        *(
+            set_schedule(factory, owner, workflow_id, cron=cron, timezone=zone, enabled=True)
+            for cron, zone in wanted
+        )
+    )
+    now = datetime.now(UTC)
+    cron, zone, stored_next = (
+        (
+            await factory.scalar(
+                "SELECT row(schedule_cron, schedule_timezone, schedule_next_fire_at)::text "
+                "FROM workflows"
+            )
+        )
+        .strip("()")
+        .rsplit(",", 2)
+    )
+
+    assert [b["data"]["workflowScheduleUpdate"]["userErrors"] for b in bodies] == [[]] * 6
+    assert (cron.strip('"'), zone) in wanted
+    expected_next = next(fire_times(cron.strip('"'), zone, now - timedelta(seconds=5)))
+    assert datetime.fromisoformat(stored_next.strip('"')) in (
+        expected_next,
+        next(fire_times(cron.strip('"'), zone, now)),
+    )
+
+
+async def test_an_update_racing_a_tick_fires_the_due_time_at_most_once(
+    factory: Factory, runtime: Runtime
+) -> None:
+    owner = await factory.owner()
+    ids = [
+        decode_id("Workflow", await create_workflow(factory, owner, GRAPH, f"F{n}"))
+        for n in range(8)
+    ]
+    for workflow_id in ids:
+        await set_at(
+            runtime,
+            owner,
+            workflow_id,
+            utc(2026, 6, 1),
+            cron="0 9 * * *",
+            timezone="UTC",
+            enabled=True,
+        )
+
+    await asyncio.gather(
+        tick(runtime, now=utc(2026, 6, 1, 9)),
+        *(
+            set_at(
+                runtime,
+                owner,
+                workflow_id,
+                utc(2026, 6, 1, 9),
+                cron="0 9 * * *",
+                timezone="UTC",
+                enabled=True,
+            )
+            for workflow_id in ids
+        ),
+        tick(runtime, now=utc(2026, 6, 1, 9)),
+    )
+    again = await tick(runtime, now=utc(2026, 6, 1, 9, 0, 30))
+
+    fired = await factory.scalar("SELECT count(*) FROM schedule_fires")
+    assert fired == await factory.scalar("SELECT count(*) FROM runs")
+    assert again.fires == []
+    assert await factory.scalar("SELECT count(DISTINCT schedule_next_fire_at) FROM workflows") == 1
+    assert await factory.scalar("SELECT min(schedule_next_fire_at) FROM workflows") == utc(
+        2026, 6, 2, 9
+    )
