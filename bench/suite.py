@@ -20,9 +20,10 @@ from app.engine.graph import validate_graph
 from app.keyring import generate_key
 from app.main import create_app
 from app.migrate import migrate
-from app.models import Role
+from app.models import Role, Workflow
 from app.services.api_tokens import create_api_token
 from app.services.graphs import GraphPolicy
+from app.services.schedules import upcoming
 from app.services.users import get_or_create_user
 from app.services.workflows import create_workflow
 from app.services.workspaces import create_workspace
@@ -166,6 +167,22 @@ async def run(url: str, count: int) -> list[tuple[Result, Result | None]]:
 
         validation = await timed("validate_graph (40 nodes)", count, validate)
 
+        # The costliest schedule to list: a fifth Monday of February (a leap-day Monday)
+        # fires every 28 to 40 years; upcoming(50) walks to its 50-year horizon.
+        rare = Workflow(
+            workspace_id=workspace.id,
+            name="rare",
+            current_version=1,
+            schedule_cron="0 0 * 2 MON#5",
+            schedule_timezone="Asia/Kathmandu",
+            schedule_enabled=True,
+        )
+
+        async def list_upcoming(_: int) -> None:
+            upcoming(rare, count=50)
+
+        rarest = await timed("upcoming(50), rarest cron", count, list_upcoming)
+
         async with session_factory(engine)() as session:
             three, _ = await create_workflow(
                 session,
@@ -186,6 +203,7 @@ async def run(url: str, count: int) -> list[tuple[Result, Result | None]]:
         (listing, floor_list),
         (saving, floor_saving),
         (validation, None),
+        (rarest, None),
         *((r, None) for r in runs),
     ]
 

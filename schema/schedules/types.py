@@ -78,7 +78,9 @@ class WorkflowSchedule:
         description="Fires skipped because the previous scheduled run was still going."
     )
 
-    @strawberry.field(description="The next fire times after now (UTC), 1 to 50; [] when off.")
+    @strawberry.field(
+        description="The next 1 to 50 fire times after now (UTC) within 50 years; [] when off."
+    )
     def upcoming(self, count: int = 5) -> list[datetime]:
         return schedule_service.upcoming(self.row, count=count)
 

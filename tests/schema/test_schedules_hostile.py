@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -91,9 +90,12 @@ async def test_upcoming_of_the_rarest_cron_stops_at_fifty_years(factory: Factory
     assert expected == leap_mondays("Asia/Kathmandu", now, now + timedelta(days=50 * 366))
 
 
-async def test_thirty_aliased_upcoming_lists_of_the_rarest_cron_answer_quickly(
+async def test_thirty_aliased_upcoming_lists_of_the_rarest_cron_stop_at_the_horizon(
     factory: Factory,
 ) -> None:
+    # Each list used to walk 1,300 years of Februaries (~150 ms on the event loop); 30 of
+    # them blocked the process for seconds. The time it takes is measured in bench/; here,
+    # that every list stops at the 50-year horizon.
     owner = await factory.owner()
     workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(
@@ -102,15 +104,11 @@ async def test_thirty_aliased_upcoming_lists_of_the_rarest_cron_answer_quickly(
     aliases = " ".join(f"u{n}: upcoming(count: 50)" for n in range(30))
     query = f"query($id: ID!) {{ workflow(id: $id) {{ schedule {{ {aliases} }} }} }}"
 
-    started = time.perf_counter()
     body = await factory.gql(query, {"id": workflow_id}, token=owner.token)
-    elapsed = time.perf_counter() - started
 
     assert "errors" not in body
-    assert len({tuple(v) for v in body["data"]["workflow"]["schedule"].values()}) == 1
-    # Each list walked 1,300 years of Februaries (~150 ms); 30 of them blocked the event
-    # loop for seconds. Bounded to 50 years, the whole request takes a few tens of ms.
-    assert elapsed < 1.0, elapsed
+    expected = ["2044-02-28T18:15:00+00:00", "2072-02-28T18:15:00+00:00"]
+    assert set(map(tuple, body["data"]["workflow"]["schedule"].values())) == {tuple(expected)}
 
 
 @pytest.mark.parametrize(
@@ -120,7 +118,9 @@ async def test_thirty_aliased_upcoming_lists_of_the_rarest_cron_answer_quickly(
 @pytest.mark.parametrize(
     "zone", ["UTC", "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Chatham"]
 )
-def test_fifty_upcoming_times_of_any_rare_cron_take_under_100_ms(cron: str, zone: str) -> None:
+def test_fifty_upcoming_times_of_any_rare_cron_stay_within_fifty_years(
+    cron: str, zone: str
+) -> None:
     workflow = Workflow(
         id=uuid.uuid4(),
         workspace_id=uuid.uuid4(),
@@ -129,14 +129,13 @@ def test_fifty_upcoming_times_of_any_rare_cron_take_under_100_ms(cron: str, zone
         schedule_timezone=zone,
         schedule_enabled=True,
     )
-    upcoming(workflow, count=50, now=utc(2026, 11, 22))  # warm caches (zone files)
+    now = utc(2026, 11, 22)
 
-    started = time.perf_counter()
-    times = upcoming(workflow, count=50, now=utc(2026, 11, 22))
-    elapsed = time.perf_counter() - started
+    times = upcoming(workflow, count=50, now=now)
 
     assert times == sorted(set(times))
-    assert elapsed < 0.1, elapsed
+    assert len(times) <= 50
+    assert all(now < t <= now + timedelta(days=50 * 366) for t in times)
 
 
 # --- hostile input: refused with the exact reason, and nothing written ---------------------
