@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ from app.keyring import generate_key
 from app.main import create_app
 from app.migrate import migrate
 from app.settings import Settings
+from app.worker.runner import run_worker
 from tests.factories import Factory
 
 
@@ -124,6 +126,17 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
         yield c
+
+
+@pytest.fixture
+async def worker(app: Starlette) -> AsyncIterator[None]:
+    """A worker in this process (its schedule tick included), driving runs while the test
+    lasts."""
+    runtime = app.state.runtime
+    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

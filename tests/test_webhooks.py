@@ -10,12 +10,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from app.models import Role
 from app.services.webhooks import signature
 from app.webhooks import RateLimiter
-from app.worker.runner import run_worker
 from tests.factories import Account, Factory
 from tests.runs import create_workflow, edge, node, read_run, wait_for
 
@@ -33,16 +31,6 @@ GREETING = {
     ],
     "edges": [edge("start", "hello"), edge("hello", "out")],
 }
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def enable(factory: Factory, account: Account, workflow_id: str, **options: object) -> dict:

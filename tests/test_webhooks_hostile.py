@@ -12,7 +12,6 @@ from starlette.applications import Starlette
 
 from app.models import Role
 from app.services.webhooks import signature
-from app.worker.runner import run_worker
 from tests.factories import Account, Factory, gid
 from tests.runs import create_workflow, edge, node, read_run, wait_for
 
@@ -30,16 +29,6 @@ ECHO = {
     "edges": [edge("start", "out")],
 }
 NOT_FOUND = {"error": {"code": "NOT_FOUND", "message": "No such webhook."}}
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

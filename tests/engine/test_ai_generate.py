@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,7 +17,6 @@ from app.engine.nodes.ai_generate import NODE_TYPE, AiGenerateConfig, run
 from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome
 from app.engine.outbound import OutboundBlocked
 from app.settings import Settings
-from app.worker.runner import run_worker
 from tests.factories import Factory
 from tests.openai_stub import SERVER_ERROR, OpenAIStub
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
@@ -409,16 +407,6 @@ async def test_a_metadata_address_is_refused_by_the_outbound_policy(settings: Se
 
 
 # --- through the API, with a worker ------------------------------------------------------
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def ai_graph(stub: OpenAIStub) -> dict[str, Any]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fpdf import FPDF
 from pydantic import ValidationError
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,7 +20,6 @@ from app.engine.nodes.pdf_extract_text import NODE_TYPE, PdfExtractTextConfig, r
 from app.engine.outbound import OutboundBlocked
 from app.engine.validation import validate_workflow_graph
 from app.settings import Settings
-from app.worker.runner import run_worker
 from tests.factories import Factory
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
 from tests.servers import LocalHTTP
@@ -325,16 +323,6 @@ async def test_a_metadata_address_is_refused_by_the_outbound_policy(settings: Se
 
 
 # --- through the API, with a worker ------------------------------------------------------
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def pdf_graph(**source: str) -> dict[str, Any]:

@@ -27,16 +27,6 @@ from tests.servers import LocalHTTP, slow
 
 
 @pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-@pytest.fixture
 def server() -> Iterator[LocalHTTP]:
     """The outside world: a real HTTP server on 127.0.0.1 (allowed by the test settings)."""
     flaky_calls = {"n": 0}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from starlette.applications import Starlette
@@ -13,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.models import Role
-from app.worker.runner import run_worker
 from tests.factories import Factory, gid
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
 from tests.servers import LocalHTTP
@@ -25,16 +23,6 @@ DELETE = """mutation($i: SecretDeleteInput!) { secretDelete(input: $i) {
 LIST = """query($id: ID!) { workspace(id: $id) { secrets { name createdAt updatedAt } } }"""
 
 API_KEY = "sk-live-4f9a7c1e2b8d6f30"
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

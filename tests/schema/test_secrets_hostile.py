@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from app.auth.principal import Principal
 from app.models import Role
 from app.services import secrets as secret_service
-from app.worker.runner import run_worker
 from tests.factories import Account, Factory
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for, wait_step
 from tests.servers import LocalHTTP
@@ -33,16 +32,6 @@ SET = """mutation($i: SecretSetInput!) { secretSet(input: $i) {
 DELETE = """mutation($i: SecretDeleteInput!) { secretDelete(input: $i) {
   deletedName userErrors { field code message } } }"""
 LIST = """query($id: ID!) { workspace(id: $id) { secrets { name } } }"""
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.engine.redact import storable
-from app.worker.runner import run_worker
 from tests.factories import Factory
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
 from tests.servers import LocalHTTP
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process, driving runs while the test lasts."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +24,7 @@ from app.models import FireOutcome, Role, Workflow
 from app.runtime import Runtime
 from app.services.schedules import ScheduleOverlap, upcoming, update_schedule
 from app.settings import Settings
-from app.worker.runner import run_worker, schedule_loop
+from app.worker.runner import schedule_loop
 from app.worker.schedules import Fired, fire_schedule, tick
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid
@@ -710,16 +709,6 @@ async def test_two_worker_processes_ticking_at_the_same_time_fire_each_schedule_
     assert made == sorted(str(i) for i in ids)  # each once, whichever process fired it
     assert sorted(str(f["workflow_id"]) for f in await fires(factory)) == made
     assert sorted(str(r["workflow_id"]) for r in await runs(factory)) == made
-
-
-@pytest.fixture
-async def worker(app: Starlette) -> AsyncIterator[None]:
-    """A worker in this process (its schedule loop ticking on the real clock)."""
-    runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_worker_runs_a_scheduled_run_to_the_end(
