@@ -175,7 +175,7 @@ class StepRunner:
                 node.id,
                 StepStatus.SUCCEEDED,
                 {
-                    "output": redact.stored(produced),
+                    "output": redact.value(produced),  # storable already: redact only
                     "active_handles": handles,
                     "error": None,
                     "finished_at": func.now(),

@@ -14,12 +14,9 @@ from starlette.responses import JSONResponse, Response
 from app.models import Role
 from tests.factories import Factory, gid
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
+from tests.secrets import DELETE, SET, set_secret
 from tests.servers import LocalHTTP
 
-SET = """mutation($i: SecretSetInput!) { secretSet(input: $i) {
-  secret { name createdAt updatedAt } userErrors { field code message } } }"""
-DELETE = """mutation($i: SecretDeleteInput!) { secretDelete(input: $i) {
-  deletedName userErrors { field code message } } }"""
 LIST = """query($id: ID!) { workspace(id: $id) { secrets { name createdAt updatedAt } } }"""
 
 API_KEY = "sk-live-4f9a7c1e2b8d6f30"
@@ -47,16 +44,6 @@ def echo() -> Iterator[LocalHTTP]:
     server = LocalHTTP(routes={"/echo": echo_route, "/refuse": refuse}).start()
     yield server
     server.stop()
-
-
-async def set_secret(factory: Factory, account, name: str, value: str) -> dict:
-    body = await factory.gql(
-        SET,
-        {"i": {"workspaceId": account.workspace_id, "name": name, "value": value}},
-        token=account.token,
-    )
-    assert "errors" not in body, body
-    return body["data"]["secretSet"]
 
 
 async def test_set_list_replace_and_delete_never_return_the_value(factory: Factory) -> None:

@@ -25,12 +25,9 @@ from app.models import Role
 from app.services import secrets as secret_service
 from tests.factories import Account, Factory
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for, wait_step
+from tests.secrets import DELETE, SET, set_secret
 from tests.servers import LocalHTTP
 
-SET = """mutation($i: SecretSetInput!) { secretSet(input: $i) {
-  secret { name } userErrors { field code message } } }"""
-DELETE = """mutation($i: SecretDeleteInput!) { secretDelete(input: $i) {
-  deletedName userErrors { field code message } } }"""
 LIST = """query($id: ID!) { workspace(id: $id) { secrets { name } } }"""
 
 
@@ -59,16 +56,6 @@ def upstream() -> Iterator[LocalHTTP]:
     ).start()
     yield server
     server.stop()
-
-
-async def set_secret(factory: Factory, account: Account, name: str, value: Any) -> dict:
-    body = await factory.gql(
-        SET,
-        {"i": {"workspaceId": account.workspace_id, "name": name, "value": value}},
-        token=account.token,
-    )
-    assert "errors" not in body, body
-    return body["data"]["secretSet"]
 
 
 async def run_graph(factory: Factory, owner: Account, graph: dict, input: Any = None) -> dict:
