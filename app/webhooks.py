@@ -11,7 +11,6 @@ first delivery's run. With ``waitForResult`` the answer waits (at most
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -22,21 +21,18 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter
-from sqlalchemy import select
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from app.engine.states import TERMINAL_RUN
 from app.errors import ErrorCode, InputErrors
+from app.events import follow
 from app.keyring import DecryptError
-from app.models import Run
 from app.runtime import Runtime
 from app.services import webhooks as webhook_service
 
 log = logging.getLogger(__name__)
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
-DELIVERY_HEADERS = ("x-flowdeck-delivery", "idempotency-key")
 JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 MAX_BUCKETS = 10_000
 
@@ -146,20 +142,10 @@ def hooks_endpoint(runtime: Runtime, encode_run_id: EncodeRunId) -> Callable[[Re
             parsed = _parse(request, body)
             if isinstance(parsed, Response):
                 return parsed
-            delivery_id = next(
-                (request.headers[h] for h in DELIVERY_HEADERS if h in request.headers), None
-            )
-            if delivery_id is not None and not (
-                1 <= len(delivery_id) <= webhook_service.MAX_DELIVERY_ID
-            ):
-                return _error(
-                    400,
-                    "BAD_REQUEST",
-                    f"A delivery id is 1 to {webhook_service.MAX_DELIVERY_ID} characters.",
-                )
-            if delivery_id is not None and "\x00" in delivery_id:
-                # Not storable in PostgreSQL text; uvicorn refuses it, other servers may not.
-                return _error(400, "BAD_REQUEST", "A delivery id cannot contain NUL.")
+            try:
+                delivery_id = webhook_service.delivery_id(request.headers)
+            except InputErrors as error:
+                return _error(400, "BAD_REQUEST", str(error))
             try:
                 accepted = await webhook_service.deliver(
                     session,
@@ -182,9 +168,11 @@ def hooks_endpoint(runtime: Runtime, encode_run_id: EncodeRunId) -> Callable[[Re
             wait_for_result = hook.wait_for_result
             await session.commit()
         if wait_for_result:
-            finished = await _wait_for_end(runtime, run_id, settings.webhook_wait_seconds)
-            if finished is not None:
-                answer |= finished
+            end = await follow.wait_for_end(
+                runtime.sessions, runtime.hub, run_id=run_id, at_most=settings.webhook_wait_seconds
+            )
+            if end is not None:
+                answer |= {"status": end.status.value, "output": end.output, "error": end.error}
                 return _answer(200, answer)
         return _answer(202, answer)
 
@@ -219,26 +207,3 @@ def _refused(error: InputErrors) -> Response:
     if ErrorCode.GRAPH_INVALID in codes or ErrorCode.NOT_FOUND in codes:
         return _error(422, "WORKFLOW_CANNOT_RUN", str(error))
     return _error(400, "BAD_REQUEST", str(error))
-
-
-async def _wait_for_end(
-    runtime: Runtime, run_id: uuid.UUID, at_most: float
-) -> dict[str, Any] | None:
-    """The run's end (status, output, error) once it ends within ``at_most`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + at_most
-    with runtime.hub.watch_run(run_id) as waiter:
-        while True:
-            async with runtime.sessions() as session:
-                status, output, error = (
-                    await session.execute(
-                        select(Run.status, Run.output, Run.error).where(Run.id == run_id)  # type: ignore[arg-type]
-                    )
-                ).one()
-            if status in TERMINAL_RUN:
-                return {"status": status.value, "output": output, "error": error}
-            left = deadline - loop.time()
-            if left <= 0:
-                return None
-            # NOTIFY wakes us at once; the poll only covers a lost notification.
-            await waiter.wait(min(left, 1.0))

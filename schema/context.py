@@ -17,7 +17,7 @@ from app.auth.principal import Principal
 from app.errors import InputErrors, Unauthenticated
 from app.runtime import Runtime
 from app.services.api_tokens import authenticate
-from schema.errors import UserError, user_errors
+from schema.errors import UserError, guarded, user_errors
 from schema.loaders import Loaders, build_loaders
 
 T = TypeVar("T")
@@ -91,6 +91,25 @@ class Context:
                 _operation.reset(token)
             except ValueError:  # closed from another task: nothing of ours to restore
                 _operation.set(None)
+
+    async def stream(
+        self, open_source: Callable[[Principal], AsyncIterator[T]]
+    ) -> AsyncIterator[T]:
+        """A subscription's items for the signed-in caller, each read with fresh loaders.
+
+        The operation gets its own session and loaders while it runs; its failures reach the
+        client shaped like any other error.
+        """
+
+        async def source() -> AsyncIterator[T]:
+            principal = await self.principal()
+            async for item in open_source(principal):
+                yield item
+
+        async with self.operation():
+            async for item in guarded(source()):
+                await self.refresh()
+                yield item
 
     async def refresh(self) -> None:
         """Between two events of a subscription: release the session, forget cached rows."""

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.engine.event_log import append_event
 from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan, edge_is_active
 from app.engine.redact import NO_SECRETS, Redactor, redactor_for
 from app.engine.states import (
@@ -29,7 +30,6 @@ from app.engine.states import (
     transition_step,
 )
 from app.engine.steps import StepResult, StepRunner
-from app.events.log import append_event
 from app.keyring import Keyring
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus, WorkflowVersion
 from app.services.secrets import open_secrets

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy import func
 
+from app.engine.event_log import append_event
 from app.engine.expressions import ExpressionError, render_config
 from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
 from app.engine.outbound import OutboundBlocked
 from app.engine.plan import NodePlan, edge_is_active
 from app.engine.redact import storable
-from app.events.log import append_event
 from app.models import RunEventType, RunStep, StepStatus
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from app.events.log import CHANNEL
+from app.engine.event_log import CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
+from app.engine.event_log import append_event
 from app.engine.graph import check_json_value
 from app.engine.states import (
     INITIAL_RUN,
@@ -27,7 +28,6 @@ from app.engine.states import (
 )
 from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
-from app.events.log import append_event
 from app.models import (
     Role,
     Run,

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from app.services.workflows import get_workflow
 
 SIGNATURE_SCHEME = "sha256"
 MAX_DELIVERY_ID = 190  # + "webhook:" fits the 200 characters of an idempotency key
+# Where a sender names a delivery, so that its retries are recognised (the first one found).
+DELIVERY_HEADERS = ("x-flowdeck-delivery", "idempotency-key")
 
 
 def new_token() -> str:
@@ -175,6 +178,25 @@ def verify_signature(
     if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
         return "The signature does not match the body."
     return None
+
+
+def delivery_id(headers: Mapping[str, str]) -> str | None:
+    """The delivery id a sender gave in its headers (None without one); InputErrors if unusable."""
+    found = next((headers[name] for name in DELIVERY_HEADERS if name in headers), None)
+    if found is None:
+        return None
+    if not 1 <= len(found) <= MAX_DELIVERY_ID:
+        raise InputErrors.single(
+            ("deliveryId",),
+            ErrorCode.INVALID,
+            f"A delivery id is 1 to {MAX_DELIVERY_ID} characters.",
+        )
+    if "\x00" in found:
+        # Not storable in PostgreSQL text; uvicorn refuses it, other servers may not.
+        raise InputErrors.single(
+            ("deliveryId",), ErrorCode.INVALID, "A delivery id cannot contain NUL."
+        )
+    return found
 
 
 @dataclass(frozen=True, slots=True)

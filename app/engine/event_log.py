@@ -1,4 +1,4 @@
-"""Appending run events (in the transaction of the change) and reading them back.
+"""Appending run events, in the transaction of the change that they record.
 
 Each event takes the next ``seq`` of its run from ``runs.last_event_seq`` in the same
 statement that inserts it, and NOTIFYs the channel with a small payload. NOTIFY is only a
@@ -11,10 +11,10 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import RunEvent, RunEventType, RunStatus, StepStatus
+from app.models import RunEventType, RunStatus, StepStatus
 
 CHANNEL = "flowdeck_run_events"
 
@@ -71,16 +71,3 @@ async def append_event(
         )
     ).first()
     return int(row[0]) if row else None
-
-
-async def read_events(
-    session: AsyncSession, *, run_id: uuid.UUID, after_seq: int, limit: int = 500
-) -> list[RunEvent]:
-    """The events of a run after ``after_seq``, in order."""
-    rows = await session.execute(
-        select(RunEvent)
-        .where(RunEvent.run_id == run_id, RunEvent.seq > after_seq)  # type: ignore[arg-type]
-        .order_by(RunEvent.seq)  # type: ignore[arg-type]
-        .limit(limit)
-    )
-    return list(rows.scalars())
