@@ -116,8 +116,8 @@ def worker(concurrency: int | None) -> None:
         engine = create_engine(target.url, settings)
         runtime = Runtime.build(settings, engine, target.url)
         try:
-            async with runtime.queue.open_async():
-                await run_worker(runtime.queue, runtime, install_signal_handlers=True)
+            async with runtime.queue.app.open_async():
+                await run_worker(runtime, install_signal_handlers=True)
         finally:
             await engine.dispose()
 

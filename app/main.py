@@ -209,11 +209,9 @@ def create_app(
         # collector's way (full collections over it showed as 100+ ms request stalls).
         gc.collect()
         gc.freeze()
-        async with runtime.queue.open_async():
+        async with runtime.queue.app.open_async():
             worker = (
-                asyncio.create_task(
-                    run_worker(runtime.queue, runtime, install_signal_handlers=False)
-                )
+                asyncio.create_task(run_worker(runtime, install_signal_handlers=False))
                 if embedded_worker
                 else None
             )

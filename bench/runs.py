@@ -54,7 +54,7 @@ async def run_scenarios(
 ) -> list[Result]:
     """Queue-to-RUNNING latency (one at a time) and throughput (all at once)."""
     runtime = app.state.runtime
-    worker = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
+    worker = asyncio.create_task(run_worker(runtime, install_signal_handlers=False))
     try:
 
         async def execute(n: int) -> str:

@@ -133,7 +133,7 @@ async def worker(app: Starlette) -> AsyncIterator[None]:
     """A worker in this process (its schedule tick included), driving runs while the test
     lasts."""
     runtime = app.state.runtime
-    task = asyncio.create_task(run_worker(runtime.queue, runtime, install_signal_handlers=False))
+    task = asyncio.create_task(run_worker(runtime, install_signal_handlers=False))
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

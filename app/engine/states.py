@@ -1,18 +1,23 @@
-"""The run and step state machine: the one module that writes a status.
+"""The run and step lifecycle: the one module that writes a status, and the events it appends.
 
-Every change of status is a conditional UPDATE: it applies only from an allowed status and,
-for a worker, only while it still holds the run (``runs.attempt`` equals its claim). When
-the UPDATE matches nothing, the reason is read back and raised: an invalid transition, or a
-lost claim.
+A run is opened here (QUEUED, one PENDING step per node, its first event), claimed here (the
+attempt that fences every later write), moved here, and ended here. Every change of status
+is a conditional UPDATE: it applies only from an allowed status and, for a driver, only
+while it still holds the run (``runs.attempt`` equals its claim). When the UPDATE matches
+nothing, the reason is read back and raised: an invalid transition, or a lost claim.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.engine.event_log import append_event
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus
@@ -53,6 +58,13 @@ KEPT_STEP = StepStatus.SUCCEEDED
 
 TERMINAL_RUN = frozenset(s for s, nxt in RUN_TRANSITIONS.items() if not nxt)
 TERMINAL_STEP = frozenset(s for s, nxt in STEP_TRANSITIONS.items() if not nxt)
+# A run that has not ended: queued, or held (or left) by a worker.
+OPEN_RUN = frozenset(RUN_TRANSITIONS) - TERMINAL_RUN
+OPEN_STEP = frozenset(STEP_TRANSITIONS) - TERMINAL_STEP
+
+# Claims that find the run abandoned mid-step (its worker died) beyond this mean a node keeps
+# killing its worker: the run ends FAILED with that reason instead of looping.
+MAX_CRASHES = 3
 
 # The event each change appends (in the same transaction), by target status.
 RUN_EVENTS = {
@@ -244,3 +256,169 @@ async def settle_open_steps(
             error=error,
         )
     return len(settled)
+
+
+async def open_run(
+    session: AsyncSession,
+    *,
+    values: Mapping[str, Any],
+    nodes: Sequence[Mapping[str, str]],
+    kept: Mapping[str, RunStep] | None = None,
+    idempotent: bool = False,
+) -> Run | None:
+    """Insert a run QUEUED, a PENDING step per node (a kept step as it ended), and RUN_QUEUED.
+
+    With ``idempotent``, a run already holding the idempotency key in ``values`` wins: None
+    comes back and nothing is written.
+    """
+    statement = (
+        pg_insert(Run).values({"id": uuid.uuid4(), **values, "status": INITIAL_RUN}).returning(Run)
+    )
+    if idempotent:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["workflow_id", "idempotency_key"],
+            index_where=col(Run.idempotency_key).is_not(None),
+        )
+    run = (await session.execute(statement)).scalar_one_or_none()
+    if run is None:
+        return None
+    rows = []
+    for position, node in enumerate(nodes):
+        row: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "workspace_id": run.workspace_id,
+            "run_id": run.id,
+            "node_id": node["id"],
+            "node_type": node["type"],
+            "position": position,
+            "status": INITIAL_STEP,
+        }
+        reused = (kept or {}).get(node["id"])
+        if reused is not None:
+            # A kept step begins as it ended: its result is reused, it never runs again.
+            row |= {
+                "status": KEPT_STEP,
+                "attempt": reused.attempt,
+                "input": reused.input,
+                "output": reused.output,
+                "active_handles": reused.active_handles,
+                "reused": True,
+                "started_at": reused.started_at,
+                "finished_at": reused.finished_at,
+            }
+        rows.append(row)
+    if rows:
+        await session.execute(insert(RunStep), rows)
+    await append_event(
+        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
+    )
+    return run
+
+
+async def claim_run(
+    session: AsyncSession, *, run_id: uuid.UUID, job_id: int | None, timeout_seconds: float
+) -> Run | None:
+    """Take a run to drive it: RUNNING, its attempt bumped so any earlier holder is fenced out.
+
+    None when there is nothing to drive: the run is gone, ``job_id`` is a stale job of it, it
+    ended (its open steps are settled now), or its worker died too often (it ends FAILED).
+    """
+    run = (
+        await session.execute(select(Run).where(col(Run.id) == run_id).with_for_update())
+    ).scalar_one_or_none()
+    if run is None:
+        return None
+    if job_id is not None and run.job_id is not None and run.job_id != job_id:
+        return None  # a stale job: the run was handed to a newer one
+    if run.status in TERMINAL_RUN:
+        await _settle_ended(session, run)
+        return None
+    abandoned = run.status is RunStatus.RUNNING and run.wake_at is None
+    crashes = run.crashes + (1 if abandoned else 0)
+    if crashes > MAX_CRASHES:
+        await _give_up(session, run, crashes)
+        return None
+    return await transition_run(
+        session,
+        run_id=run.id,
+        target=RunStatus.RUNNING,
+        claim=None,
+        values={
+            "attempt": run.attempt + 1,
+            "crashes": crashes,
+            "wake_at": None,
+            "started_at": func.coalesce(col(Run.started_at), func.now()),
+            "deadline_at": func.coalesce(
+                col(Run.deadline_at), func.now() + timedelta(seconds=timeout_seconds)
+            ),
+        },
+        current=run.status,
+    )
+
+
+async def _settle_ended(session: AsyncSession, run: Run) -> None:
+    # E.g. cancelled while its worker was gone: nothing may stay RUNNING, and the run's last
+    # event is its end.
+    settled = await settle_open_steps(
+        session, run_id=run.id, target=StepStatus.CANCELLED, claim=None
+    )
+    if settled and run.status is RunStatus.CANCELLED:
+        await append_event(
+            session,
+            run_id=run.id,
+            type=RunEventType.RUN_CANCELLED,
+            run_status=RunStatus.CANCELLED,
+            error=run.error,
+        )
+
+
+async def _give_up(session: AsyncSession, run: Run, crashes: int) -> None:
+    running = await session.scalar(
+        select(col(RunStep.node_id)).where(
+            col(RunStep.run_id) == run.id, col(RunStep.status) == StepStatus.RUNNING
+        )
+    )
+    where = f' while node "{running}" was running' if running else ""
+    message = (
+        f"The worker running this run stopped {crashes} times{where}; giving up "
+        "(a node may be crashing its worker)."
+    )
+    await settle_open_steps(
+        session, run_id=run.id, target=StepStatus.FAILED, claim=None, error=message
+    )
+    await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
+    await transition_run(
+        session,
+        run_id=run.id,
+        target=RunStatus.FAILED,
+        claim=None,
+        values={
+            "crashes": crashes,
+            "error": message,
+            "error_node_id": running,
+            "finished_at": func.now(),
+        },
+    )
+
+
+async def end_run(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    target: RunStatus,
+    claim: int | None,
+    values: Mapping[str, Any],
+    current: RunStatus | None = None,
+) -> Run:
+    """End a run (SUCCEEDED, FAILED or CANCELLED): its open steps CANCELLED, then its end event."""
+    if target not in TERMINAL_RUN:
+        raise InvalidTransition(f"{target.value} does not end a run")
+    await settle_open_steps(session, run_id=run_id, target=StepStatus.CANCELLED, claim=claim)
+    return await transition_run(
+        session,
+        run_id=run_id,
+        target=target,
+        claim=claim,
+        values={**values, "finished_at": func.now()},
+        current=current,
+    )

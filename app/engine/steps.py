@@ -1,4 +1,4 @@
-"""Running one node of a run: attempts with backoff, a timeout, and every step write."""
+"""Running one node of a run: attempts with backoff, a timeout, and recording every step."""
 
 from __future__ import annotations
 
@@ -7,21 +7,23 @@ import logging
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
+from app.engine.claim import Claim, StepState
 from app.engine.event_log import append_event
 from app.engine.expressions import ExpressionError, render_config
 from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
 from app.engine.outbound import OutboundBlocked
 from app.engine.plan import NodePlan, edge_is_active
 from app.engine.redact import storable
+from app.engine.states import transition_step
 from app.models import RunEventType, RunStep, StepStatus
-
-if TYPE_CHECKING:
-    from app.engine.executor import Claim, RunDriver
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,52 @@ def _retryable(error: BaseException) -> bool:
     return not isinstance(error, ValidationError | ExpressionError | OutboundBlocked)
 
 
-class StepRunner:
-    """Runs nodes of one claimed run and records their steps."""
+class StepRecorder:
+    """Writes a claimed run's step changes, each in its own transaction, fenced by the claim."""
 
-    def __init__(self, driver: RunDriver, claim: Claim) -> None:
-        self.driver = driver
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], claim: Claim) -> None:
+        self.sessions = sessions
         self.claim = claim
+
+    async def write(
+        self, node_id: str, target: StepStatus, values: dict[str, Any], *, announce: bool = True
+    ) -> None:
+        """Move a step to ``target`` with ``values`` (and its event, unless ``announce`` is off)."""
+        state = self.claim.steps[node_id]
+        async with self.sessions() as session, session.begin():
+            await transition_step(
+                session,
+                step_id=state.id,
+                run_id=self.claim.run.id,
+                target=target,
+                claim=self.claim.number,
+                values=values,
+                announce=announce,
+            )
+        state.status = target
+
+    async def retrying(self, node_id: str, attempt: int, message: str) -> None:
+        """Record that a step's attempt failed and another will follow."""
+        async with self.sessions() as session, session.begin():
+            await append_event(
+                session,
+                run_id=self.claim.run.id,
+                type=RunEventType.STEP_RETRYING,
+                claim=self.claim.number,
+                node_id=node_id,
+                step_status=StepStatus.RUNNING,
+                attempt=attempt,
+                error=message,
+            )
+
+
+class StepRunner:
+    """Runs nodes of one claimed run, recording their steps."""
+
+    def __init__(self, recorder: StepRecorder, settings: Settings) -> None:
+        self.recorder = recorder
+        self.claim = recorder.claim
+        self.settings = settings
 
     def _environment(self, node: NodePlan) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         steps = self.claim.steps
@@ -107,15 +149,14 @@ class StepRunner:
         stored_input = redact.stored(value)
         while True:
             attempt += 1
-            await self.driver._write_step(
-                self.claim,
+            await self.recorder.write(
                 node.id,
                 StepStatus.RUNNING,
                 {
                     "attempt": attempt,
                     "input": stored_input,
                     "wake_at": None,
-                    "started_at": func.coalesce(RunStep.started_at, func.now()),
+                    "started_at": func.coalesce(col(RunStep.started_at), func.now()),
                 },
             )
             state.attempt = attempt
@@ -123,8 +164,7 @@ class StepRunner:
             try:
                 outcome = await self._attempt(node, state, attempt, value, env, parents)
             except ReleaseUntil as release:
-                await self.driver._write_step(
-                    self.claim,
+                await self.recorder.write(
                     node.id,
                     StepStatus.RUNNING,
                     {"wake_at": release.wake_at},
@@ -148,7 +188,7 @@ class StepRunner:
                         },
                     )
                 if attempt < attempts and policy.retry is not None and _retryable(error):
-                    await self._announce_retry(node.id, attempt, message)
+                    await self.recorder.retrying(node.id, attempt, message)
                     await asyncio.sleep(policy.retry.delay_before(attempt + 1))
                     continue
                 output = (
@@ -156,8 +196,7 @@ class StepRunner:
                     if policy.continue_on_fail
                     else redact.stored(getattr(error, "output", None))
                 )
-                await self.driver._write_step(
-                    self.claim,
+                await self.recorder.write(
                     node.id,
                     StepStatus.FAILED,
                     {"error": message, "output": output, "finished_at": func.now()},
@@ -170,8 +209,7 @@ class StepRunner:
             # Later nodes get what JSONB can hold (as after a resume), not the secrets' redaction.
             produced = storable(outcome.output)
             handles = sorted(outcome.active_handles) if outcome.active_handles is not None else None
-            await self.driver._write_step(
-                self.claim,
+            await self.recorder.write(
                 node.id,
                 StepStatus.SUCCEEDED,
                 {
@@ -185,23 +223,10 @@ class StepRunner:
             state.active_handles = outcome.active_handles
             return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
 
-    async def _announce_retry(self, node_id: str, attempt: int, message: str) -> None:
-        async with self.driver.sessions() as session, session.begin():
-            await append_event(
-                session,
-                run_id=self.claim.run.id,
-                type=RunEventType.STEP_RETRYING,
-                claim=self.driver.claim_number,
-                node_id=node_id,
-                step_status=StepStatus.RUNNING,
-                attempt=attempt,
-                error=message,
-            )
-
     async def _attempt(
         self,
         node: NodePlan,
-        state: Any,
+        state: StepState,
         attempt: int,
         value: Any,
         env: dict[str, Any],
@@ -216,7 +241,7 @@ class StepRunner:
             node_id=node.id,
             attempt=attempt,
             step_started_at=state.started_at or datetime.now(UTC),
-            settings=self.driver.settings,
+            settings=self.settings,
             secrets=self.claim.secrets,
             extras={"env": env, "parents": parents},
         )

@@ -3,7 +3,7 @@
 from app.models.base import utcnow
 from app.models.event import TERMINAL_EVENTS, RunEvent, RunEventType
 from app.models.run import Run, RunStatus, RunStep, RunTrigger, StepStatus
-from app.models.schedule import FireOutcome, ScheduleFire
+from app.models.schedule import FireOutcome, ScheduleFire, ScheduleOverlap
 from app.models.secret import Secret
 from app.models.user import ApiToken, User
 from app.models.webhook import Webhook
@@ -23,6 +23,7 @@ __all__ = [
     "RunStep",
     "RunTrigger",
     "ScheduleFire",
+    "ScheduleOverlap",
     "Secret",
     "StepStatus",
     "User",

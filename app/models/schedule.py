@@ -20,6 +20,13 @@ class FireOutcome(StrEnum):
     FAILED = "FAILED"  # the current version cannot run (it has warnings); nothing was queued
 
 
+class ScheduleOverlap(StrEnum):
+    """What a fire does while the previous scheduled run of the workflow is still going."""
+
+    SKIP = "SKIP"  # the fire is skipped (and counted)
+    ALLOW = "ALLOW"  # another run starts beside it
+
+
 class ScheduleFire(SQLModel, table=True):
     """A schedule's firing at one time; unique per workflow and time across all workers."""
 

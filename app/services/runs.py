@@ -10,29 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import procrastinate
-from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
-from app.engine.event_log import append_event
 from app.engine.graph import check_json_value
-from app.engine.states import (
-    INITIAL_RUN,
-    INITIAL_STEP,
-    KEPT_STEP,
-    TERMINAL_RUN,
-    settle_open_steps,
-    transition_run,
-)
+from app.engine.states import TERMINAL_RUN, end_run, open_run
 from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import (
     Role,
     Run,
     RunEvent,
-    RunEventType,
     RunStatus,
     RunStep,
     RunTrigger,
@@ -42,8 +32,8 @@ from app.models import (
 )
 from app.services.graphs import GraphPolicy
 from app.services.pagination import Page, check_page_size, decode_cursor, make_page
+from app.services.queue import RunQueue
 from app.services.workflows import get_workflow
-from app.worker.queue import defer_drive, stop_job
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -127,43 +117,11 @@ async def _load_version(session: AsyncSession, workflow: Workflow, wanted: int) 
     return version
 
 
-async def _insert_steps(
-    session: AsyncSession, run: Run, graph: Any, reused: dict[str, RunStep] | None = None
-) -> None:
-    rows = []
-    for position, node in enumerate(graph.get("nodes", [])):
-        kept = (reused or {}).get(node["id"])
-        row: dict[str, Any] = {
-            "id": uuid.uuid4(),
-            "workspace_id": run.workspace_id,
-            "run_id": run.id,
-            "node_id": node["id"],
-            "node_type": node["type"],
-            "position": position,
-            "status": INITIAL_STEP,
-        }
-        if kept is not None:
-            # Initial state of a kept step: its result is reused, it never runs again.
-            row |= {
-                "status": KEPT_STEP,
-                "attempt": kept.attempt,
-                "input": kept.input,
-                "output": kept.output,
-                "active_handles": kept.active_handles,
-                "reused": True,
-                "started_at": kept.started_at,
-                "finished_at": kept.finished_at,
-            }
-        rows.append(row)
-    if rows:
-        await session.execute(insert(RunStep), rows)
-
-
 async def execute_workflow(
     session: AsyncSession,
     *,
     principal: Principal,
-    queue: procrastinate.App,
+    queue: RunQueue,
     workflow_id: uuid.UUID,
     input: Any,
     version: int | None,
@@ -193,7 +151,7 @@ async def execute_workflow(
 async def queue_run(
     session: AsyncSession,
     *,
-    queue: procrastinate.App,
+    queue: RunQueue,
     workflow: Workflow,
     input: Any,
     version: int | None,
@@ -229,36 +187,28 @@ async def queue_run(
             ]
         )
     digest = _input_hash(input)
-    run_id = uuid.uuid4()
-    statement = (
-        pg_insert(Run)
-        .values(
-            id=run_id,
-            workspace_id=workflow.workspace_id,
-            workflow_id=workflow.id,
-            version_id=target.id,
-            version_number=target.number,
-            status=INITIAL_RUN,
-            trigger=trigger,
-            input=input,
-            input_hash=digest,
-            idempotency_key=idempotency_key,
-            created_by_id=created_by_id,
-        )
-        .returning(Run)
+    run = await open_run(
+        session,
+        values={
+            "workspace_id": workflow.workspace_id,
+            "workflow_id": workflow.id,
+            "version_id": target.id,
+            "version_number": target.number,
+            "trigger": trigger,
+            "input": input,
+            "input_hash": digest,
+            "idempotency_key": idempotency_key,
+            "created_by_id": created_by_id,
+        },
+        nodes=target.nodes,
+        idempotent=idempotency_key is not None,
     )
-    if idempotency_key is not None:
-        statement = statement.on_conflict_do_nothing(
-            index_elements=["workflow_id", "idempotency_key"],
-            index_where=Run.idempotency_key.is_not(None),  # type: ignore[union-attr]
-        )
-    run = (await session.execute(statement)).scalar_one_or_none()
     if run is None:
         existing = (
             await session.execute(
                 select(Run).where(
-                    Run.workflow_id == workflow.id,  # type: ignore[arg-type]
-                    Run.idempotency_key == idempotency_key,  # type: ignore[arg-type]
+                    col(Run.workflow_id) == workflow.id,
+                    col(Run.idempotency_key) == idempotency_key,
                 )
             )
         ).scalar_one()
@@ -269,11 +219,7 @@ async def queue_run(
                 "This idempotency key was used for a run with a different input or version.",
             )
         return existing
-    await _insert_steps(session, run, {"nodes": target.nodes})
-    await append_event(
-        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
-    )
-    await defer_drive(queue, session, run.id)
+    await queue.defer_drive(session, run.id)
     return run
 
 
@@ -293,7 +239,7 @@ async def get_run(
 
 
 async def cancel_run(
-    session: AsyncSession, *, principal: Principal, queue: procrastinate.App, run_id: uuid.UUID
+    session: AsyncSession, *, principal: Principal, queue: RunQueue, run_id: uuid.UUID
 ) -> Run:
     """Cancel a queued or running run; its worker stops it and its steps within a second."""
     run = await get_run(session, principal=principal, run_id=run_id, role=Role.MEMBER)
@@ -307,21 +253,15 @@ async def cancel_run(
     # Settle the steps here and fence out any worker holding the run (its claim is bumped):
     # nothing stays RUNNING even if that worker is gone or paused, and RUN_CANCELLED is the
     # run's last event. The worker is told to stop at once through the queue.
-    await settle_open_steps(session, run_id=run.id, target=StepStatus.CANCELLED, claim=None)
-    run = await transition_run(
+    run = await end_run(
         session,
         run_id=run.id,
         target=RunStatus.CANCELLED,
         claim=None,
-        values={
-            "finished_at": func.now(),
-            "error": "Cancelled.",
-            "attempt": Run.attempt + 1,
-            "wake_at": None,
-        },
+        values={"error": "Cancelled.", "attempt": col(Run.attempt) + 1, "wake_at": None},
     )
     if locked.job_id is not None:
-        await stop_job(queue, session, locked.job_id)
+        await queue.stop(session, locked.job_id)
     return run
 
 
@@ -345,7 +285,7 @@ async def retry_run(
     session: AsyncSession,
     *,
     principal: Principal,
-    queue: procrastinate.App,
+    queue: RunQueue,
     run_id: uuid.UUID,
     from_failed_step: bool,
 ) -> Run:
@@ -360,34 +300,33 @@ async def retry_run(
     graph = await session.scalar(
         select(WorkflowVersion.graph).where(WorkflowVersion.id == original.version_id)  # type: ignore[arg-type]
     )
-    run = Run(
-        workspace_id=original.workspace_id,
-        workflow_id=original.workflow_id,
-        version_id=original.version_id,
-        version_number=original.version_number,
-        status=INITIAL_RUN,
-        trigger=RunTrigger.RETRY,
-        input=original.input,
-        input_hash=original.input_hash,
-        retry_of_id=original.id,
-        created_by_id=principal.user_id,
-    )
-    session.add(run)
-    await session.flush()
-    reused: dict[str, RunStep] = {}
+    kept: dict[str, RunStep] = {}
     if from_failed_step:
-        rows = await session.execute(
+        rows = await session.scalars(
             select(RunStep).where(
-                RunStep.run_id == original.id,  # type: ignore[arg-type]
-                RunStep.status == StepStatus.SUCCEEDED,  # type: ignore[arg-type]
+                col(RunStep.run_id) == original.id,
+                col(RunStep.status) == StepStatus.SUCCEEDED,
             )
         )
-        reused = _reusable({step.node_id: step for step in rows.scalars()}, graph)
-    await _insert_steps(session, run, graph, reused)
-    await append_event(
-        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
+        kept = _reusable({step.node_id: step for step in rows}, graph)
+    run = await open_run(
+        session,
+        values={
+            "workspace_id": original.workspace_id,
+            "workflow_id": original.workflow_id,
+            "version_id": original.version_id,
+            "version_number": original.version_number,
+            "trigger": RunTrigger.RETRY,
+            "input": original.input,
+            "input_hash": original.input_hash,
+            "retry_of_id": original.id,
+            "created_by_id": principal.user_id,
+        },
+        nodes=[{"id": node["id"], "type": node["type"]} for node in graph.get("nodes", [])],
+        kept=kept,
     )
-    await defer_drive(queue, session, run.id)
+    assert run is not None  # not idempotent: the insert always happens
+    await queue.defer_drive(session, run.id)
     return run
 
 

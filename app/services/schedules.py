@@ -1,171 +1,54 @@
-"""Schedules: a workflow's cron expression, IANA time zone, overlap policy and fire times."""
+"""Schedules: setting a workflow's cron schedule, listing its fire times, and firing it.
+
+A fire is claimed by inserting its row in ``schedule_fires`` (unique per workflow and fire
+time), so each (workflow, fire time) fires once whatever the number of workers; the worker's
+tick only finds the due workflows and calls ``fire_due`` for each, in its own transaction.
+"""
 
 from __future__ import annotations
 
-import functools
-import itertools
-import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from zoneinfo import ZoneInfo, available_timezones
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from cronsim import CronSim, CronSimError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.auth.principal import Principal
-from app.errors import ErrorCode, FieldError, InputErrors
-from app.models import Role, ScheduleFire, Workflow, utcnow
+from app.engine.cron import (
+    DueFire,
+    check_cron,
+    check_timezone,
+    due_fire,
+    next_fire_time,
+    upcoming_times,
+)
+from app.engine.states import OPEN_RUN
+from app.errors import ErrorCode, InputErrors
+from app.models import (
+    FireOutcome,
+    Role,
+    Run,
+    RunTrigger,
+    ScheduleFire,
+    ScheduleOverlap,
+    Workflow,
+    utcnow,
+)
+from app.services.graphs import GraphPolicy
+from app.services.queue import RunQueue
+from app.services.runs import queue_run
 from app.services.workflows import get_workflow
 
-MAX_CRON = 200
 MAX_UPCOMING = 50
-# upcoming() lists fire times within this far: the rarest cron (a Monday 29 February) would
-# walk some 1,300 years of Februaries, over 100 ms of the event loop, for fifty of them.
-UPCOMING_HORIZON = timedelta(days=50 * 366)
 MAX_RECENT_FIRES = 100
-# A catch-up fire reports how many earlier fire times it stands for, up to this many.
-MAX_MISSED = 1000
-CRON_FIELDS = 5
-# How far back to look for the latest fire time of a schedule down for long: growing windows,
-# so a frequent schedule walks few times and a rare one (Feb 29) is still found.
-LOOKBACKS = tuple(timedelta(days=days) for days in (1 / 24, 1, 32, 366, 8 * 366))
-# Printable ASCII, spaces and tabs: anything else (NUL, other controls, non-ASCII) is refused
-# before cronsim sees it.
-CRON_CHARACTERS = re.compile(r"[\t -~]*")
-# Names in the tz database that are not places: the host's own zone, and placeholders.
-NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
-
-
-class ScheduleOverlap(StrEnum):
-    """What a fire does while the previous scheduled run of the workflow is still going."""
-
-    SKIP = "SKIP"  # the fire is skipped (and counted)
-    ALLOW = "ALLOW"  # another run starts beside it
-
-
-@dataclass(frozen=True, slots=True)
-class DueFire:
-    """The fire time a tick acts on, and how many earlier due times it passes over."""
-
-    fire_at: datetime
-    missed: int
-
-
-@functools.cache
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones()) - NOT_ZONES
-
-
-def _cron_error(message: str) -> FieldError:
-    return FieldError(("input", "cron"), ErrorCode.INVALID_CRON, message)
-
-
-def _never_fires(fields: list[str]) -> bool:
-    """Whether a refused expression is only refused because its days fit none of its months."""
-    anchor = datetime(2000, 1, 1, tzinfo=UTC)
-    try:
-        CronSim(" ".join([*fields[:3], "*", fields[4]]), anchor)
-        CronSim(f"0 0 * {fields[3]} *", anchor)
-    except CronSimError:
-        return False
-    return True
-
-
-def check_cron(cron: str) -> tuple[str, list[FieldError]]:
-    """The expression with its whitespace normalised, and what is wrong with it."""
-    if len(cron) > MAX_CRON:
-        return cron, [_cron_error(f"At most {MAX_CRON} characters.")]
-    if not CRON_CHARACTERS.fullmatch(cron):
-        return cron, [_cron_error("Only printable ASCII characters, spaces and tabs.")]
-    fields = cron.split()
-    if len(fields) != CRON_FIELDS:
-        return cron, [
-            _cron_error(
-                "A cron expression has 5 fields (minute hour day-of-month month day-of-week); "
-                f"this one has {len(fields)}."
-            )
-        ]
-    clean = " ".join(fields)
-    try:
-        iterator = CronSim(clean, datetime(2000, 1, 1, tzinfo=UTC))
-    except CronSimError as error:
-        if _never_fires(fields):
-            return clean, [_cron_error("This expression never fires.")]
-        return clean, [_cron_error(f"Not a valid cron expression: {str(error).lower()}.")]
-    if next(iterator, None) is None:
-        return clean, [_cron_error("This expression never fires.")]
-    return clean, []
-
-
-def check_timezone(timezone: str) -> list[FieldError]:
-    """What is wrong with a time zone name (it must be an IANA name such as Europe/Berlin)."""
-    if timezone in _zones():
-        return []
-    return [
-        FieldError(
-            ("input", "timezone"),
-            ErrorCode.INVALID_TIMEZONE,
-            "Not an IANA time zone name; use one such as Europe/Berlin or UTC.",
-        )
-    ]
-
-
-def fire_times(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
-    """The fire times strictly after ``after``, in UTC, strictly increasing.
-
-    cronsim works on local wall time like Debian cron: a time inside a spring-forward gap
-    fires once right after the jump, a fixed time in a fall-back's repeated hour fires once
-    (its first occurrence). Two gap times that land on the same instant are one fire.
-    """
-    last = after
-    for local in CronSim(cron, after.astimezone(ZoneInfo(timezone))):
-        moment = local.astimezone(UTC)
-        # Started inside a repeated hour, cronsim may give that hour's first occurrence,
-        # which is already past: never step back.
-        if moment > last:
-            last = moment
-            yield moment
-
-
-def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime | None:
-    """The first fire time strictly after ``after`` (None when it never fires again)."""
-    return next(fire_times(cron, timezone, after), None)
-
-
-def latest_fire_time(cron: str, timezone: str, now: datetime) -> datetime | None:
-    """The most recent fire time at or before ``now`` (None if none in the last 8 years)."""
-    # Only forward walks: cronsim's backward walk can loop forever around some DST changes
-    # (Pacific/Chatham's, for "0 */2 * * *"), and disagrees with the forward one elsewhere.
-    for lookback in LOOKBACKS:
-        latest = None
-        for moment in fire_times(cron, timezone, now - lookback):
-            if moment > now:
-                break
-            latest = moment
-        if latest is not None:
-            return latest
-    return None
-
-
-def due_fire(cron: str, timezone: str, *, since: datetime, now: datetime) -> DueFire | None:
-    """The most recent fire time in [since, now] and how many due times before it were missed."""
-    latest: datetime | None = None
-    due = 0
-    for moment in fire_times(cron, timezone, since - timedelta(seconds=1)):
-        if moment > now:
-            break
-        latest, due = moment, due + 1
-        if due > MAX_MISSED + 1:  # down for long: stop counting, look back from now instead
-            return DueFire(
-                fire_at=latest_fire_time(cron, timezone, now) or latest, missed=MAX_MISSED
-            )
-    return DueFire(fire_at=latest, missed=due - 1) if latest is not None else None
+# A fire handled later than this after its time says so in its run input (catchUp).
+CATCH_UP_AFTER = timedelta(minutes=1)
 
 
 async def update_schedule(
@@ -219,10 +102,9 @@ def upcoming(workflow: Workflow, *, count: int, now: datetime | None = None) -> 
     if not workflow.schedule_enabled or not workflow.schedule_cron:
         return []
     assert workflow.schedule_timezone is not None
-    now = now or utcnow()
-    times = fire_times(workflow.schedule_cron, workflow.schedule_timezone, now)
-    within = itertools.takewhile(lambda moment: moment <= now + UPCOMING_HORIZON, times)
-    return list(itertools.islice(within, count))
+    return upcoming_times(
+        workflow.schedule_cron, workflow.schedule_timezone, now=now or utcnow(), count=count
+    )
 
 
 def check_fires_limit(limit: int) -> None:
@@ -273,3 +155,188 @@ async def load_recent_fires(
         for row in rows.scalars():
             found[(row.workflow_id, limit)].append(row)
     return found
+
+
+# --- firing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """One fire a tick made."""
+
+    workflow_id: uuid.UUID
+    fire_at: datetime
+    outcome: FireOutcome
+    run_id: uuid.UUID | None
+    missed: int
+    error: str | None
+
+
+def run_input(workflow: Workflow, due: DueFire, now: datetime) -> dict[str, Any]:
+    """The input of a scheduled run: when it was due, in UTC and local time, and catch-up."""
+    assert workflow.schedule_timezone is not None
+    local = due.fire_at.astimezone(ZoneInfo(workflow.schedule_timezone))
+    return {
+        "scheduledAt": due.fire_at.isoformat(),
+        "scheduledAtLocal": local.isoformat(),
+        "timezone": workflow.schedule_timezone,
+        "catchUp": due.missed > 0 or now - due.fire_at > CATCH_UP_AFTER,
+        "missed": due.missed,
+    }
+
+
+async def _scheduled_run_open(session: AsyncSession, workflow_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(col(Run.id))
+        .where(
+            col(Run.workflow_id) == workflow_id,
+            col(Run.trigger) == RunTrigger.SCHEDULE,
+            col(Run.status).in_(OPEN_RUN),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def _start_run(
+    session: AsyncSession,
+    *,
+    queue: RunQueue,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+    workflow: Workflow,
+    due: DueFire,
+    now: datetime,
+) -> tuple[FireOutcome, uuid.UUID | None, str | None]:
+    if workflow.schedule_overlap == ScheduleOverlap.SKIP and await _scheduled_run_open(
+        session, workflow.id
+    ):
+        return FireOutcome.SKIPPED, None, None
+    try:
+        async with session.begin_nested():  # a refused run leaves nothing half-written
+            run = await queue_run(
+                session,
+                queue=queue,
+                workflow=workflow,
+                input=run_input(workflow, due, now),
+                version=None,
+                idempotency_key=f"schedule:{due.fire_at.isoformat()}",
+                policy=policy,
+                max_input_bytes=max_input_bytes,
+                trigger=RunTrigger.SCHEDULE,
+                created_by_id=None,
+            )
+    except InputErrors as error:
+        return FireOutcome.FAILED, None, str(error)
+    return FireOutcome.STARTED, run.id, None
+
+
+async def fire_schedule(
+    session: AsyncSession,
+    *,
+    queue: RunQueue,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+    workflow: Workflow,
+    now: datetime | None = None,
+) -> Fired | None:
+    """Fire a due schedule's most recent time, unless it was fired already; advance it.
+
+    The caller owns the transaction. None when there was nothing to fire or another worker
+    fired this time first (its row in schedule_fires is the proof).
+    """
+    now = now or utcnow()
+    assert workflow.schedule_cron is not None
+    assert workflow.schedule_timezone is not None
+    assert workflow.schedule_next_fire_at is not None
+    cron, timezone = workflow.schedule_cron, workflow.schedule_timezone
+    due = due_fire(cron, timezone, since=workflow.schedule_next_fire_at, now=now)
+    changes: dict[str, Any] = {"schedule_next_fire_at": next_fire_time(cron, timezone, now)}
+    fired = None
+    if due is not None:
+        fire_id = await session.scalar(
+            pg_insert(ScheduleFire)
+            .values(
+                id=uuid.uuid4(),
+                workspace_id=workflow.workspace_id,
+                workflow_id=workflow.id,
+                fire_at=due.fire_at,
+                outcome=FireOutcome.STARTED,  # settled below, in the same transaction
+                missed=due.missed,
+            )
+            .on_conflict_do_nothing(index_elements=["workflow_id", "fire_at"])
+            .returning(col(ScheduleFire.id))
+        )
+        if fire_id is not None:
+            outcome, run_id, error = await _start_run(
+                session,
+                queue=queue,
+                policy=policy,
+                max_input_bytes=max_input_bytes,
+                workflow=workflow,
+                due=due,
+                now=now,
+            )
+            await session.execute(
+                update(ScheduleFire)
+                .where(col(ScheduleFire.id) == fire_id)
+                .values(outcome=outcome, run_id=run_id, error=error)
+            )
+            changes["schedule_last_fired_at"] = due.fire_at
+            if outcome is FireOutcome.SKIPPED:
+                changes["schedule_skipped_count"] = Workflow.schedule_skipped_count + 1
+            fired = Fired(workflow.id, due.fire_at, outcome, run_id, due.missed, error)
+    await session.execute(update(Workflow).where(col(Workflow.id) == workflow.id).values(**changes))
+    return fired
+
+
+async def due_schedules(
+    session: AsyncSession, *, now: datetime, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[tuple[datetime, uuid.UUID]]:
+    """(next fire time, workflow id) of enabled schedules due at ``now``, after ``after``."""
+    query = (
+        select(col(Workflow.schedule_next_fire_at), col(Workflow.id))
+        .where(col(Workflow.schedule_enabled), col(Workflow.schedule_next_fire_at) <= now)
+        .order_by(col(Workflow.schedule_next_fire_at), col(Workflow.id))
+        .limit(limit)
+    )
+    if after is not None:
+        # Each workflow once a tick, even one whose fire keeps failing.
+        query = query.where(
+            tuple_(col(Workflow.schedule_next_fire_at), col(Workflow.id)) > tuple_(*after)
+        )
+    rows = (await session.execute(query)).all()
+    return [(fire_at, workflow_id) for fire_at, workflow_id in rows if fire_at is not None]
+
+
+async def fire_due(
+    session: AsyncSession,
+    *,
+    queue: RunQueue,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+    workflow_id: uuid.UUID,
+    now: datetime,
+) -> Fired | None:
+    """Fire a workflow's schedule if it is still due and no other worker holds it right now."""
+    workflow = (
+        await session.execute(
+            select(Workflow)
+            .where(
+                col(Workflow.id) == workflow_id,
+                col(Workflow.schedule_enabled),
+                col(Workflow.schedule_next_fire_at) <= now,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    ).scalar_one_or_none()
+    if workflow is None:  # another worker has it, or fired it, or it changed or went
+        return None
+    return await fire_schedule(
+        session,
+        queue=queue,
+        policy=policy,
+        max_input_bytes=max_input_bytes,
+        workflow=workflow,
+        now=now,
+    )

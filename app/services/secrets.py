@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
@@ -12,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
+from app.engine.claim import SecretsSource
 from app.errors import ErrorCode, FieldError, InputErrors
 from app.keyring import DecryptError, Keyring, KeyringError, Sealed, secret_aad, webhook_aad
 from app.models import Role, Secret, Webhook
@@ -207,6 +209,15 @@ async def open_secrets(
                 extra={"workspace_id": str(workspace_id), "secret": name, "reason": str(error)},
             )
     return values
+
+
+def secrets_source(keyring: Keyring) -> SecretsSource:
+    """Where a run's driver gets its workspace's secrets: decrypted with ``keyring``."""
+
+    async def source(session: AsyncSession, workspace_id: uuid.UUID) -> Mapping[str, str]:
+        return await open_secrets(session, keyring=keyring, workspace_id=workspace_id)
+
+    return source
 
 
 @dataclass(frozen=True, slots=True)

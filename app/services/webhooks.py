@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import procrastinate
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +19,7 @@ from app.errors import ErrorCode, InputErrors
 from app.keyring import Keyring, Sealed, webhook_aad
 from app.models import Role, Run, RunTrigger, Webhook, Workflow
 from app.services.graphs import GraphPolicy
+from app.services.queue import RunQueue
 from app.services.runs import queue_run
 from app.services.workflows import get_workflow
 
@@ -210,7 +210,7 @@ class Accepted:
 async def deliver(
     session: AsyncSession,
     *,
-    queue: procrastinate.App,
+    queue: RunQueue,
     target: Delivery,
     input: Any,
     delivery_id: str | None,

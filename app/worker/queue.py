@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import procrastinate
 import psycopg
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from app.db import libpq_url
-from app.engine.executor import MAX_CRASHES, RunDriver
+from app.engine.claim import SecretsSource
+from app.engine.executor import RunDriver
+from app.engine.states import MAX_CRASHES
 from app.models import Run
+from app.services.graphs import GraphPolicy
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,55 +32,70 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
     """The psycopg connection under a session, so a job is deferred in its transaction."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection
+    return driver
 
 
-async def defer_drive(
-    queue: procrastinate.App,
-    session: AsyncSession,
-    run_id: uuid.UUID,
-    *,
-    schedule_at: datetime | None = None,
-) -> int:
-    """Queue "drive run X" in the session's transaction; records the job id on the run."""
-    options: dict[str, Any] = {"connection": await driver_connection(session)}
-    if schedule_at is not None:
-        options["schedule_at"] = schedule_at
-    job_id = await queue.tasks[DRIVE_TASK].configure(**options).defer_async(run_id=str(run_id))
-    await session.execute(update(Run).where(Run.id == run_id).values(job_id=job_id))  # type: ignore[arg-type]
-    return job_id
+class ProcrastinateRunQueue:
+    """The RunQueue port over procrastinate (``app`` is what a worker process runs)."""
+
+    def __init__(self, app: procrastinate.App) -> None:
+        self.app = app
+
+    async def defer_drive(
+        self, session: AsyncSession, run_id: uuid.UUID, *, schedule_at: datetime | None = None
+    ) -> int:
+        """Queue "drive run X" in the session's transaction; records the job id on the run."""
+        task = self.app.tasks[DRIVE_TASK]
+        connection = await driver_connection(session)
+        configured = (
+            task.configure(connection=connection, schedule_at=schedule_at)
+            if schedule_at is not None
+            else task.configure(connection=connection)
+        )
+        job_id = await configured.defer_async(run_id=str(run_id))
+        await session.execute(update(Run).where(col(Run.id) == run_id).values(job_id=job_id))
+        return job_id
+
+    async def stop(self, session: AsyncSession, job_id: int) -> None:
+        """Cancel a job not started yet, or ask its worker to abort it (in the transaction)."""
+        await self.app.job_manager.cancel_job_by_id_async(
+            job_id, abort=True, connection=await driver_connection(session)
+        )
 
 
-async def stop_job(queue: procrastinate.App, session: AsyncSession, job_id: int) -> None:
-    """Cancel a job not started yet, or ask its worker to abort it (in the transaction)."""
-    await queue.job_manager.cancel_job_by_id_async(
-        job_id, abort=True, connection=await driver_connection(session)
-    )
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerContext:
+    """What a worker needs from its process; the runtime builds it (and extends it)."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    graph_policy: GraphPolicy
+    queue: ProcrastinateRunQueue
+    secrets: SecretsSource
 
 
 async def drive_run_task(context: procrastinate.JobContext, run_id: str) -> None:
     """The job: drive one run (resumable, so a retried job picks up where it stopped)."""
-    runtime = context.additional_context["runtime"]
-    queue = context.app
-    assert queue is not None
+    worker: WorkerContext = context.additional_context["worker"]
 
-    async def resume(session: AsyncSession, rid: uuid.UUID, wake_at: datetime) -> None:
-        await defer_drive(queue, session, rid, schedule_at=wake_at)
+    async def resume(session: AsyncSession, rid: uuid.UUID, wake_at: datetime) -> int:
+        return await worker.queue.defer_drive(session, rid, schedule_at=wake_at)
 
     driver = RunDriver(
-        runtime.sessions,
-        runtime.settings,
-        uuid.UUID(run_id),
-        resume,
+        sessions=worker.sessions,
+        settings=worker.settings,
+        run_id=uuid.UUID(run_id),
+        resume=resume,
         job_id=context.job.id,
-        keyring=runtime.keyring,
+        secrets=worker.secrets,
     )
     outcome = await driver.drive()
     log.info("run driven", extra={"run_id": run_id, "outcome": outcome})
 
 
-def build_queue(url: str, *, max_connections: int = 10) -> procrastinate.App:
-    """The procrastinate app over the database at ``url``, with Flowdeck's task."""
+def build_queue(url: str, *, max_connections: int = 10) -> ProcrastinateRunQueue:
+    """The run queue over the database at ``url``, with Flowdeck's task registered."""
     connector = procrastinate.PsycopgConnector(
         conninfo=libpq_url(url), min_size=1, max_size=max_connections
     )
@@ -83,4 +104,4 @@ def build_queue(url: str, *, max_connections: int = 10) -> procrastinate.App:
     # so it ends FAILED rather than looping). No job lock: see procrastinate issue 1599.
     retry = procrastinate.RetryStrategy(max_attempts=MAX_CRASHES + 1, wait=2)
     app.task(name=DRIVE_TASK, queue=RUNS_QUEUE, pass_context=True, retry=retry)(drive_run_task)
-    return app
+    return ProcrastinateRunQueue(app)

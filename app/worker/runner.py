@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import procrastinate
 import procrastinate.jobs
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
-from app.worker.queue import RUNS_QUEUE, defer_drive
+from app.engine.states import OPEN_RUN
+from app.worker.queue import RUNS_QUEUE, WorkerContext
 from app.worker.schedules import tick
 
 log = logging.getLogger(__name__)
@@ -26,20 +26,20 @@ STRANDED_RUNS = text(
     """
     SELECT r.id FROM runs r
     LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
-    WHERE r.status IN ('QUEUED', 'RUNNING')
+    WHERE r.status IN :open
       AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing', 'aborting'))
     ORDER BY r.queued_at
     LIMIT 100
     FOR UPDATE OF r SKIP LOCKED
     """
-)
+).bindparams(bindparam("open", value=sorted(s.value for s in OPEN_RUN), expanding=True))
 
 
-async def recover_stalled(queue: procrastinate.App, runtime: Any) -> int:
+async def recover_stalled(worker: WorkerContext) -> int:
     """Hand the runs of workers that stopped heartbeating (and stranded runs) to new jobs."""
-    manager = queue.job_manager
+    manager = worker.queue.app.job_manager
     stalled = await manager.get_stalled_jobs(
-        seconds_since_heartbeat=runtime.settings.worker_stalled_seconds
+        seconds_since_heartbeat=worker.settings.worker_stalled_seconds
     )
     for job in stalled:
         try:
@@ -49,26 +49,26 @@ async def recover_stalled(queue: procrastinate.App, runtime: Any) -> int:
         except Exception:  # finished meanwhile, or another worker got to it first
             log.info("stalled job not finished", extra={"job_id": job.id}, exc_info=True)
     recovered = 0
-    async with runtime.sessions() as session, session.begin():
+    async with worker.sessions() as session, session.begin():
         for (run_id,) in (await session.execute(STRANDED_RUNS)).all():
-            await defer_drive(queue, session, run_id)
+            await worker.queue.defer_drive(session, run_id)
             recovered += 1
     if recovered:
         log.warning("handed runs to new jobs", extra={"count": recovered})
     return recovered
 
 
-async def maintenance_loop(queue: procrastinate.App, runtime: Any) -> None:
+async def maintenance_loop(worker: WorkerContext) -> None:
     """Every few seconds: recover stalled jobs; hourly: prune old finished jobs."""
-    settings = runtime.settings
+    settings = worker.settings
     interval = max(0.5, settings.worker_stalled_seconds / 4)
     last_prune = 0.0
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await recover_stalled(queue, runtime)
+            await recover_stalled(worker)
             if loop.time() - last_prune > 3600:
-                await queue.job_manager.delete_old_jobs(
+                await worker.queue.app.job_manager.delete_old_jobs(
                     nb_hours=KEEP_FINISHED_JOBS_HOURS,
                     include_failed=True,
                     include_cancelled=True,
@@ -80,32 +80,30 @@ async def maintenance_loop(queue: procrastinate.App, runtime: Any) -> None:
         await asyncio.sleep(interval)
 
 
-async def schedule_loop(runtime: Any) -> None:
+async def schedule_loop(worker: WorkerContext) -> None:
     """Every ``schedule_tick_seconds``: fire the schedules that are due."""
     while True:
         try:
-            await tick(runtime)
+            await tick(worker)
         except Exception:  # the database may be restarting; try again next tick
             log.warning("schedule tick failed", exc_info=True)
-        await asyncio.sleep(runtime.settings.schedule_tick_seconds)
+        await asyncio.sleep(worker.settings.schedule_tick_seconds)
 
 
-async def run_worker(
-    queue: procrastinate.App, runtime: Any, *, install_signal_handlers: bool
-) -> None:
+async def run_worker(worker: WorkerContext, *, install_signal_handlers: bool) -> None:
     """Consume run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT)."""
-    settings = runtime.settings
-    maintenance = asyncio.create_task(maintenance_loop(queue, runtime))
-    schedules = asyncio.create_task(schedule_loop(runtime))
+    settings = worker.settings
+    maintenance = asyncio.create_task(maintenance_loop(worker))
+    schedules = asyncio.create_task(schedule_loop(worker))
     try:
-        await queue.run_worker_async(
+        await worker.queue.app.run_worker_async(
             queues=[RUNS_QUEUE],
             concurrency=settings.worker_concurrency,
             fetch_job_polling_interval=1.0,
             abort_job_polling_interval=1.0,
             update_heartbeat_interval=settings.worker_heartbeat_seconds,
             stalled_worker_timeout=settings.worker_stalled_seconds,
-            additional_context={"runtime": runtime},
+            additional_context={"worker": worker},
             install_signal_handlers=install_signal_handlers,
             delete_jobs="successful",
             shutdown_graceful_timeout=5,

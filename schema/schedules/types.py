@@ -9,8 +9,8 @@ import strawberry
 
 from app import models
 from app.models import FireOutcome as FireOutcomeModel
+from app.models import ScheduleOverlap as ScheduleOverlapModel
 from app.services import schedules as schedule_service
-from app.services.schedules import ScheduleOverlap as ScheduleOverlapModel
 from schema.context import Info
 
 if TYPE_CHECKING:

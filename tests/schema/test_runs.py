@@ -741,10 +741,8 @@ async def impatient_worker(app: Starlette, settings) -> AsyncIterator[None]:
         runtime.engine,
         str(settings.database_url.get_secret_value()),
     )
-    async with impatient.queue.open_async():
-        task = asyncio.create_task(
-            run_worker(impatient.queue, impatient, install_signal_handlers=False)
-        )
+    async with impatient.queue.app.open_async():
+        task = asyncio.create_task(run_worker(impatient, install_signal_handlers=False))
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -13,9 +13,10 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from app.auth.principal import Principal
-from app.models import Role, Workflow
+from app.engine.cron import fire_times
+from app.models import Role, ScheduleOverlap, Workflow
 from app.runtime import Runtime
-from app.services.schedules import ScheduleOverlap, fire_times, upcoming, update_schedule
+from app.services.schedules import upcoming, update_schedule
 from app.worker.schedules import tick
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid

@@ -20,12 +20,12 @@ from starlette.applications import Starlette
 
 from app.auth.principal import Principal
 from app.db import create_engine
-from app.models import FireOutcome, Role, Workflow
+from app.models import FireOutcome, Role, ScheduleOverlap, Workflow
 from app.runtime import Runtime
-from app.services.schedules import ScheduleOverlap, upcoming, update_schedule
+from app.services.schedules import Fired, fire_schedule, upcoming, update_schedule
 from app.settings import Settings
 from app.worker.runner import schedule_loop
-from app.worker.schedules import Fired, fire_schedule, tick
+from app.worker.schedules import tick
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid
 from tests.runs import create_workflow, edge, execute, node, wait_for
@@ -649,7 +649,7 @@ async def main(url: str, now: str) -> None:
     settings = Settings(database_url=url)
     engine = create_engine(url, settings)
     runtime = Runtime.build(settings, engine, url)
-    async with runtime.queue.open_async():
+    async with runtime.queue.app.open_async():
         async with engine.connect():
             pass
         print("ready", flush=True)

@@ -1,0 +1,23 @@
+"""The run queue as services see it: a port the worker implements and the runtime wires."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class RunQueue(Protocol):
+    """Jobs that drive runs, written in the caller's transaction."""
+
+    async def defer_drive(
+        self, session: AsyncSession, run_id: uuid.UUID, *, schedule_at: datetime | None = None
+    ) -> int:
+        """Queue "drive run X" (at ``schedule_at``) in the session's transaction; its job id."""
+        ...
+
+    async def stop(self, session: AsyncSession, job_id: int) -> None:
+        """Cancel a job not started yet, or ask its worker to abort it (in the transaction)."""
+        ...
