@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import strawberry
 
+from app import models
 from app.services import runs as run_service
-from schema.context import Info, Outcome
+from schema.context import Info
 from schema.errors import UserError
 from schema.ids import decode_id
+from schema.payloads import mutate
 from schema.runs.inputs import RunRetryInput, WorkflowExecuteInput
 from schema.runs.types import Run
 
@@ -18,58 +20,58 @@ class RunPayload:
     user_errors: list[UserError] = strawberry.field(description="Expected failures.")
 
 
-def run_payload(outcome: Outcome) -> RunPayload:
-    """The payload of a run mutation's outcome."""
-    run = Run.from_model(outcome.value) if outcome.value is not None else None
-    return RunPayload(run=run, user_errors=outcome.user_errors)
+def present_run(run: models.Run) -> dict[str, Run]:
+    """The payload fields of a changed run."""
+    return {"run": Run.from_model(run)}
 
 
 @strawberry.type
 class RunMutations:
     @strawberry.mutation(description="Queue a run; returns once the run is durable.")
     async def workflow_execute(self, info: Info, input: WorkflowExecuteInput) -> RunPayload:
-        ctx = info.context
+        runtime = info.context.runtime
         workflow_id = decode_id("Workflow", input.workflow_id)
-        return run_payload(
-            await ctx.transact(
-                lambda session, principal: run_service.execute_workflow(
-                    session,
-                    principal=principal,
-                    queue=ctx.runtime.queue,
-                    workflow_id=workflow_id,
-                    input=input.input,
-                    version=input.version,
-                    idempotency_key=input.idempotency_key,
-                    policy=ctx.runtime.graph_policy,
-                    max_input_bytes=ctx.runtime.settings.max_run_input_bytes,
-                )
-            )
+        return await mutate(
+            info,
+            RunPayload,
+            lambda session, principal: run_service.execute_workflow(
+                session,
+                principal=principal,
+                queue=runtime.queue,
+                workflow_id=workflow_id,
+                input=input.input,
+                version=input.version,
+                idempotency_key=input.idempotency_key,
+                policy=runtime.graph_policy,
+                max_input_bytes=runtime.settings.max_run_input_bytes,
+            ),
+            present_run,
         )
 
     @strawberry.mutation(description="Cancel a queued or running run.")
     async def run_cancel(self, info: Info, id: strawberry.ID) -> RunPayload:
-        ctx = info.context
         run_id = decode_id("Run", id)
-        return run_payload(
-            await ctx.transact(
-                lambda session, principal: run_service.cancel_run(
-                    session, principal=principal, queue=ctx.runtime.queue, run_id=run_id
-                )
-            )
+        return await mutate(
+            info,
+            RunPayload,
+            lambda session, principal: run_service.cancel_run(
+                session, principal=principal, queue=info.context.runtime.queue, run_id=run_id
+            ),
+            present_run,
         )
 
     @strawberry.mutation(description="A new run of the same version and input (trigger RETRY).")
     async def run_retry(self, info: Info, input: RunRetryInput) -> RunPayload:
-        ctx = info.context
         run_id = decode_id("Run", input.run_id)
-        return run_payload(
-            await ctx.transact(
-                lambda session, principal: run_service.retry_run(
-                    session,
-                    principal=principal,
-                    queue=ctx.runtime.queue,
-                    run_id=run_id,
-                    from_failed_step=input.from_failed_step,
-                )
-            )
+        return await mutate(
+            info,
+            RunPayload,
+            lambda session, principal: run_service.retry_run(
+                session,
+                principal=principal,
+                queue=info.context.runtime.queue,
+                run_id=run_id,
+                from_failed_step=input.from_failed_step,
+            ),
+            present_run,
         )

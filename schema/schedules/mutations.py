@@ -8,6 +8,7 @@ from app.services import schedules as schedule_service
 from schema.context import Info
 from schema.errors import UserError
 from schema.ids import decode_id
+from schema.payloads import mutate
 from schema.schedules.inputs import WorkflowScheduleUpdateInput
 from schema.workflows.types import Workflow
 
@@ -27,7 +28,9 @@ class ScheduleMutations:
         self, info: Info, input: WorkflowScheduleUpdateInput
     ) -> WorkflowScheduleUpdatePayload:
         workflow_id = decode_id("Workflow", input.workflow_id)
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            WorkflowScheduleUpdatePayload,
             lambda session, principal: schedule_service.update_schedule(
                 session,
                 principal=principal,
@@ -36,7 +39,6 @@ class ScheduleMutations:
                 timezone=input.timezone,
                 enabled=input.enabled,
                 overlap=input.overlap,
-            )
+            ),
+            lambda workflow: {"workflow": Workflow.from_model(workflow)},
         )
-        workflow = Workflow.from_model(outcome.value) if outcome.value is not None else None
-        return WorkflowScheduleUpdatePayload(workflow=workflow, user_errors=outcome.user_errors)

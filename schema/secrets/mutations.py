@@ -8,6 +8,7 @@ from app.services import secrets as secret_service
 from schema.context import Info
 from schema.errors import UserError
 from schema.ids import decode_id
+from schema.payloads import mutate
 from schema.secrets.inputs import SecretDeleteInput, SecretSetInput
 from schema.secrets.types import Secret
 
@@ -29,26 +30,28 @@ class SecretMutations:
     @strawberry.mutation(description="Create or replace a secret; its value is encrypted.")
     async def secret_set(self, info: Info, input: SecretSetInput) -> SecretSetPayload:
         workspace_id = decode_id("Workspace", input.workspace_id)
-        keyring = info.context.runtime.keyring
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            SecretSetPayload,
             lambda session, principal: secret_service.set_secret(
                 session,
                 principal=principal,
-                keyring=keyring,
+                keyring=info.context.runtime.keyring,
                 workspace_id=workspace_id,
                 name=input.name,
                 value=input.value,
-            )
+            ),
+            lambda secret: {"secret": Secret.from_model(secret)},
         )
-        secret = Secret.from_model(outcome.value) if outcome.value else None
-        return SecretSetPayload(secret=secret, user_errors=outcome.user_errors)
 
     @strawberry.mutation(description="Delete a secret; nodes using it then fail to find it.")
     async def secret_delete(self, info: Info, input: SecretDeleteInput) -> SecretDeletePayload:
         workspace_id = decode_id("Workspace", input.workspace_id)
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            SecretDeletePayload,
             lambda session, principal: secret_service.delete_secret(
                 session, principal=principal, workspace_id=workspace_id, name=input.name
-            )
+            ),
+            lambda name: {"deleted_name": name},
         )
-        return SecretDeletePayload(deleted_name=outcome.value, user_errors=outcome.user_errors)

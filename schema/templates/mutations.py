@@ -9,8 +9,9 @@ from app.services import templates as template_service
 from app.services.templates import TemplateSource
 from schema.context import Info
 from schema.ids import decode_id, decode_key
+from schema.payloads import mutate
 from schema.templates.inputs import TemplateCloneInput
-from schema.workflows.mutations import WorkflowPayload, workflow_payload
+from schema.workflows.mutations import WorkflowPayload, present_workflow
 
 
 def _template_ref(template_id: str) -> tuple[TemplateSource, str]:
@@ -24,10 +25,11 @@ def _template_ref(template_id: str) -> tuple[TemplateSource, str]:
 class TemplateMutations:
     @strawberry.mutation(description="A new workflow at version 1 with a template's graph.")
     async def template_clone(self, info: Info, input: TemplateCloneInput) -> WorkflowPayload:
-        ctx = info.context
         source, key = _template_ref(input.template_id)
         workspace_id = decode_id("Workspace", input.workspace_id)
-        outcome = await ctx.transact(
+        return await mutate(
+            info,
+            WorkflowPayload,
             lambda session, principal: template_service.clone_template(
                 session,
                 principal=principal,
@@ -35,7 +37,7 @@ class TemplateMutations:
                 key=key,
                 workspace_id=workspace_id,
                 name=input.name,
-                policy=ctx.runtime.graph_policy,
-            )
+                policy=info.context.runtime.graph_policy,
+            ),
+            present_workflow(info),
         )
-        return workflow_payload(info, outcome)

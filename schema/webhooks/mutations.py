@@ -8,6 +8,7 @@ from app.services import webhooks as webhook_service
 from schema.context import Info
 from schema.errors import UserError
 from schema.ids import decode_id
+from schema.payloads import mutate
 from schema.webhooks.inputs import WorkflowWebhookUpdateInput
 from schema.webhooks.types import Webhook
 
@@ -25,23 +26,19 @@ class WebhookMutations:
         self, info: Info, input: WorkflowWebhookUpdateInput
     ) -> WorkflowWebhookUpdatePayload:
         workflow_id = decode_id("Workflow", input.workflow_id)
-        keyring = info.context.runtime.keyring
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            WorkflowWebhookUpdatePayload,
             lambda session, principal: webhook_service.update_webhook(
                 session,
                 principal=principal,
-                keyring=keyring,
+                keyring=info.context.runtime.keyring,
                 workflow_id=workflow_id,
                 enabled=input.enabled,
                 require_signature=input.require_signature,
                 wait_for_result=input.wait_for_result,
                 rotate_signing_secret=input.rotate_signing_secret,
                 rotate_url=input.rotate_url,
-            )
-        )
-        if outcome.value is None:
-            return WorkflowWebhookUpdatePayload(webhook=None, user_errors=outcome.user_errors)
-        update = outcome.value
-        return WorkflowWebhookUpdatePayload(
-            webhook=Webhook.from_model(update.webhook, update.signing_secret), user_errors=[]
+            ),
+            lambda update: {"webhook": Webhook.from_model(update.webhook, update.signing_secret)},
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
 import strawberry
 
+from app import models
 from app.services import workflows as workflow_service
 from schema.context import Info
 from schema.errors import UserError
 from schema.ids import decode_id, encode_id
+from schema.payloads import mutate
 from schema.workflows.inputs import (
     WorkflowCreateInput,
     WorkflowRollbackInput,
@@ -30,25 +35,32 @@ class WorkflowDeletePayload:
     user_errors: list[UserError] = strawberry.field(description="Expected failures.")
 
 
-def workflow_payload(info: Info, outcome: object) -> WorkflowPayload:
-    value = getattr(outcome, "value", None)
-    if value is None:
-        return WorkflowPayload(workflow=None, user_errors=outcome.user_errors)  # type: ignore[attr-defined]
-    workflow, version = value if isinstance(value, tuple) else (value, None)
-    if version is not None:
-        loaders = info.context.loaders
-        loaders.version_by_key.prime((workflow.id, version.number), version)
-        loaders.graph_text_by_version_id.prime(version.id, orjson.dumps(version.graph).decode())
-    return WorkflowPayload(workflow=Workflow.from_model(workflow), user_errors=[])
+def present_workflow(
+    info: Info,
+) -> Callable[[models.Workflow | tuple[models.Workflow, models.WorkflowVersion]], dict[str, Any]]:
+    """The payload fields of a changed workflow; a new version is primed for its readers."""
+
+    def present(
+        value: models.Workflow | tuple[models.Workflow, models.WorkflowVersion],
+    ) -> dict[str, Any]:
+        workflow, version = value if isinstance(value, tuple) else (value, None)
+        if version is not None:
+            loaders = info.context.loaders
+            loaders.version_by_key.prime((workflow.id, version.number), version)
+            loaders.graph_text_by_version_id.prime(version.id, orjson.dumps(version.graph).decode())
+        return {"workflow": Workflow.from_model(workflow)}
+
+    return present
 
 
 @strawberry.type
 class WorkflowMutations:
     @strawberry.mutation(description="A new workflow at version 1 (an empty canvas by default).")
     async def workflow_create(self, info: Info, input: WorkflowCreateInput) -> WorkflowPayload:
-        ctx = info.context
         workspace_id = decode_id("Workspace", input.workspace_id)
-        outcome = await ctx.transact(
+        return await mutate(
+            info,
+            WorkflowPayload,
             lambda session, principal: workflow_service.create_workflow(
                 session,
                 principal=principal,
@@ -56,18 +68,19 @@ class WorkflowMutations:
                 name=input.name,
                 description=input.description,
                 graph=input.graph,
-                policy=ctx.runtime.graph_policy,
-            )
+                policy=info.context.runtime.graph_policy,
+            ),
+            present_workflow(info),
         )
-        return workflow_payload(info, outcome)
 
     @strawberry.mutation(
         description="Save the graph as the next version (baseVersion must be current)."
     )
     async def workflow_save(self, info: Info, input: WorkflowSaveInput) -> WorkflowPayload:
-        ctx = info.context
         workflow_id = decode_id("Workflow", input.workflow_id)
-        outcome = await ctx.transact(
+        return await mutate(
+            info,
+            WorkflowPayload,
             lambda session, principal: workflow_service.save_workflow(
                 session,
                 principal=principal,
@@ -77,50 +90,54 @@ class WorkflowMutations:
                 message=input.message,
                 name=input.name,
                 description=input.description,
-                policy=ctx.runtime.graph_policy,
-            )
+                policy=info.context.runtime.graph_policy,
+            ),
+            present_workflow(info),
         )
-        return workflow_payload(info, outcome)
 
     @strawberry.mutation(description="A new version whose graph equals an older one.")
     async def workflow_rollback(self, info: Info, input: WorkflowRollbackInput) -> WorkflowPayload:
-        ctx = info.context
         workflow_id = decode_id("Workflow", input.workflow_id)
-        outcome = await ctx.transact(
+        return await mutate(
+            info,
+            WorkflowPayload,
             lambda session, principal: workflow_service.rollback_workflow(
                 session,
                 principal=principal,
                 workflow_id=workflow_id,
                 to_version=input.to_version,
                 base_version=input.base_version,
-                policy=ctx.runtime.graph_policy,
-            )
+                policy=info.context.runtime.graph_policy,
+            ),
+            present_workflow(info),
         )
-        return workflow_payload(info, outcome)
 
     @strawberry.mutation(description="Delete a workflow and its history (owners only).")
     async def workflow_delete(self, info: Info, id: strawberry.ID) -> WorkflowDeletePayload:
         workflow_id = decode_id("Workflow", id)
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            WorkflowDeletePayload,
             lambda session, principal: workflow_service.delete_workflow(
                 session, principal=principal, workflow_id=workflow_id
-            )
+            ),
+            lambda deleted: {"deleted_id": strawberry.ID(encode_id("Workflow", deleted))},
         )
-        deleted = strawberry.ID(encode_id("Workflow", outcome.value)) if outcome.value else None
-        return WorkflowDeletePayload(deleted_id=deleted, user_errors=outcome.user_errors)
 
     @strawberry.mutation(description="Offer a workflow as a workspace template, or stop.")
     async def workflow_set_template(
         self, info: Info, input: WorkflowSetTemplateInput
     ) -> WorkflowPayload:
         workflow_id = decode_id("Workflow", input.workflow_id)
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            WorkflowPayload,
             lambda session, principal: workflow_service.set_template(
                 session,
                 principal=principal,
                 workflow_id=workflow_id,
                 is_template=input.is_template,
                 category=input.category,
-            )
+            ),
+            present_workflow(info),
         )
-        return workflow_payload(info, outcome)

@@ -12,6 +12,7 @@ from app.services import workspaces as workspace_service
 from schema.context import Info
 from schema.errors import UserError
 from schema.ids import decode_id, encode_id
+from schema.payloads import mutate
 from schema.workspaces.inputs import ApiTokenCreateInput, MemberSetInput, WorkspaceCreateInput
 from schema.workspaces.types import Membership, Workspace
 
@@ -62,47 +63,46 @@ class WorkspaceMutations:
     async def workspace_create(
         self, info: Info, input: WorkspaceCreateInput
     ) -> WorkspaceCreatePayload:
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            WorkspaceCreatePayload,
             lambda session, principal: workspace_service.create_workspace(
                 session, principal=principal, name=input.name
-            )
+            ),
+            lambda workspace: {"workspace": Workspace.from_model(workspace)},
         )
-        workspace = Workspace.from_model(outcome.value) if outcome.value else None
-        return WorkspaceCreatePayload(workspace=workspace, user_errors=outcome.user_errors)
 
     @strawberry.mutation(description="Give a person (created when unknown) a role; owners only.")
     async def member_set(self, info: Info, input: MemberSetInput) -> MemberSetPayload:
         workspace_id = decode_id("Workspace", input.workspace_id)
-        outcome = await info.context.transact(
+
+        def present(value: tuple[models.Membership, models.User]) -> dict[str, Membership]:
+            membership, user = value
+            info.context.loaders.user_by_id.prime(user.id, user)
+            return {"membership": Membership.from_model(membership)}
+
+        return await mutate(
+            info,
+            MemberSetPayload,
             lambda session, principal: workspace_service.set_member(
                 session,
                 principal=principal,
                 workspace_id=workspace_id,
                 email=input.email,
                 role=input.role,
-            )
+            ),
+            present,
         )
-        if outcome.value is None:
-            return MemberSetPayload(membership=None, user_errors=outcome.user_errors)
-        membership, user = outcome.value
-        info.context.loaders.user_by_id.prime(user.id, user)
-        return MemberSetPayload(membership=Membership.from_model(membership), user_errors=[])
 
     @strawberry.mutation(description="A new API token for yourself, shown once.")
     async def api_token_create(
         self, info: Info, input: ApiTokenCreateInput
     ) -> ApiTokenCreatePayload:
-        outcome = await info.context.transact(
+        return await mutate(
+            info,
+            ApiTokenCreatePayload,
             lambda session, principal: token_service.create_api_token(
                 session, user=principal.user, name=input.name, expires_at=input.expires_at
-            )
-        )
-        if outcome.value is None:
-            return ApiTokenCreatePayload(
-                api_token=None, token=None, user_errors=outcome.user_errors
-            )
-        return ApiTokenCreatePayload(
-            api_token=ApiToken(row=outcome.value.api_token),
-            token=outcome.value.token,
-            user_errors=[],
+            ),
+            lambda created: {"api_token": ApiToken(row=created.api_token), "token": created.token},
         )
