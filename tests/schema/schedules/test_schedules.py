@@ -20,7 +20,7 @@ from schema import schema
 from tests.factories import Account, Factory, gid
 from tests.runs import create_workflow, edge, node
 
-CONTRACT = Path(__file__).resolve().parents[1] / "contract" / "builder.graphql"
+CONTRACT = Path(__file__).resolve().parents[2] / "contract" / "builder.graphql"
 GRAPH = {
     "nodes": [node("t", "trigger"), node("out", "output", value="{{ trigger.scheduledAt }}")],
     "edges": [edge("t", "out", "out")],
