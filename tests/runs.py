@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from tests.factories import Account, Factory
@@ -29,6 +30,29 @@ def edge(source: str, target: str, handle: str | None = None) -> dict[str, Any]:
         "target": target,
         "sourceHandle": handle,
         "targetHandle": "in",
+    }
+
+
+def flow(
+    *nodes: dict[str, Any], edges: str | None = None, handle: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A graph of ``nodes``, in a line unless ``edges`` says otherwise.
+
+    ``edges`` is written "a->b, a.true->c": each edge leaves from the named handle of its
+    source, else from ``handle``. ``extra`` keys (a viewport) are kept as they are.
+    """
+    if edges is None:
+        links = [(a["id"], handle, b["id"]) for a, b in itertools.pairwise(nodes)]
+    else:
+        links = []
+        for written in edges.split(","):
+            source, target = (end.strip() for end in written.split("->"))
+            source, _, named = source.partition(".")
+            links.append((source, named or handle, target))
+    return {
+        "nodes": list(nodes),
+        "edges": [edge(source, target, via) for source, via, target in links],
+        **extra,
     }
 
 
@@ -60,6 +84,21 @@ async def execute(
     )
     assert "errors" not in body, body
     return body["data"]["workflowExecute"]
+
+
+async def start_run(
+    factory: Factory, account: Account, graph: dict, input: Any = None, name: str = "Flow"
+) -> str:
+    """Create a workflow of ``graph`` and execute it; the run's id."""
+    workflow_id = await create_workflow(factory, account, graph, name)
+    return (await execute(factory, account, workflow_id, input))["run"]["id"]
+
+
+async def run_graph(
+    factory: Factory, account: Account, graph: dict, input: Any = None
+) -> dict[str, Any]:
+    """Create, execute and wait for a workflow of ``graph``; the run as the API shows it."""
+    return await wait_for(factory, account, await start_run(factory, account, graph, input))
 
 
 async def read_run(factory: Factory, account: Account, run_id: str) -> dict[str, Any]:

@@ -4,46 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from app.models import Role
+from app.services.secrets import open_secrets
 from tests.factories import Factory, gid
-from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
-from tests.secrets import DELETE, SET, set_secret
+from tests.openai_stub import OpenAIStub
+from tests.runs import flow, node, run_graph, steps_by_node
+from tests.secrets import (
+    DELETE,
+    LIST,
+    SET,
+    delete_secret,
+    owner_with_secrets,
+    sending_key,
+    set_secret,
+)
 from tests.servers import LocalHTTP
 
-LIST = """query($id: ID!) { workspace(id: $id) { secrets { name createdAt updatedAt } } }"""
-
 API_KEY = "sk-live-4f9a7c1e2b8d6f30"
-
-
-@pytest.fixture
-def echo() -> Iterator[LocalHTTP]:
-    """An upstream that echoes back what it received: headers, query and body."""
-
-    async def echo_route(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "headers": dict(request.headers),
-                "query": dict(request.query_params),
-                "body": (await request.body()).decode(),
-                "raw_url": str(request.url),
-            }
-        )
-
-    async def refuse(request: Request) -> Response:
-        return JSONResponse(
-            {"error": f"key {request.headers.get('x-key')} is revoked"}, status_code=403
-        )
-
-    server = LocalHTTP(routes={"/echo": echo_route, "/refuse": refuse}).start()
-    yield server
-    server.stop()
 
 
 async def test_set_list_replace_and_delete_never_return_the_value(factory: Factory) -> None:
@@ -71,16 +52,13 @@ async def test_set_list_replace_and_delete_never_return_the_value(factory: Facto
     fields = {f["name"] for f in introspection["data"]["__type"]["fields"]}
     assert fields == {"name", "createdAt", "updatedAt"}
     # When they delete it, it is gone
-    deleted = await factory.gql(
-        DELETE, {"i": {"workspaceId": owner.workspace_id, "name": "API_KEY"}}, token=owner.token
-    )
-    assert deleted["data"]["secretDelete"] == {"deletedName": "API_KEY", "userErrors": []}
+    deleted = await delete_secret(factory, owner, "API_KEY")
+    assert deleted == {"deletedName": "API_KEY", "userErrors": []}
     assert await factory.scalar("SELECT count(*) FROM secrets") == 0
 
 
 async def test_each_write_uses_a_fresh_nonce(factory: Factory) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "A", "same-value")
+    owner = await owner_with_secrets(factory, A="same-value")
     first = bytes(await factory.scalar("SELECT nonce FROM secrets"))
     await set_secret(factory, owner, "A", "same-value")
     second = bytes(await factory.scalar("SELECT nonce FROM secrets"))
@@ -117,10 +95,8 @@ async def test_invalid_names_and_values_are_user_errors_and_write_nothing(
 
 async def test_deleting_a_missing_secret_is_not_found(factory: Factory) -> None:
     owner = await factory.owner()
-    body = await factory.gql(
-        DELETE, {"i": {"workspaceId": owner.workspace_id, "name": "NOPE"}}, token=owner.token
-    )
-    assert body["data"]["secretDelete"] == {
+    payload = await delete_secret(factory, owner, "NOPE")
+    assert payload == {
         "deletedName": None,
         "userErrors": [
             {
@@ -134,8 +110,7 @@ async def test_deleting_a_missing_secret_is_not_found(factory: Factory) -> None:
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.MEMBER, Role.EDITOR])
 async def test_only_owners_set_and_delete(factory: Factory, role: Role) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "API_KEY", API_KEY)
+    owner = await owner_with_secrets(factory, API_KEY=API_KEY)
     other = await factory.member(owner, role)
     before = await factory.snapshot()
     for mutation, variables in (
@@ -154,8 +129,7 @@ async def test_only_owners_set_and_delete(factory: Factory, role: Role) -> None:
 
 
 async def test_another_workspace_reads_as_not_found(factory: Factory) -> None:
-    owner = await factory.owner("Acme")
-    await set_secret(factory, owner, "API_KEY", API_KEY)
+    owner = await owner_with_secrets(factory, "Acme", API_KEY=API_KEY)
     stranger = await factory.owner("Globex")
     before = await factory.snapshot()
     for mutation, variables in (
@@ -180,70 +154,51 @@ async def test_another_workspace_reads_as_not_found(factory: Factory) -> None:
 async def test_ciphertext_moved_to_another_row_or_workspace_does_not_open(
     factory: Factory, app: Starlette
 ) -> None:
-    from app.services.secrets import open_secrets
-
     keyring = app.state.runtime.keyring
-    acme = await factory.owner("Acme")
-    globex = await factory.owner("Globex")
-    await set_secret(factory, acme, "API_KEY", API_KEY)
-    await set_secret(factory, acme, "OTHER", "other-value")
-    await set_secret(factory, globex, "API_KEY", "globex-value")
+    acme = await owner_with_secrets(factory, "Acme", API_KEY=API_KEY, OTHER="other-value")
+    globex = await owner_with_secrets(factory, "Globex", API_KEY="globex-value")
     # Copy Acme's API_KEY ciphertext over Acme's OTHER and over Globex's API_KEY
     await factory.execute(
         """UPDATE secrets s SET nonce = src.nonce, ciphertext = src.ciphertext, key_id = src.key_id
            FROM secrets src
            WHERE src.name = 'API_KEY' AND src.workspace_id = :acme
              AND ((s.workspace_id = :acme AND s.name = 'OTHER') OR s.workspace_id = :globex)""",
-        acme=_uuid(acme.workspace_id),
-        globex=_uuid(globex.workspace_id),
+        acme=acme.workspace.id,
+        globex=globex.workspace.id,
     )
     async with app.state.runtime.sessions() as session:
-        acme_values = await open_secrets(
-            session, keyring=keyring, workspace_id=_uuid(acme.workspace_id)
-        )
+        acme_values = await open_secrets(session, keyring=keyring, workspace_id=acme.workspace.id)
         globex_values = await open_secrets(
-            session, keyring=keyring, workspace_id=_uuid(globex.workspace_id)
+            session, keyring=keyring, workspace_id=globex.workspace.id
         )
     assert acme_values == {"API_KEY": API_KEY}
     assert globex_values == {}
 
 
-def _uuid(graphql_id: str):
-    from schema.ids import decode_id
-
-    return decode_id("Workspace", graphql_id)
-
-
 async def test_a_node_gets_the_value_and_nothing_stored_shows_it(
-    factory: Factory, worker: None, echo: LocalHTTP, caplog: pytest.LogCaptureFixture
+    factory: Factory, worker: None, upstream: LocalHTTP, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a secret and a workflow that sends it upstream in a header, the query and the body;
     # the upstream echoes all of it back, and later nodes quote it in their output and error
-    owner = await factory.owner()
-    await set_secret(factory, owner, "API_KEY", API_KEY)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "call",
-                "http.request",
-                method="POST",
-                url=echo.url("/echo") + "?key={{ secrets.API_KEY }}",
-                headers={"Authorization": "Bearer {{ secrets.API_KEY }}"},
-                body={"key": "{{ secrets.API_KEY }}", "who": "{{ input.name }}"},
-            ),
-            node("quote", "text.format", template="key is {{ secrets.API_KEY }}!"),
-            node("fail", "flow.fail", message="Refused {{ secrets.API_KEY }} for {{ input }}"),
-        ],
-        "edges": [edge("start", "call"), edge("call", "quote"), edge("quote", "fail")],
-    }
-    workflow_id = await create_workflow(factory, owner, graph)
+    owner = await owner_with_secrets(factory, API_KEY=API_KEY)
+    graph = flow(
+        node("start", "trigger"),
+        node(
+            "call",
+            "http.request",
+            method="POST",
+            url=upstream.url("/echo") + "?key={{ secrets.API_KEY }}",
+            headers={"Authorization": "Bearer {{ secrets.API_KEY }}"},
+            body={"key": "{{ secrets.API_KEY }}", "who": "{{ input.name }}"},
+        ),
+        node("quote", "text.format", template="key is {{ secrets.API_KEY }}!"),
+        node("fail", "flow.fail", message="Refused {{ secrets.API_KEY }} for {{ input }}"),
+    )
     caplog.set_level(logging.DEBUG)
     # When it runs
-    run_id = (await execute(factory, owner, workflow_id, {"name": "Ada"}))["run"]["id"]
-    run = await wait_for(factory, owner, run_id)
+    run = await run_graph(factory, owner, graph, {"name": "Ada"})
     # Then the upstream got the real value, everywhere it was sent
-    [hit] = [h for h in echo.hits if h.path == "/echo"]
+    [hit] = [h for h in upstream.hits if h.path == "/echo"]
     assert hit.headers["authorization"] == f"Bearer {API_KEY}"
     assert json.loads(hit.body) == {"key": API_KEY, "who": "Ada"}
     # And the run, its steps and errors show it redacted
@@ -253,7 +208,7 @@ async def test_a_node_gets_the_value_and_nothing_stored_shows_it(
     assert echoed["headers"]["authorization"] == "Bearer [secret:API_KEY]"
     assert echoed["query"] == {"key": "[secret:API_KEY]"}
     assert json.loads(echoed["body"]) == {"key": "[secret:API_KEY]", "who": "Ada"}
-    assert echoed["raw_url"].endswith("/echo?key=[secret:API_KEY]")
+    assert echoed["url"].endswith("/echo?key=[secret:API_KEY]")
     assert steps["quote"]["output"] == "key is [secret:API_KEY]!"
     assert steps["quote"]["input"] == steps["call"]["output"]
     assert steps["fail"]["error"].startswith("Refused [secret:API_KEY] for ")
@@ -271,25 +226,13 @@ async def test_a_node_gets_the_value_and_nothing_stored_shows_it(
 
 
 async def test_an_upstream_error_quoting_the_key_is_redacted(
-    factory: Factory, worker: None, echo: LocalHTTP
+    factory: Factory, worker: None, upstream: LocalHTTP
 ) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "API_KEY", API_KEY)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "call",
-                "http.request",
-                url=echo.url("/refuse"),
-                headers={"X-Key": "{{ secrets.API_KEY }}"},
-            ),
-        ],
-        "edges": [edge("start", "call")],
-    }
-    workflow_id = await create_workflow(factory, owner, graph)
-    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
-    run = await wait_for(factory, owner, run_id)
+    owner = await owner_with_secrets(factory, API_KEY=API_KEY)
+    call = sending_key(upstream.url("/refuse"), "API_KEY")
+
+    run = await run_graph(factory, owner, flow(node("start", "trigger"), call))
+
     step = steps_by_node(run)["call"]
     assert step["error"] == 'HTTP 403 from 127.0.0.1: {"error":"key [secret:API_KEY] is revoked"}'
     assert step["output"]["body"] == {"error": "key [secret:API_KEY] is revoked"}
@@ -300,15 +243,11 @@ async def test_a_node_reaches_only_its_own_workspaces_secrets(
     factory: Factory, worker: None
 ) -> None:
     acme = await factory.owner("Acme")
-    globex = await factory.owner("Globex")
-    await set_secret(factory, globex, "API_KEY", API_KEY)
-    graph = {
-        "nodes": [node("start", "trigger"), node("out", "output", value="{{ secrets.API_KEY }}")],
-        "edges": [edge("start", "out")],
-    }
-    workflow_id = await create_workflow(factory, acme, graph)
-    run_id = (await execute(factory, acme, workflow_id))["run"]["id"]
-    run = await wait_for(factory, acme, run_id)
+    await owner_with_secrets(factory, "Globex", API_KEY=API_KEY)
+    graph = flow(node("start", "trigger"), node("out", "output", value="{{ secrets.API_KEY }}"))
+
+    run = await run_graph(factory, acme, graph)
+
     assert run["status"] == "FAILED"
     assert API_KEY not in json.dumps(run)
     assert "API_KEY" in steps_by_node(run)["out"]["error"]
@@ -317,31 +256,23 @@ async def test_a_node_reaches_only_its_own_workspaces_secrets(
 async def test_ai_generate_takes_its_key_from_a_secret_and_never_shows_it(
     factory: Factory, worker: None
 ) -> None:
-    from tests.openai_stub import OpenAIStub
-
     stub = OpenAIStub(api_key=API_KEY).start()
     try:
-        owner = await factory.owner()
-        await set_secret(factory, owner, "OPENAI_KEY", API_KEY)
-        graph = {
-            "nodes": [
-                node("start", "trigger"),
-                node(
-                    "ai",
-                    "ai.generate",
-                    baseUrl=stub.base_url,
-                    model="gpt-4o-mini",
-                    system="Answer in capitals.",
-                    prompt="Say hello to {{ input.name }} (key {{ secrets.OPENAI_KEY }})",
-                    apiKeySecret="OPENAI_KEY",
-                ),
-                node("out", "output", value="{{ input.text }}"),
-            ],
-            "edges": [edge("start", "ai"), edge("ai", "out")],
-        }
-        workflow_id = await create_workflow(factory, owner, graph)
-        run_id = (await execute(factory, owner, workflow_id, {"name": "Ada"}))["run"]["id"]
-        run = await wait_for(factory, owner, run_id)
+        owner = await owner_with_secrets(factory, OPENAI_KEY=API_KEY)
+        graph = flow(
+            node("start", "trigger"),
+            node(
+                "ai",
+                "ai.generate",
+                baseUrl=stub.base_url,
+                model="gpt-4o-mini",
+                system="Answer in capitals.",
+                prompt="Say hello to {{ input.name }} (key {{ secrets.OPENAI_KEY }})",
+                apiKeySecret="OPENAI_KEY",
+            ),
+            node("out", "output", value="{{ input.text }}"),
+        )
+        run = await run_graph(factory, owner, graph, {"name": "Ada"})
         # The endpoint got the key as a Bearer token and in the prompt
         [hit] = stub.hits
         assert hit.headers["authorization"] == f"Bearer {API_KEY}"

@@ -12,57 +12,37 @@ import base64
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from app.auth.principal import Principal
 from app.models import Role
 from app.services import secrets as secret_service
 from tests.factories import Account, Factory
-from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for, wait_step
-from tests.secrets import DELETE, SET, set_secret
+from tests.runs import (
+    create_workflow,
+    execute,
+    flow,
+    node,
+    run_graph,
+    steps_by_node,
+    wait_for,
+    wait_step,
+)
+from tests.secrets import (
+    DELETE,
+    LIST,
+    SET,
+    delete_secret,
+    owner_with_secrets,
+    sending_key,
+    set_secret,
+)
 from tests.servers import LocalHTTP
-
-LIST = """query($id: ID!) { workspace(id: $id) { secrets { name } } }"""
-
-
-@pytest.fixture
-def upstream() -> Iterator[LocalHTTP]:
-    """An upstream that echoes, refuses, and answers like a careless API."""
-
-    async def echo(request: Request) -> Response:
-        body = (await request.body()).decode()
-        return JSONResponse(
-            {"headers": dict(request.headers), "body": body, "url": str(request.url)},
-            headers={"x-echo": request.headers.get("x-key", "none")},
-        )
-
-    async def refuse_long(request: Request) -> Response:
-        # A plain-text error whose excerpt (200 characters) cuts through the key
-        return PlainTextResponse(
-            "Denied. " + "x" * 170 + " key=" + request.headers.get("x-key", ""), status_code=403
-        )
-
-    async def refuse_raw(request: Request) -> Response:
-        return PlainTextResponse("bad key:\n" + request.headers.get("x-key", ""), status_code=500)
-
-    server = LocalHTTP(
-        routes={"/echo": echo, "/refuse-long": refuse_long, "/refuse-raw": refuse_raw}
-    ).start()
-    yield server
-    server.stop()
-
-
-async def run_graph(factory: Factory, owner: Account, graph: dict, input: Any = None) -> dict:
-    """Create, execute and wait for a workflow; the run as the API shows it."""
-    workflow_id = await create_workflow(factory, owner, graph)
-    run_id = (await execute(factory, owner, workflow_id, input))["run"]["id"]
-    return await wait_for(factory, owner, run_id)
 
 
 def encodings(value: str) -> dict[str, str]:
@@ -107,18 +87,12 @@ async def test_a_numeric_secret_used_as_a_number_is_redacted_in_the_run_output(
     factory: Factory, worker: None
 ) -> None:
     # Given a PIN, output as a number (the whole output) and inside an object
-    owner = await factory.owner()
-    await set_secret(factory, owner, "PIN", "48151623")
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "build", "transform.set", fields={"pin": "{{ int(secrets.PIN) }}", "n": "{{ 7 }}"}
-            ),
-            node("out", "output", value="{{ int(secrets.PIN) }}"),
-        ],
-        "edges": [edge("start", "build"), edge("build", "out")],
-    }
+    owner = await owner_with_secrets(factory, PIN="48151623")
+    graph = flow(
+        node("start", "trigger"),
+        node("build", "transform.set", fields={"pin": "{{ int(secrets.PIN) }}", "n": "{{ 7 }}"}),
+        node("out", "output", value="{{ int(secrets.PIN) }}"),
+    )
     # When it runs
     run = await run_graph(factory, owner, graph)
     # Then the number is replaced like a string would be, and nothing else is touched
@@ -133,15 +107,8 @@ async def test_a_secret_that_looks_like_json_syntax_redacts_only_itself(
     factory: Factory, worker: None, value: str
 ) -> None:
     # Given a secret whose value is a JSON word, number or piece of syntax
-    owner = await factory.owner()
-    await set_secret(factory, owner, "ODD", value)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node("out", "output", value="{{ input }}"),
-        ],
-        "edges": [edge("start", "out")],
-    }
+    owner = await owner_with_secrets(factory, ODD=value)
+    graph = flow(node("start", "trigger"), node("out", "output", value="{{ input }}"))
     # And an input full of nulls, booleans, numbers, lists and escapes, and the value itself
     data = {
         "a": None,
@@ -163,21 +130,11 @@ async def test_a_secret_that_looks_like_json_syntax_redacts_only_itself(
 async def test_two_secrets_one_inside_the_other_are_each_replaced_whole(
     factory: Factory, worker: None
 ) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "SHORT", "abcd1234")
-    await set_secret(factory, owner, "LONG", "abcd1234-and-more")
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "out",
-                "output",
-                value="{{ secrets.LONG + ' / ' + secrets.SHORT + ' / ' + secrets.SHORT + '-and' }}",
-            ),
-        ],
-        "edges": [edge("start", "out")],
-    }
-    run = await run_graph(factory, owner, graph)
+    owner = await owner_with_secrets(factory, SHORT="abcd1234", LONG="abcd1234-and-more")
+    both = "{{ secrets.LONG + ' / ' + secrets.SHORT + ' / ' + secrets.SHORT + '-and' }}"
+    run = await run_graph(
+        factory, owner, flow(node("start", "trigger"), node("out", "output", value=both))
+    )
     assert run["output"] == "[secret:LONG] / [secret:SHORT] / [secret:SHORT]-and"
 
 
@@ -194,27 +151,24 @@ async def test_an_awkward_value_echoed_back_in_every_encoding_is_redacted(
     caplog.set_level(logging.DEBUG)
     # Given a value with quotes, a backslash, a space and URL syntax, sent upstream in a header,
     # the query, the path, a JSON body and Basic auth; the upstream echoes everything back
-    owner = await factory.owner()
-    await set_secret(factory, owner, "AWK", AWKWARD)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "call",
-                "http.request",
-                method="POST",
-                url=upstream.url("/echo") + "?k={{ secrets.AWK }}",
-                headers={
-                    "X-Key": "{{ secrets.AWK }}",
-                    "Authorization": "Basic {{ bytes('" + BASIC_USER + "' + secrets.AWK) }}",
-                },
-                body={"k": "{{ secrets.AWK }}"},
-            ),
-            node("b64", "output", value="{{ bytes(secrets.AWK) }}"),
-            node("echo", "output", value="{{ input }}"),
-        ],
-        "edges": [edge("start", "call"), edge("call", "echo"), edge("start", "b64")],
-    }
+    owner = await owner_with_secrets(factory, AWK=AWKWARD)
+    graph = flow(
+        node("start", "trigger"),
+        node(
+            "call",
+            "http.request",
+            method="POST",
+            url=upstream.url("/echo") + "?k={{ secrets.AWK }}",
+            headers={
+                "X-Key": "{{ secrets.AWK }}",
+                "Authorization": "Basic {{ bytes('" + BASIC_USER + "' + secrets.AWK) }}",
+            },
+            body={"k": "{{ secrets.AWK }}"},
+        ),
+        node("b64", "output", value="{{ bytes(secrets.AWK) }}"),
+        node("echo", "output", value="{{ input }}"),
+        edges="start->call, call->echo, start->b64",
+    )
     # When it runs
     run = await run_graph(factory, owner, graph)
     # Then the upstream got the real value
@@ -250,23 +204,17 @@ async def test_an_error_excerpt_that_cuts_through_the_key_shows_none_of_it(
 ) -> None:
     # Given an upstream whose refusal quotes the key where the 200-character excerpt ends,
     # called with retries, and with continue-on-fail so that the error goes downstream
-    owner = await factory.owner()
-    await set_secret(factory, owner, "KEY", KEY)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "call",
-                "http.request",
-                url=upstream.url("/refuse-long"),
-                headers={"X-Key": "{{ secrets.KEY }}"},
-                retry={"maxAttempts": 2, "backoffSeconds": 0},
-                continueOnFail=True,
-            ),
-            node("say", "text.format", template="Upstream said: {{ input.error }}"),
-        ],
-        "edges": [edge("start", "call"), edge("call", "say")],
-    }
+    owner = await owner_with_secrets(factory, KEY=KEY)
+    graph = flow(
+        node("start", "trigger"),
+        sending_key(
+            upstream.url("/refuse-long"),
+            "KEY",
+            retry={"maxAttempts": 2, "backoffSeconds": 0},
+            continueOnFail=True,
+        ),
+        node("say", "text.format", template="Upstream said: {{ input.error }}"),
+    )
     # When it runs
     run = await run_graph(factory, owner, graph)
     # Then the error ends with the key's placeholder, not its first characters
@@ -287,22 +235,10 @@ async def test_an_error_excerpt_that_cuts_through_the_key_shows_none_of_it(
 async def test_an_error_excerpt_that_collapses_the_keys_whitespace_does_not_show_it(
     factory: Factory, worker: None, upstream: LocalHTTP
 ) -> None:
-    owner = await factory.owner()
     spaced = "key  with   runs of    spaces"
-    await set_secret(factory, owner, "SPACED", spaced)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "call",
-                "http.request",
-                url=upstream.url("/refuse-raw"),
-                headers={"X-Key": "{{ secrets.SPACED }}"},
-            ),
-        ],
-        "edges": [edge("start", "call")],
-    }
-    run = await run_graph(factory, owner, graph)
+    owner = await owner_with_secrets(factory, SPACED=spaced)
+    call = sending_key(upstream.url("/refuse-raw"), "SPACED")
+    run = await run_graph(factory, owner, flow(node("start", "trigger"), call))
     step = steps_by_node(run)["call"]
     assert step["error"] == "HTTP 500 from 127.0.0.1: bad key: [secret:SPACED]"
     assert step["output"]["body"] == "bad key:\n[secret:SPACED]"
@@ -331,13 +267,9 @@ async def test_expression_errors_that_quote_the_value_escaped_do_not_show_it(
 ) -> None:
     # Given a value with a quote, a backslash, a newline and a non-ASCII letter, which CEL's
     # and Python's messages write escaped
-    owner = await factory.owner()
     value = 'multi\nline "quoted" \\ é'
-    await set_secret(factory, owner, "Q", value)
-    graph = {
-        "nodes": [node("start", "trigger"), node("out", "output", value=expression)],
-        "edges": [edge("start", "out")],
-    }
+    owner = await owner_with_secrets(factory, Q=value)
+    graph = flow(node("start", "trigger"), node("out", "output", value=expression))
     run = await run_graph(factory, owner, graph, {"a": 1})
     assert steps_by_node(run)["out"]["error"] == error
     assert run["error"] == f'Node "out" (output) failed: {error}'
@@ -347,17 +279,14 @@ async def test_expression_errors_that_quote_the_value_escaped_do_not_show_it(
 async def test_a_secret_in_object_keys_and_two_outputs_is_redacted(
     factory: Factory, worker: None, upstream: LocalHTTP
 ) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "KEY", KEY)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node("call", "http.request", url=upstream.url("/echo") + "?{{ secrets.KEY }}=1"),
-            node("first", "output", value="{{ {secrets.KEY: [secrets.KEY]} }}"),
-            node("second", "output", value="{{ input.body.url }}"),
-        ],
-        "edges": [edge("start", "call"), edge("call", "second"), edge("start", "first")],
-    }
+    owner = await owner_with_secrets(factory, KEY=KEY)
+    graph = flow(
+        node("start", "trigger"),
+        node("call", "http.request", url=upstream.url("/echo") + "?{{ secrets.KEY }}=1"),
+        node("first", "output", value="{{ {secrets.KEY: [secrets.KEY]} }}"),
+        node("second", "output", value="{{ input.body.url }}"),
+        edges="start->call, call->second, start->first",
+    )
     run = await run_graph(factory, owner, graph)
     assert run["output"]["first"] == {"[secret:KEY]": ["[secret:KEY]"]}
     assert run["output"]["second"].endswith("/echo?[secret:KEY]=1")
@@ -367,16 +296,12 @@ async def test_a_secret_in_object_keys_and_two_outputs_is_redacted(
 async def test_a_run_retried_from_the_failed_step_shows_no_value(
     factory: Factory, worker: None
 ) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "KEY", KEY)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node("token", "transform.set", fields={"auth": "Bearer {{ secrets.KEY }}"}),
-            node("stop", "flow.fail", message="stopped with {{ input.auth }}"),
-        ],
-        "edges": [edge("start", "token"), edge("token", "stop")],
-    }
+    owner = await owner_with_secrets(factory, KEY=KEY)
+    graph = flow(
+        node("start", "trigger"),
+        node("token", "transform.set", fields={"auth": "Bearer {{ secrets.KEY }}"}),
+        node("stop", "flow.fail", message="stopped with {{ input.auth }}"),
+    )
     run = await run_graph(factory, owner, graph)
     assert run["error"] == 'Node "stop" (flow.fail) failed: stopped with Bearer [secret:KEY]'
     body = await factory.gql(
@@ -423,23 +348,16 @@ def careless_ai() -> Iterator[LocalHTTP]:
 async def test_an_ai_endpoint_quoting_the_trimmed_key_shows_none_of_it(
     factory: Factory, worker: None, careless_ai: LocalHTTP, model: str
 ) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "AI", AI_KEY)
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "ask",
-                "ai.generate",
-                baseUrl=careless_ai.url("/v1"),
-                model=model,
-                prompt="hello",
-                apiKeySecret="AI",
-            ),
-        ],
-        "edges": [edge("start", "ask")],
-    }
-    run = await run_graph(factory, owner, graph)
+    owner = await owner_with_secrets(factory, AI=AI_KEY)
+    ask = node(
+        "ask",
+        "ai.generate",
+        baseUrl=careless_ai.url("/v1"),
+        model=model,
+        prompt="hello",
+        apiKeySecret="AI",
+    )
+    run = await run_graph(factory, owner, flow(node("start", "trigger"), ask))
     [hit] = careless_ai.hits
     assert hit.headers["authorization"] == f"Bearer {AI_KEY.strip()}"
     step = steps_by_node(run)["ask"]
@@ -468,29 +386,18 @@ async def test_a_secret_deleted_mid_run_stays_redacted_and_the_next_run_cannot_r
 
     server = LocalHTTP(routes={"/held": held}).start()
     try:
-        owner = await factory.owner()
-        await set_secret(factory, owner, "KEY", KEY)
-        graph = {
-            "nodes": [
-                node("start", "trigger"),
-                node(
-                    "call",
-                    "http.request",
-                    url=server.url("/held"),
-                    headers={"X-Key": "{{ secrets.KEY }}"},
-                ),
-                node("after", "text.format", template="{{ input.body.got }}|{{ secrets.KEY }}"),
-            ],
-            "edges": [edge("start", "call"), edge("call", "after")],
-        }
+        owner = await owner_with_secrets(factory, KEY=KEY)
+        graph = flow(
+            node("start", "trigger"),
+            sending_key(server.url("/held"), "KEY"),
+            node("after", "text.format", template="{{ input.body.got }}|{{ secrets.KEY }}"),
+        )
         workflow_id = await create_workflow(factory, owner, graph)
         run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
         await wait_step(factory, owner, run_id, "call", "RUNNING")
         # When the secret is deleted while the call is in flight
-        deleted = await factory.gql(
-            DELETE, {"i": {"workspaceId": owner.workspace_id, "name": "KEY"}}, token=owner.token
-        )
-        assert deleted["data"]["secretDelete"] == {"deletedName": "KEY", "userErrors": []}
+        deleted = await delete_secret(factory, owner, "KEY")
+        assert deleted == {"deletedName": "KEY", "userErrors": []}
         loop.call_soon(gate.set)
         run = await wait_for(factory, owner, run_id)
         # Then the run that had it keeps it redacted to its end
@@ -601,18 +508,10 @@ async def test_names_usable_in_cel_that_look_like_keywords_are_accepted_and_work
     owner = await factory.owner()
     for name in ("if", "_", "secrets", "TRUE", "in_"):
         assert (await set_secret(factory, owner, name, f"value-of-{name}!"))["userErrors"] == []
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "out",
-                "output",
-                value="{{ [secrets.if, secrets._, secrets.secrets, secrets.TRUE, secrets.in_] }}",
-            ),
-        ],
-        "edges": [edge("start", "out")],
-    }
-    run = await run_graph(factory, owner, graph)
+    names = "{{ [secrets.if, secrets._, secrets.secrets, secrets.TRUE, secrets.in_] }}"
+    run = await run_graph(
+        factory, owner, flow(node("start", "trigger"), node("out", "output", value=names))
+    )
     assert run["output"] == [
         "[secret:if]",
         "[secret:_]",
@@ -648,8 +547,7 @@ async def test_the_longest_values_and_a_five_megabyte_body(factory: Factory) -> 
 
 
 async def test_without_a_token_nothing_is_set_listed_or_deleted(factory: Factory) -> None:
-    owner = await factory.owner()
-    await set_secret(factory, owner, "KEY", KEY)
+    owner = await owner_with_secrets(factory, KEY=KEY)
     before = await factory.snapshot()
     variables = {"workspaceId": owner.workspace_id, "name": "KEY", "value": "planted"}
     for query, given in ((SET, {"i": variables}), (DELETE, {"i": {**variables, "value": None}})):
@@ -705,21 +603,13 @@ async def test_a_thousand_secrets_are_each_redacted(
     await set_many(factory, app, owner, THOUSAND)
     listed = await factory.gql(LIST, {"id": owner.workspace_id}, token=owner.token)
     assert len(listed["data"]["workspace"]["secrets"]) == 1000
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node(
-                "call",
-                "http.request",
-                method="POST",
-                url=upstream.url("/echo"),
-                headers={"X-Key": "{{ secrets.S0777 }}"},
-                body={"all": "{{ [secrets.S0000, secrets.S0500, secrets.S0999] }}"},
-            ),
-        ],
-        "edges": [edge("start", "call")],
-    }
-    run = await run_graph(factory, owner, graph)
+    call = sending_key(
+        upstream.url("/echo"),
+        "S0777",
+        method="POST",
+        body={"all": "{{ [secrets.S0000, secrets.S0500, secrets.S0999] }}"},
+    )
+    run = await run_graph(factory, owner, flow(node("start", "trigger"), call))
     echoed = steps_by_node(run)["call"]["output"]
     assert echoed["headers"]["x-echo"] == "[secret:S0777]"
     assert json.loads(echoed["body"]["body"]) == {
