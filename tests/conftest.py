@@ -129,6 +129,14 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def raw_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that gets a 500 response where the app raises (for asserting there is none)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+        yield c
+
+
+@pytest.fixture
 async def worker(app: Starlette) -> AsyncIterator[None]:
     """A worker in this process (its schedule tick included), driving runs while the test
     lasts."""

@@ -12,14 +12,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from graphql.language import Lexer, Source, TokenKind
-from starlette.applications import Starlette
 
-from tests.factories import Account, Factory
-from tests.schema.test_hostile_inputs import (
+from tests.factories import Account
+from tests.hostile import (
     CREATE,
     SIGN_IN,
     VIEWER,
-    Api,
     graph_of_size,
     validation_failure,
     without_locations,
@@ -35,20 +33,6 @@ TOO_LARGE = {
     ]
 }
 UNPARSEABLE = "Unable to parse request body as JSON"
-
-
-@pytest.fixture
-async def api(app: Starlette, factory: Factory) -> AsyncIterator[Api]:
-    """An Api whose client turns app exceptions into 500 responses (asserted against)."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as client:
-        yield Api(client, factory)
-
-
-@pytest.fixture
-async def owner(factory: Factory) -> Account:
-    """The owner of workspace "Acme"."""
-    return await factory.owner()
 
 
 def create_body(owner: Account, graph: object, name: str = "Big") -> str:
