@@ -1,4 +1,5 @@
-"""Webhooks: configuration through GraphQL, deliveries through POST /hooks/{id}."""
+"""The webhook endpoint, POST /hooks/{id}: deliveries start durable runs; signing, repeats,
+refusals, rate limits and waiting for the result."""
 
 from __future__ import annotations
 
@@ -11,63 +12,17 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.models import Role
-from app.services.webhooks import signature
 from app.webhooks import RateLimiter
-from tests.factories import Account, Factory
-from tests.runs import create_workflow, edge, node, read_run, wait_for
-
-UPDATE = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
-  webhook { enabled url requireSignature waitForResult signingSecret }
-  userErrors { field code message } } }"""
-READ = """query($id: ID!) { workflow(id: $id) { id webhook {
-  enabled url requireSignature waitForResult signingSecret } } }"""
-
-GREETING = {
-    "nodes": [
-        node("start", "trigger"),
-        node("hello", "text.format", template="Hello {{ input.name }}!"),
-        node("out", "output", value="{{ input }}"),
-    ],
-    "edges": [edge("start", "hello"), edge("hello", "out")],
-}
-
-
-async def enable(factory: Factory, account: Account, workflow_id: str, **options: object) -> dict:
-    body = await factory.gql(
-        UPDATE, {"i": {"workflowId": workflow_id, "enabled": True, **options}}, token=account.token
-    )
-    assert "errors" not in body, body
-    payload = body["data"]["workflowWebhookUpdate"]
-    assert payload["userErrors"] == []
-    return payload["webhook"]
-
-
-def path_of(url: str) -> str:
-    return url.removeprefix("http://flowdeck.test")
-
-
-def signed(secret: str, body: bytes, at: int | None = None) -> dict[str, str]:
-    timestamp = str(int(time.time()) if at is None else at)
-    return {
-        "content-type": "application/json",
-        "x-flowdeck-timestamp": timestamp,
-        "x-flowdeck-signature": signature(secret, timestamp, body),
-    }
-
-
-async def setup(factory: Factory, **options: object) -> tuple[Account, str, dict]:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GREETING)
-    hook = await enable(factory, owner, workflow_id, **options)
-    return owner, workflow_id, hook
+from tests.factories import Factory
+from tests.runs import create_workflow, flow, node, read_run, wait_for
+from tests.webhooks.helpers import GREETING, UPDATE, enable, hooked_workflow, path_of, signed
 
 
 async def test_enable_gives_a_url_and_a_post_starts_a_durable_run(
     factory: Factory, client: httpx.AsyncClient, worker: None
 ) -> None:
     # Given a workflow with its webhook on
-    owner, _workflow_id, hook = await setup(factory)
+    owner, _workflow_id, hook = await hooked_workflow(factory, GREETING)
     assert hook["enabled"] is True
     assert hook["requireSignature"] is False
     assert hook["signingSecret"] is None
@@ -88,20 +43,8 @@ async def test_enable_gives_a_url_and_a_post_starts_a_durable_run(
     assert run["output"] == "Hello Ada!"
 
 
-async def test_the_webhook_reads_back_without_its_secret(factory: Factory) -> None:
-    owner, workflow_id, hook = await setup(factory, requireSignature=True, waitForResult=True)
-    assert hook["signingSecret"].startswith("whsec_")
-    body = await factory.gql(READ, {"id": workflow_id}, token=owner.token)
-    assert body["data"]["workflow"]["webhook"] == {**hook, "signingSecret": None}
-    # An update that leaves signing on keeps the secret and does not show it again
-    again = await enable(factory, owner, workflow_id)
-    assert again == {**hook, "signingSecret": None}
-    stored = await factory.scalar("SELECT signing_ciphertext FROM webhooks")
-    assert hook["signingSecret"].encode() not in bytes(stored)
-
-
 async def test_signed_deliveries(factory: Factory, client: httpx.AsyncClient) -> None:
-    owner, workflow_id, hook = await setup(factory, requireSignature=True)
+    owner, workflow_id, hook = await hooked_workflow(factory, GREETING, requireSignature=True)
     secret = hook["signingSecret"]
     path = path_of(hook["url"])
     body = json.dumps({"name": "Ada"}).encode()
@@ -147,7 +90,7 @@ async def test_signed_deliveries(factory: Factory, client: httpx.AsyncClient) ->
 async def test_a_repeated_delivery_id_starts_one_run(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, GREETING)
     path = path_of(hook["url"])
     headers = {"x-flowdeck-delivery": "evt_123"}
     first, *others = await asyncio.gather(
@@ -175,7 +118,7 @@ async def test_a_repeated_delivery_id_starts_one_run(
 async def test_refused_deliveries_write_nothing(
     factory: Factory, client: httpx.AsyncClient, settings
 ) -> None:
-    owner, workflow_id, hook = await setup(factory)
+    owner, workflow_id, hook = await hooked_workflow(factory, GREETING)
     path = path_of(hook["url"])
     limit = settings.webhook_max_body_bytes
     before = await factory.snapshot()
@@ -256,10 +199,7 @@ async def test_a_workflow_that_cannot_run_is_refused(
     owner = await factory.owner()
     workflow_id = await create_workflow(factory, owner, GREETING)
     hook = await enable(factory, owner, workflow_id)
-    broken = {
-        "nodes": [node("start", "trigger"), node("x", "no.such.type")],
-        "edges": [edge("start", "x")],
-    }
+    broken = flow(node("start", "trigger"), node("x", "no.such.type"))
     await factory.gql(
         """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) { userErrors { code } } }""",
         {"i": {"workflowId": workflow_id, "graph": broken, "baseVersion": 1}},
@@ -302,7 +242,7 @@ def test_token_bucket_refills_at_its_rate() -> None:
 async def test_wait_for_result_answers_with_the_output(
     factory: Factory, client: httpx.AsyncClient, worker: None
 ) -> None:
-    owner, _workflow_id, hook = await setup(factory, waitForResult=True)
+    owner, _workflow_id, hook = await hooked_workflow(factory, GREETING, waitForResult=True)
     response = await client.post(path_of(hook["url"]), json={"name": "Ada"})
     assert response.status_code == 200
     answer = response.json()
@@ -311,13 +251,9 @@ async def test_wait_for_result_answers_with_the_output(
     assert answer["error"] is None
     assert (await read_run(factory, owner, answer["runId"]))["status"] == "SUCCEEDED"
     # A failing run answers with its error
-    failing = {
-        "nodes": [
-            node("start", "trigger"),
-            node("stop", "flow.fail", message="No {{ input.name }}"),
-        ],
-        "edges": [edge("start", "stop")],
-    }
+    failing = flow(
+        node("start", "trigger"), node("stop", "flow.fail", message="No {{ input.name }}")
+    )
     other = await create_workflow(factory, owner, failing, name="Failing")
     other_hook = await enable(factory, owner, other, waitForResult=True)
     failed = (await client.post(path_of(other_hook["url"]), json={"name": "Bob"})).json()
@@ -325,41 +261,10 @@ async def test_wait_for_result_answers_with_the_output(
     assert failed["error"] == 'Node "stop" (flow.fail) failed: No Bob'
 
 
-@pytest.mark.parametrize("role", [Role.VIEWER, Role.MEMBER])
-async def test_roles(factory: Factory, role: Role) -> None:
-    owner, workflow_id, hook = await setup(factory)
-    other = await factory.member(owner, role)
-    before = await factory.snapshot()
-    body = await factory.gql(
-        UPDATE, {"i": {"workflowId": workflow_id, "enabled": False}}, token=other.token
-    )
-    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    assert await factory.snapshot() == before
-    seen = (await factory.gql(READ, {"id": workflow_id}, token=other.token))["data"]
-    # A viewer cannot run the workflow, so it does not get the URL that would
-    expected_url = None if role is Role.VIEWER else hook["url"]
-    assert seen["workflow"]["webhook"]["url"] == expected_url
-
-
-async def test_another_workspace_cannot_see_or_change_it(factory: Factory) -> None:
-    _owner, workflow_id, _hook = await setup(factory)
-    stranger = await factory.owner("Globex")
-    before = await factory.snapshot()
-    body = await factory.gql(
-        UPDATE,
-        {"i": {"workflowId": workflow_id, "enabled": False, "rotateUrl": True}},
-        token=stranger.token,
-    )
-    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
-    read = await factory.gql(READ, {"id": workflow_id}, token=stranger.token)
-    assert read["errors"][0]["extensions"]["code"] == "NOT_FOUND"
-    assert await factory.snapshot() == before
-
-
 async def test_the_url_id_stays_out_of_logs(
     factory: Factory, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, GREETING)
     token = hook["url"].rsplit("/", 1)[1]
     caplog.set_level(logging.INFO)
     await client.post(path_of(hook["url"]), json={"name": "Ada"})

@@ -1,102 +1,32 @@
-"""Hostile webhook configuration and deliveries: exact answers, and nothing written on refusal."""
+"""Hostile webhook deliveries: exact answers, and nothing written on refusal."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from app.models import Role
 from app.services.webhooks import signature
-from tests.factories import Account, Factory, gid
-from tests.runs import create_workflow, edge, node, read_run, wait_for
+from tests.factories import Factory, gid
+from tests.runs import create_workflow, flow, node, read_run, wait_for
+from tests.secrets import owner_with_secrets
+from tests.webhooks.helpers import ECHO, NOT_FOUND, enable, hooked_workflow, path_of, signed, update
 
-UPDATE = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
-  webhook { enabled url requireSignature waitForResult signingSecret }
-  userErrors { field code message } } }"""
-READ = """query($id: ID!) { workflow(id: $id) { id webhook {
-  enabled url requireSignature waitForResult signingSecret } } }"""
 DELETE_WORKFLOW = (
     """mutation($id: ID!) { workflowDelete(id: $id) { deletedId userErrors { code } } }"""
 )
 
-ECHO = {
-    "nodes": [node("start", "trigger"), node("out", "output", value="{{ input }}")],
-    "edges": [edge("start", "out")],
-}
-NOT_FOUND = {"error": {"code": "NOT_FOUND", "message": "No such webhook."}}
-
-
-@pytest.fixture
-async def raw(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """A client that gets a 500 response where the app raises (asserted against)."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as client:
-        yield client
-
-
-async def update(factory: Factory, account: Account, workflow_id: str, **options: object) -> dict:
-    """The raw workflowWebhookUpdate response body."""
-    variables = {"i": {"workflowId": workflow_id, "enabled": True, **options}}
-    return await factory.gql(UPDATE, variables, token=account.token)
-
-
-async def enable(factory: Factory, account: Account, workflow_id: str, **options: object) -> dict:
-    body = await update(factory, account, workflow_id, **options)
-    assert "errors" not in body, body
-    payload = body["data"]["workflowWebhookUpdate"]
-    assert payload["userErrors"] == []
-    return payload["webhook"]
-
-
-def path_of(url: str) -> str:
-    return url.removeprefix("http://flowdeck.test")
-
-
-def signed(secret: str, body: bytes, at: int | None = None) -> dict[str, str]:
-    timestamp = str(int(time.time()) if at is None else at)
-    return {
-        "content-type": "application/json",
-        "x-flowdeck-timestamp": timestamp,
-        "x-flowdeck-signature": signature(secret, timestamp, body),
-    }
-
-
-async def setup(factory: Factory, **options: object) -> tuple[Account, str, dict]:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, ECHO)
-    hook = await enable(factory, owner, workflow_id, **options)
-    return owner, workflow_id, hook
-
-
-# --- configuration --------------------------------------------------------------------------
-
-
-async def test_two_first_updates_racing_make_one_webhook_and_no_error(
-    factory: Factory,
-) -> None:
-    # Given a workflow without a webhook
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, ECHO)
-    # When several first updates race
-    bodies = await asyncio.gather(*(update(factory, owner, workflow_id) for _ in range(6)))
-    # Then every one succeeds, and they all describe the one webhook that exists
-    assert [b.get("errors") for b in bodies] == [None] * 6, bodies
-    urls = {b["data"]["workflowWebhookUpdate"]["webhook"]["url"] for b in bodies}
-    assert await factory.scalar("SELECT count(*) FROM webhooks") == 1
-    token = await factory.scalar("SELECT token FROM webhooks")
-    assert urls == {f"http://flowdeck.test/hooks/{token}"}
+# --- configuration, as deliveries see it ---------------------------------------------------
 
 
 async def test_signing_turned_off_then_on_makes_a_new_secret_and_retires_the_old(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
     # Given a signed webhook
-    owner, workflow_id, hook = await setup(factory, requireSignature=True)
+    owner, workflow_id, hook = await hooked_workflow(factory, ECHO, requireSignature=True)
     first = hook["signingSecret"]
     path = path_of(hook["url"])
     body = b'{"n": 1}'
@@ -127,58 +57,10 @@ async def test_signing_turned_off_then_on_makes_a_new_secret_and_retires_the_old
     assert (await client.post(path, content=body, headers=signed(second, body))).status_code == 202
 
 
-@pytest.mark.parametrize("role", [Role.EDITOR, Role.OWNER])
-async def test_editors_and_owners_configure_but_never_read_the_secret(
-    factory: Factory, role: Role
-) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, ECHO)
-    account = owner if role is Role.OWNER else await factory.member(owner, role)
-    made = await enable(factory, account, workflow_id, requireSignature=True, waitForResult=True)
-    assert made["signingSecret"].startswith("whsec_")
-    assert made["waitForResult"] is True
-    for reader_role in (Role.VIEWER, Role.MEMBER, Role.EDITOR, Role.OWNER):
-        reader = owner if reader_role is Role.OWNER else await factory.member(owner, reader_role)
-        read = await factory.gql(READ, {"id": workflow_id}, token=reader.token)
-        assert read["data"]["workflow"]["webhook"]["signingSecret"] is None, reader_role
-
-
-@pytest.mark.parametrize(
-    "kind", ["workspace id", "run id", "version id", "garbage", "empty", "unknown workflow"]
-)
-async def test_ids_of_the_wrong_kind_read_as_not_found_and_write_nothing(
-    factory: Factory, kind: str
-) -> None:
-    owner, _workflow_id, _hook = await setup(factory)
-    raw_uuid = await factory.scalar("SELECT id::text FROM workflows")
-    ids = {
-        "workspace id": owner.workspace_id,
-        "run id": gid("Run", raw_uuid),
-        "version id": gid("WorkflowVersion", raw_uuid),
-        "garbage": "not an id",
-        "empty": "",
-        "unknown workflow": gid("Workflow", "00000000-0000-0000-0000-000000000000"),
-    }
-    before = await factory.snapshot()
-    body = await update(factory, owner, ids[kind], rotateUrl=True)
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"]["code"] == "NOT_FOUND", body
-    assert await factory.snapshot() == before
-
-
-async def test_without_a_token_is_unauthenticated_and_writes_nothing(factory: Factory) -> None:
-    _owner, workflow_id, _hook = await setup(factory)
-    before = await factory.snapshot()
-    body = await factory.gql(UPDATE, {"i": {"workflowId": workflow_id, "enabled": False}})
-    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    assert await factory.snapshot() == before
-
-
 async def test_a_deleted_workflows_webhook_is_gone(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    owner, workflow_id, hook = await setup(factory)
+    owner, workflow_id, hook = await hooked_workflow(factory, ECHO)
     deleted = await factory.gql(DELETE_WORKFLOW, {"id": workflow_id}, token=owner.token)
     assert deleted["data"]["workflowDelete"]["userErrors"] == []
     assert await factory.scalar("SELECT count(*) FROM webhooks") == 0
@@ -214,7 +96,7 @@ async def test_a_deleted_workflows_webhook_is_gone(
 async def test_content_types(
     factory: Factory, client: httpx.AsyncClient, content_type: str, status: int
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     before = await factory.snapshot()
     response = await client.post(
         path_of(hook["url"]), content=b'{"a": 1}', headers={"content-type": content_type}
@@ -249,7 +131,7 @@ async def test_content_types(
 async def test_any_json_value_or_an_empty_body_becomes_the_run_input(
     factory: Factory, client: httpx.AsyncClient, worker: None, content: bytes, expected: object
 ) -> None:
-    owner, _workflow_id, hook = await setup(factory)
+    owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     response = await client.post(
         path_of(hook["url"]), content=content, headers={"content-type": "application/json"}
     )
@@ -261,7 +143,7 @@ async def test_any_json_value_or_an_empty_body_becomes_the_run_input(
 async def test_an_invalid_utf8_body_is_400_and_writes_nothing(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     before = await factory.snapshot()
     response = await client.post(
         path_of(hook["url"]), content=b'{"a": "\xff"}', headers={"content-type": "application/json"}
@@ -275,7 +157,7 @@ async def test_an_invalid_utf8_body_is_400_and_writes_nothing(
 async def test_url_ids_of_any_length_that_match_nothing_are_404(
     factory: Factory, client: httpx.AsyncClient, length: int
 ) -> None:
-    await setup(factory)
+    await hooked_workflow(factory, ECHO)
     before = await factory.snapshot()
     response = await client.post(f"/hooks/{'a' * length}", json={"a": 1})
     assert (response.status_code, response.json()) == (404, NOT_FOUND)
@@ -285,7 +167,7 @@ async def test_url_ids_of_any_length_that_match_nothing_are_404(
 async def test_a_stored_url_id_with_a_character_more_or_less_is_404(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     path = path_of(hook["url"])
     before = await factory.snapshot()
     for variant in (path + "A", path[:-1], path.upper(), path + "%00", path + "%20"):
@@ -297,7 +179,7 @@ async def test_a_stored_url_id_with_a_character_more_or_less_is_404(
 async def test_a_body_streamed_in_chunks_just_under_the_cap_is_accepted_and_one_over_is_413(
     factory: Factory, client: httpx.AsyncClient, settings
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     limit = settings.webhook_max_body_bytes
     exact = b'{"x": 1}' + b" " * (limit - 8)
     assert len(exact) == limit
@@ -328,13 +210,13 @@ async def test_a_body_streamed_in_chunks_just_under_the_cap_is_accepted_and_one_
 
 
 async def test_a_delivery_id_with_nul_is_400_and_writes_nothing(
-    factory: Factory, raw: httpx.AsyncClient
+    factory: Factory, raw_client: httpx.AsyncClient
 ) -> None:
     # uvicorn refuses NUL in a header itself; an ASGI server that passes it must not cause a 500
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     before = await factory.snapshot()
     headers = [(b"content-type", b"application/json"), (b"x-flowdeck-delivery", b"evt\x00nul")]
-    response = await raw.post(path_of(hook["url"]), content=b"{}", headers=headers)
+    response = await raw_client.post(path_of(hook["url"]), content=b"{}", headers=headers)
     assert (response.status_code, response.json()) == (
         400,
         {"error": {"code": "BAD_REQUEST", "message": "A delivery id cannot contain NUL."}},
@@ -348,12 +230,12 @@ async def test_a_delivery_id_with_nul_is_400_and_writes_nothing(
     ids=["utf-8", "latin-1", "control", "tab", "190 chars"],
 )
 async def test_delivery_ids_of_other_bytes_deduplicate(
-    factory: Factory, raw: httpx.AsyncClient, delivery_id: bytes
+    factory: Factory, raw_client: httpx.AsyncClient, delivery_id: bytes
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     headers = [(b"content-type", b"application/json"), (b"x-flowdeck-delivery", delivery_id)]
-    first = await raw.post(path_of(hook["url"]), content=b"{}", headers=headers)
-    again = await raw.post(path_of(hook["url"]), content=b"{}", headers=headers)
+    first = await raw_client.post(path_of(hook["url"]), content=b"{}", headers=headers)
+    again = await raw_client.post(path_of(hook["url"]), content=b"{}", headers=headers)
     assert first.status_code == 202, first.text
     assert (first.json()["duplicate"], again.status_code) == (False, 202)
     assert again.json() == {**first.json(), "duplicate": True}
@@ -365,7 +247,7 @@ async def test_delivery_ids_of_other_bytes_deduplicate(
 async def test_a_signature_header_of_a_thousand_parts_is_refused_quickly(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory, requireSignature=True)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO, requireSignature=True)
     body = b'{"a": 1}'
     good = signed(hook["signingSecret"], body)
     junk = ",".join(["sha256=" + "0" * 64] * 999)
@@ -411,7 +293,7 @@ async def test_a_signature_header_of_a_thousand_parts_is_refused_quickly(
 async def test_malformed_and_far_timestamps_are_401(
     factory: Factory, client: httpx.AsyncClient, timestamp: str, message: str
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory, requireSignature=True)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO, requireSignature=True)
     body = b"{}"
     headers = {
         "content-type": "application/json",
@@ -430,7 +312,7 @@ async def test_malformed_and_far_timestamps_are_401(
 async def test_concurrent_deliveries_of_one_id_tell_exactly_one_it_was_first(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     headers = {"x-flowdeck-delivery": "evt_race"}
     answers = await asyncio.gather(
         *(client.post(path_of(hook["url"]), json={"n": 1}, headers=headers) for _ in range(8))
@@ -444,7 +326,7 @@ async def test_a_manual_run_cannot_pass_for_a_webhook_delivery(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
     # Given a member who executed the workflow with an idempotency key shaped like a delivery's
-    owner, workflow_id, hook = await setup(factory)
+    owner, workflow_id, hook = await hooked_workflow(factory, ECHO)
     member = await factory.member(owner, Role.MEMBER)
     executed = await factory.gql(
         """mutation($i: WorkflowExecuteInput!) { workflowExecute(input: $i) {
@@ -477,14 +359,11 @@ async def test_wait_for_result_answers_a_cancelled_run(
 ) -> None:
     # Given a webhook that waits for a run that waits a long time
     owner = await factory.owner()
-    slow = {
-        "nodes": [
-            node("start", "trigger"),
-            node("wait", "flow.delay", seconds=3600),
-            node("out", "output", value="{{ input }}"),
-        ],
-        "edges": [edge("start", "wait"), edge("wait", "out")],
-    }
+    slow = flow(
+        node("start", "trigger"),
+        node("wait", "flow.delay", seconds=3600),
+        node("out", "output", value="{{ input }}"),
+    )
     workflow_id = await create_workflow(factory, owner, slow)
     hook = await enable(factory, owner, workflow_id, waitForResult=True)
     # When a delivery waits and the run is cancelled meanwhile
@@ -516,7 +395,7 @@ async def test_a_redelivery_after_the_workflow_changed_is_still_the_same_deliver
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
     # Given a delivery, and then a new version of the workflow
-    owner, workflow_id, hook = await setup(factory)
+    owner, workflow_id, hook = await hooked_workflow(factory, ECHO)
     headers = {"x-flowdeck-delivery": "evt_redelivered"}
     first = await client.post(path_of(hook["url"]), json={"n": 1}, headers=headers)
     assert first.status_code == 202
@@ -542,22 +421,14 @@ async def test_wait_for_result_never_answers_a_secret(
     factory: Factory, client: httpx.AsyncClient, worker: None
 ) -> None:
     # Given a waiting webhook whose workflow outputs a secret, or fails quoting it
-    owner = await factory.owner()
     key = "sk-live-0a1b2c3d4e5f6a7b8c9d"
-    body = await factory.gql(
-        """mutation($i: SecretSetInput!) { secretSet(input: $i) { userErrors { code } } }""",
-        {"i": {"workspaceId": owner.workspace_id, "name": "KEY", "value": key}},
-        token=owner.token,
+    owner = await owner_with_secrets(factory, KEY=key)
+    graph = flow(
+        node("start", "trigger"),
+        node("out", "output", value="{{ {'key': secrets.KEY, 'sent': input} }}"),
+        node("stop", "flow.fail", message="refused {{ secrets.KEY }}"),
+        edges="start->out, start->stop",
     )
-    assert body["data"]["secretSet"]["userErrors"] == []
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node("out", "output", value="{{ {'key': secrets.KEY, 'sent': input} }}"),
-            node("stop", "flow.fail", message="refused {{ secrets.KEY }}"),
-        ],
-        "edges": [edge("start", "out"), edge("start", "stop")],
-    }
     ok_graph = {"nodes": graph["nodes"][:2], "edges": graph["edges"][:1]}
     answers = []
     for name, shape in (("Outputs", ok_graph), ("Fails", graph)):
@@ -577,7 +448,9 @@ async def test_wait_for_result_never_answers_a_secret(
 async def test_a_rotated_url_keeps_the_signing_secret_and_the_old_url_is_gone(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
-    owner, workflow_id, hook = await setup(factory, requireSignature=True, waitForResult=False)
+    owner, workflow_id, hook = await hooked_workflow(
+        factory, ECHO, requireSignature=True, waitForResult=False
+    )
     secret = hook["signingSecret"]
     renewed = await enable(factory, owner, workflow_id, rotateUrl=True)
     assert renewed["url"] != hook["url"]
@@ -594,14 +467,14 @@ async def test_a_rotated_url_keeps_the_signing_secret_and_the_old_url_is_gone(
 
 @pytest.mark.parametrize("declared", [b"\xb2", b"-1", b"1e3", b" 12", b""])
 async def test_a_malformed_content_length_is_413_and_writes_nothing(
-    factory: Factory, raw: httpx.AsyncClient, declared: bytes
+    factory: Factory, raw_client: httpx.AsyncClient, declared: bytes
 ) -> None:
     # uvicorn refuses these itself; behind an ASGI server that passes them, the app's body
     # limit answers before the webhook reads anything (in its own, GraphQL-shaped, words)
-    _owner, _workflow_id, hook = await setup(factory)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, ECHO)
     before = await factory.snapshot()
     headers = [(b"content-type", b"application/json"), (b"content-length", declared)]
-    response = await raw.post(path_of(hook["url"]), content=b"{}", headers=headers)
+    response = await raw_client.post(path_of(hook["url"]), content=b"{}", headers=headers)
     assert (response.status_code, response.json()) == (
         413,
         {

@@ -44,6 +44,7 @@ from tests.conftest import TEST_SECRET_KEY
 from tests.factories import Account, Factory
 from tests.runs import create_workflow, edge, execute, node, read_run, steps_by_node, wait_for
 from tests.servers import LocalHTTP
+from tests.webhooks.helpers import GREETING, hooked_workflow, signed
 
 FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
 MAX_CONNECTIONS_PER_USER = 5
@@ -1359,46 +1360,16 @@ async def test_same_origin_websocket_handshake_is_accepted(api: Factory, stack: 
 async def test_a_signed_webhook_over_real_http_waits_for_the_worker_processes_result(
     api: Factory, stack: Stack
 ) -> None:
-    from app.services.webhooks import signature
-
     # Given a workflow whose webhook is signed and waits for the result
-    owner = await api.owner()
-    graph = {
-        "nodes": [
-            node("start", "trigger"),
-            node("hello", "text.format", template="Hello {{ input.name }}!"),
-            node("out", "output", value="{{ input }}"),
-        ],
-        "edges": [edge("start", "hello"), edge("hello", "out")],
-    }
-    workflow_id = await create_workflow(api, owner, graph)
-    body = await api.gql(
-        """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
-             webhook { url signingSecret } userErrors { code } } }""",
-        {
-            "i": {
-                "workflowId": workflow_id,
-                "enabled": True,
-                "requireSignature": True,
-                "waitForResult": True,
-            }
-        },
-        token=owner.token,
+    owner, _workflow_id, hook = await hooked_workflow(
+        api, GREETING, requireSignature=True, waitForResult=True
     )
-    hook = body["data"]["workflowWebhookUpdate"]["webhook"]
     assert hook["url"].startswith(f"{stack.http_url}/hooks/")
     # When a sender posts a signed delivery to the API process over HTTP
     payload = json.dumps({"name": "Ada"}).encode()
-    stamp = str(int(time.time()))
     async with httpx.AsyncClient(timeout=30) as sender:
         response = await sender.post(
-            hook["url"],
-            content=payload,
-            headers={
-                "content-type": "application/json",
-                "x-flowdeck-timestamp": stamp,
-                "x-flowdeck-signature": signature(hook["signingSecret"], stamp, payload),
-            },
+            hook["url"], content=payload, headers=signed(hook["signingSecret"], payload)
         )
         unsigned = await sender.post(hook["url"], json={"name": "Eve"})
     # Then the worker process ran it and the API process answered with its output
