@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import Principal
@@ -99,6 +101,20 @@ class Factory:
         """Run and commit SQL (to set up states the API cannot reach directly)."""
         async with self.engine.begin() as conn:
             await conn.execute(text(statement), params)
+
+    @contextmanager
+    def statements(self) -> Iterator[list[str]]:
+        """The SQL statements the engine sends while the block runs (to count them)."""
+        sent: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            sent.append(statement)
+
+        event.listen(self.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            yield sent
+        finally:
+            event.remove(self.engine.sync_engine, "before_cursor_execute", record)
 
     async def snapshot(self) -> dict[str, int | str]:
         """Row counts of every table, and digests of the mutable ones' contents, to assert

@@ -15,6 +15,23 @@ RUN_FIELDS = """
   steps { nodeId nodeType status attempt startedAt finishedAt durationMs input output error reused }
 """
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+# Every node type of the catalogue.
+NODE_TYPES = {
+    "trigger",
+    "http.request",
+    "transform.set",
+    "text.format",
+    "logic.if",
+    "logic.switch",
+    "logic.merge",
+    "flow.delay",
+    "flow.fail",
+    "output",
+    "ai.generate",
+    "pdf.extract_text",
+}
+CANCEL = """mutation($id: ID!) { runCancel(id: $id) {
+  run { id status } userErrors { field code message } } }"""
 
 
 def node(node_id: str, node_type: str, **data: Any) -> dict[str, Any]:
@@ -99,6 +116,13 @@ async def run_graph(
 ) -> dict[str, Any]:
     """Create, execute and wait for a workflow of ``graph``; the run as the API shows it."""
     return await wait_for(factory, account, await start_run(factory, account, graph, input))
+
+
+async def cancel_run(factory: Factory, account: Account, run_id: str) -> dict[str, Any]:
+    """The runCancel payload (no top-level errors allowed)."""
+    body = await factory.gql(CANCEL, {"id": run_id}, token=account.token)
+    assert "errors" not in body, body
+    return body["data"]["runCancel"]
 
 
 async def read_run(factory: Factory, account: Account, run_id: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from app.engine.graph import Severity, validate_graph
 from app.engine.validation import validate_workflow_graph
 from app.services.templates import builtin_templates
 from tests.factories import Factory
+from tests.runs import NODE_TYPES
 
 TEMPLATES = (
     "query($ws: ID!) { templates(workspaceId: $ws) { id name description category source graph } }"
@@ -15,21 +16,6 @@ CLONE = """mutation($i: TemplateCloneInput!) {
                              userErrors { field code message } } }"""
 SET_TEMPLATE = """mutation($i: WorkflowSetTemplateInput!) {
   workflowSetTemplate(input: $i) { workflow { id isTemplate templateCategory } userErrors { code } } }"""
-
-NODE_TYPES = {
-    "trigger",
-    "http.request",
-    "transform.set",
-    "text.format",
-    "logic.if",
-    "logic.switch",
-    "logic.merge",
-    "flow.delay",
-    "flow.fail",
-    "output",
-    "ai.generate",
-    "pdf.extract_text",
-}
 
 
 def test_the_gallery_ships_at_least_eight_sound_templates() -> None:

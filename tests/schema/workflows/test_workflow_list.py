@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app.auth.principal import Principal
 from app.models import Role
 from app.services.graphs import GraphPolicy
@@ -116,31 +113,22 @@ async def test_pages_cover_every_workflow_once(factory: Factory) -> None:
 
 
 async def test_list_page_statement_count_does_not_grow_with_page_size(
-    factory: Factory, engine: AsyncEngine
+    factory: Factory,
 ) -> None:
     owner = await factory.owner()
     await make_workflows(factory, owner, [f"wf {i}" for i in range(50)])
-    statements: list[str] = []
 
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    async def measure(first: int) -> int:
-        statements.clear()
-        event.listen(engine.sync_engine, "before_cursor_execute", count)
-        try:
+    async def measure(first: int) -> list[str]:
+        with factory.statements() as statements:
             listed, _ = await names(factory, owner, first=first)
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", count)
         assert len(listed) == first
-        return len(statements)
+        return statements
 
     await names(factory, owner, first=1)  # the token's first use records last_used_at once
     small, large = await measure(2), await measure(50)
 
-    assert small == large
     # token+user, memberships, workspace, page, count, versions, users (createdBy).
-    assert large == 7, statements
+    assert (len(small), len(large)) == (7, 7), large
 
 
 AUTOMATION = """
@@ -158,7 +146,7 @@ query($workspaceId: ID!, $first: Int!) {
 
 
 async def test_schedules_fires_and_webhooks_of_a_page_load_in_one_statement_each(
-    factory: Factory, engine: AsyncEngine
+    factory: Factory,
 ) -> None:
     # Given 50 workflows, each with a schedule that has fired and a webhook
     owner = await factory.owner()
@@ -176,29 +164,20 @@ async def test_schedules_fires_and_webhooks_of_a_page_load_in_one_statement_each
         """INSERT INTO webhooks (id, workspace_id, workflow_id, token)
            SELECT gen_random_uuid(), workspace_id, id, md5(id::text) FROM workflows"""
     )
-    statements: list[str] = []
 
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    async def measure(first: int) -> int:
-        statements.clear()
-        event.listen(engine.sync_engine, "before_cursor_execute", count)
-        try:
+    async def measure(first: int) -> list[str]:
+        with factory.statements() as statements:
             body = await factory.gql(
                 AUTOMATION, {"workspaceId": owner.workspace_id, "first": first}, token=owner.token
             )
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", count)
         edges = body["data"]["workspace"]["workflows"]["edges"]
         assert len(edges) == first
         assert all(len(e["node"]["schedule"]["recentFires"]) == 3 for e in edges)
         assert all(e["node"]["webhook"]["enabled"] for e in edges)
-        return len(statements)
+        return statements
 
     await measure(1)  # the token's first use records last_used_at once
     small, large = await measure(2), await measure(50)
 
-    assert small == large
     # token+user, memberships, workspace, page, webhooks, fires.
-    assert large == 6, statements
+    assert (len(small), len(large)) == (6, 6), large
