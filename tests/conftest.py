@@ -21,6 +21,7 @@ from app.db import create_engine, libpq_url, start_embedded_postgres, with_datab
 from app.keyring import generate_key
 from app.main import create_app
 from app.migrate import migrate
+from app.runtime import Runtime
 from app.settings import Settings
 from app.worker.runner import run_worker
 from tests.factories import Factory
@@ -134,6 +135,12 @@ async def raw_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
         yield c
+
+
+@pytest.fixture
+def runtime(app: Starlette) -> Runtime:
+    """The app's runtime: what a worker ticks with."""
+    return app.state.runtime
 
 
 @pytest.fixture

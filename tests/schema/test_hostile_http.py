@@ -19,6 +19,7 @@ from tests.hostile import (
     SIGN_IN,
     VIEWER,
     graph_of_size,
+    user_error,
     validation_failure,
     without_locations,
 )
@@ -226,11 +227,7 @@ async def test_nul_escaped_in_a_string_literal_reaches_validation(api, owner):
             "workspaceCreate": {
                 "workspace": None,
                 "userErrors": [
-                    {
-                        "field": ["input", "name"],
-                        "code": "INVALID",
-                        "message": "Must not contain control characters.",
-                    }
+                    user_error(("input", "name"), "INVALID", "Must not contain control characters.")
                 ],
             }
         }

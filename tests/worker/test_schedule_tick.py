@@ -16,41 +16,25 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
-from starlette.applications import Starlette
 
-from app.auth.principal import Principal
 from app.db import create_engine
-from app.models import FireOutcome, Role, ScheduleOverlap, Workflow
+from app.models import FireOutcome, ScheduleOverlap, Workflow
 from app.runtime import Runtime
-from app.services.schedules import Fired, fire_schedule, upcoming, update_schedule
+from app.services.schedules import Fired, fire_schedule, upcoming
 from app.settings import Settings
 from app.worker.runner import schedule_loop
 from app.worker.schedules import tick
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid
-from tests.runs import create_workflow, edge, execute, node, wait_for
+from tests.runs import create_workflow, execute, flow, node, wait_for
+from tests.schedules import set_schedule_at, utc
 
-GRAPH = {
-    "nodes": [
-        node("t", "trigger"),
-        node("out", "output", value="{{ trigger.scheduledAtLocal }}"),
-    ],
-    "edges": [edge("t", "out", "out")],
-}
+GRAPH = flow(
+    node("t", "trigger"),
+    node("out", "output", value="{{ trigger.scheduledAtLocal }}"),
+    handle="out",
+)
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
-) -> datetime:
-    """A UTC datetime."""
-    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
-
-
-@pytest.fixture
-def runtime(app: Starlette) -> Runtime:
-    """The app's runtime: what a worker ticks with."""
-    return app.state.runtime
 
 
 async def scheduled(
@@ -58,27 +42,26 @@ async def scheduled(
     owner: Account,
     runtime: Runtime,
     *,
-    cron: str,
-    timezone: str,
-    now: datetime,
+    cron: str = "0 9 * * *",
+    timezone: str = "UTC",
+    now: datetime = utc(2026, 6, 1),
     overlap: ScheduleOverlap | None = None,
     graph: dict[str, Any] = GRAPH,
     name: str = "Flow",
 ) -> uuid.UUID:
-    """A new workflow whose schedule was set (enabled) at ``now``; its id."""
+    """A new workflow whose schedule was set (enabled) at ``now``; its id. By default daily at
+    09:00 UTC, set on 1 June 2026."""
     workflow_id = decode_id("Workflow", await create_workflow(factory, owner, graph, name))
-    async with runtime.sessions() as session:
-        await update_schedule(
-            session,
-            principal=Principal(user=owner.user, roles={owner.workspace.id: Role.OWNER}),
-            workflow_id=workflow_id,
-            cron=cron,
-            timezone=timezone,
-            enabled=True,
-            overlap=overlap,
-            now=now,
-        )
-        await session.commit()
+    await set_schedule_at(
+        runtime,
+        owner,
+        workflow_id,
+        now,
+        cron=cron,
+        timezone=timezone,
+        enabled=True,
+        overlap=overlap,
+    )
     return workflow_id
 
 
@@ -267,7 +250,7 @@ async def test_a_fire_more_than_a_minute_late_is_a_catch_up(
     factory: Factory, runtime: Runtime, late: timedelta, catch_up: bool
 ) -> None:
     owner = await factory.owner()
-    await scheduled(factory, owner, runtime, cron="0 9 * * *", timezone="UTC", now=utc(2026, 6, 1))
+    await scheduled(factory, owner, runtime)
 
     await tick(runtime, now=utc(2026, 6, 1, 9, 0) + late)
 
@@ -408,9 +391,7 @@ async def test_a_fire_while_the_scheduled_run_is_still_queued_is_skipped(
     factory: Factory, runtime: Runtime
 ) -> None:
     owner = await factory.owner()
-    workflow_id = await scheduled(
-        factory, owner, runtime, cron="0 9 * * *", timezone="UTC", now=utc(2026, 6, 1)
-    )
+    workflow_id = await scheduled(factory, owner, runtime)
     manual = await execute(factory, owner, gid("Workflow", workflow_id))  # not a scheduled run
     skipped_before = fires_total("SKIPPED")
 
@@ -453,15 +434,7 @@ async def test_with_overlap_allowed_a_second_run_starts_beside_the_first(
     factory: Factory, runtime: Runtime
 ) -> None:
     owner = await factory.owner()
-    workflow_id = await scheduled(
-        factory,
-        owner,
-        runtime,
-        cron="0 9 * * *",
-        timezone="UTC",
-        now=utc(2026, 6, 1),
-        overlap=ScheduleOverlap.ALLOW,
-    )
+    workflow_id = await scheduled(factory, owner, runtime, overlap=ScheduleOverlap.ALLOW)
 
     await tick(runtime, now=utc(2026, 6, 1, 9, 0))
     await tick(runtime, now=utc(2026, 6, 2, 9, 0))
@@ -478,27 +451,22 @@ async def test_a_version_that_cannot_run_is_a_failed_fire_and_the_schedule_moves
     factory: Factory, runtime: Runtime
 ) -> None:
     owner = await factory.owner()
-    broken = {
-        "nodes": [node("t", "trigger"), node("x", "no.such.type")],
-        "edges": [edge("t", "x", "out")],
-    }
+    broken = flow(node("t", "trigger"), node("x", "no.such.type"), handle="out")
     body = await factory.gql(
         """mutation($i: WorkflowCreateInput!) { workflowCreate(input: $i) { workflow { id } } }""",
         {"i": {"workspaceId": owner.workspace_id, "name": "Half-drawn", "graph": broken}},
         token=owner.token,
     )
     workflow_gid = body["data"]["workflowCreate"]["workflow"]["id"]
-    async with runtime.sessions() as session:
-        await update_schedule(
-            session,
-            principal=Principal(user=owner.user, roles={owner.workspace.id: Role.OWNER}),
-            workflow_id=decode_id("Workflow", workflow_gid),
-            cron="0 9 * * *",
-            timezone="UTC",
-            enabled=True,
-            now=utc(2026, 6, 1),
-        )
-        await session.commit()
+    await set_schedule_at(
+        runtime,
+        owner,
+        decode_id("Workflow", workflow_gid),
+        utc(2026, 6, 1),
+        cron="0 9 * * *",
+        timezone="UTC",
+        enabled=True,
+    )
     failed_before = fires_total("FAILED")
 
     failed = await tick(runtime, now=utc(2026, 6, 1, 9, 0))
@@ -531,9 +499,7 @@ async def test_a_version_that_cannot_run_is_a_failed_fire_and_the_schedule_moves
 
 async def test_a_deleted_workflows_schedule_is_gone(factory: Factory, runtime: Runtime) -> None:
     owner = await factory.owner()
-    workflow_id = await scheduled(
-        factory, owner, runtime, cron="0 9 * * *", timezone="UTC", now=utc(2026, 6, 1)
-    )
+    workflow_id = await scheduled(factory, owner, runtime)
     await tick(runtime, now=utc(2026, 6, 1, 9, 0))
 
     deleted = await factory.gql(
@@ -553,12 +519,8 @@ async def test_one_broken_schedule_does_not_stop_the_others(
     factory: Factory, runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     owner = await factory.owner()
-    broken = await scheduled(
-        factory, owner, runtime, cron="0 9 * * *", timezone="UTC", now=utc(2026, 6, 1), name="A"
-    )
-    healthy = await scheduled(
-        factory, owner, runtime, cron="0 9 * * *", timezone="UTC", now=utc(2026, 6, 1), name="B"
-    )
+    broken = await scheduled(factory, owner, runtime, name="A")
+    healthy = await scheduled(factory, owner, runtime, name="B")
     # A zone the tz database no longer has (the API cannot store one).
     await factory.execute(
         "UPDATE workflows SET schedule_timezone = 'Mars/Olympus' WHERE id = :id", id=broken
@@ -579,18 +541,7 @@ async def test_two_ticks_at_once_in_one_process_fire_each_schedule_once(
     factory: Factory, runtime: Runtime
 ) -> None:
     owner = await factory.owner()
-    ids = [
-        await scheduled(
-            factory,
-            owner,
-            runtime,
-            cron="0 9 * * *",
-            timezone="UTC",
-            now=utc(2026, 6, 1),
-            name=f"Flow {n}",
-        )
-        for n in range(10)
-    ]
+    ids = [await scheduled(factory, owner, runtime, name=f"Flow {n}") for n in range(10)]
 
     results = await asyncio.gather(*(tick(runtime, now=utc(2026, 6, 1, 9, 0)) for _ in range(2)))
 
@@ -604,9 +555,7 @@ async def test_the_fire_insert_path_twice_at_once_makes_one_run(
     factory: Factory, runtime: Runtime
 ) -> None:
     owner = await factory.owner()
-    workflow_id = await scheduled(
-        factory, owner, runtime, cron="0 9 * * *", timezone="UTC", now=utc(2026, 6, 1)
-    )
+    workflow_id = await scheduled(factory, owner, runtime)
     both_loaded = asyncio.Barrier(2)
 
     async def fire_without_the_row_lock() -> Fired | None:
@@ -667,18 +616,7 @@ async def test_two_worker_processes_ticking_at_the_same_time_fire_each_schedule_
     factory: Factory, runtime: Runtime, database_url: str
 ) -> None:
     owner = await factory.owner()
-    ids = [
-        await scheduled(
-            factory,
-            owner,
-            runtime,
-            cron="0 9 * * *",
-            timezone="UTC",
-            now=utc(2026, 6, 1),
-            name=f"Flow {n}",
-        )
-        for n in range(20)
-    ]
+    ids = [await scheduled(factory, owner, runtime, name=f"Flow {n}") for n in range(20)]
     env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
     processes = [
         await asyncio.create_subprocess_exec(

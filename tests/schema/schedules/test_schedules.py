@@ -12,19 +12,15 @@ from graphql.language import Visitor, visit
 from graphql.language.visitor import REMOVE
 from starlette.applications import Starlette
 
-from app.auth.principal import Principal
 from app.models import Role
-from app.services.schedules import upcoming, update_schedule
 from app.worker.schedules import tick
 from schema import schema
 from tests.factories import Account, Factory, gid
-from tests.runs import create_workflow, edge, node
+from tests.hostile import user_error
+from tests.runs import create_workflow
+from tests.schedules import GRAPH
 
 CONTRACT = Path(__file__).resolve().parents[2] / "contract" / "builder.graphql"
-GRAPH = {
-    "nodes": [node("t", "trigger"), node("out", "output", value="{{ trigger.scheduledAt }}")],
-    "edges": [edge("t", "out", "out")],
-}
 SCHEDULE_FIELDS = """
   enabled cron timezone overlap nextFireAt lastFiredAt skippedCount upcoming(count: 5)
 """
@@ -92,41 +88,6 @@ async def test_a_weekday_schedule_in_berlin_shows_its_next_five_times(factory: F
     assert read == {"data": {"workflow": {"schedule": schedule}}}
     stored = await factory.scalar("SELECT schedule_next_fire_at FROM workflows")
     assert stored.isoformat() == schedule["nextFireAt"]
-
-
-async def test_upcoming_with_an_injected_clock_across_a_dst_change(
-    factory: Factory, app: Starlette
-) -> None:
-    owner = await factory.owner()
-    await create_workflow(factory, owner, GRAPH)
-    workflow_id = await factory.scalar("SELECT id FROM workflows")
-    principal = Principal(user=owner.user, roles={owner.workspace.id: Role.OWNER})
-    now = datetime(2026, 3, 26, 12, 0, tzinfo=UTC)  # a Thursday; summer time starts on Sunday
-
-    async with app.state.runtime.sessions() as session:
-        workflow = await update_schedule(
-            session,
-            principal=principal,
-            workflow_id=workflow_id,
-            cron="0 9 * * MON-FRI",
-            timezone="Europe/Berlin",
-            enabled=True,
-            now=now,
-        )
-        await session.commit()
-
-    assert workflow.schedule_next_fire_at == datetime(2026, 3, 27, 8, 0, tzinfo=UTC)
-    assert upcoming(workflow, count=5, now=now) == [
-        datetime(2026, 3, 27, 8, 0, tzinfo=UTC),  # Fri 09:00 CET
-        datetime(2026, 3, 30, 7, 0, tzinfo=UTC),  # Mon 09:00 CEST
-        datetime(2026, 3, 31, 7, 0, tzinfo=UTC),
-        datetime(2026, 4, 1, 7, 0, tzinfo=UTC),
-        datetime(2026, 4, 2, 7, 0, tzinfo=UTC),
-    ]
-    assert upcoming(workflow, count=2, now=datetime(2026, 3, 27, 8, 0, tzinfo=UTC)) == [
-        datetime(2026, 3, 30, 7, 0, tzinfo=UTC),  # strictly after now
-        datetime(2026, 3, 31, 7, 0, tzinfo=UTC),
-    ]
 
 
 async def test_a_workflow_never_scheduled_has_no_schedule(factory: Factory) -> None:
@@ -214,16 +175,16 @@ async def test_an_invalid_cron_is_refused_and_nothing_changes(
 
     assert payload == {
         "workflow": None,
-        "userErrors": [{"field": ["input", "cron"], "code": "INVALID_CRON", "message": message}],
+        "userErrors": [user_error(("input", "cron"), "INVALID_CRON", message)],
     }
     assert await factory.snapshot() == before
 
 
-TIMEZONE_ERROR = {
-    "field": ["input", "timezone"],
-    "code": "INVALID_TIMEZONE",
-    "message": "Not an IANA time zone name; use one such as Europe/Berlin or UTC.",
-}
+TIMEZONE_ERROR = user_error(
+    ("input", "timezone"),
+    "INVALID_TIMEZONE",
+    "Not an IANA time zone name; use one such as Europe/Berlin or UTC.",
+)
 
 
 @pytest.mark.parametrize(
@@ -265,11 +226,7 @@ async def test_a_bad_cron_and_a_bad_timezone_are_both_reported(factory: Factory)
     assert payload == {
         "workflow": None,
         "userErrors": [
-            {
-                "field": ["input", "cron"],
-                "code": "INVALID_CRON",
-                "message": FIVE_FIELDS + "this one has 1.",
-            },
+            user_error(("input", "cron"), "INVALID_CRON", FIVE_FIELDS + "this one has 1."),
             TIMEZONE_ERROR,
         ],
     }

@@ -9,23 +9,15 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
-from starlette.applications import Starlette
 
-from app.auth.principal import Principal
 from app.engine.cron import fire_times
-from app.models import Role, ScheduleOverlap, Workflow
-from app.runtime import Runtime
-from app.services.schedules import upcoming, update_schedule
-from app.worker.schedules import tick
+from app.models import Role
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid
-from tests.runs import create_workflow, edge, execute, node
+from tests.hostile import user_error
+from tests.runs import create_workflow, execute
+from tests.schedules import GRAPH, LEAP_MONDAY
 
-GRAPH = {
-    "nodes": [node("t", "trigger"), node("out", "output", value="{{ trigger.scheduledAt }}")],
-    "edges": [edge("t", "out", "out")],
-}
 UPDATE = """
 mutation($i: WorkflowScheduleUpdateInput!) {
   workflowScheduleUpdate(input: $i) {
@@ -35,21 +27,6 @@ mutation($i: WorkflowScheduleUpdateInput!) {
 }
 """
 UPCOMING = "query($id: ID!, $n: Int!) { workflow(id: $id) { schedule { upcoming(count: $n) } } }"
-# Monday 29 February: the rarest day a five-field cron can ask for (the fifth Monday of
-# February), 28 to 40 years apart.
-LEAP_MONDAY = "0 0 * 2 MON#5"
-
-
-def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
-) -> datetime:
-    """A UTC datetime."""
-    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-
-
-def principal(account: Account) -> Principal:
-    """The principal of an account, with its role in its workspace."""
-    return Principal(user=account.user, roles={account.workspace.id: account.role})
 
 
 async def set_schedule(factory: Factory, account: Account, workflow_id: str, **fields) -> dict:
@@ -112,39 +89,12 @@ async def test_thirty_aliased_upcoming_lists_of_the_rarest_cron_stop_at_the_hori
     assert set(map(tuple, body["data"]["workflow"]["schedule"].values())) == {tuple(expected)}
 
 
-@pytest.mark.parametrize(
-    "cron",
-    [LEAP_MONDAY, "0 0 */2 2 MON#5", "0 0 31 2 MON#5", "0 0 29 2 *", "0 0 L 2 5#5", "* * * * *"],
-)
-@pytest.mark.parametrize(
-    "zone", ["UTC", "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Chatham"]
-)
-def test_fifty_upcoming_times_of_any_rare_cron_stay_within_fifty_years(
-    cron: str, zone: str
-) -> None:
-    workflow = Workflow(
-        id=uuid.uuid4(),
-        workspace_id=uuid.uuid4(),
-        name="x",
-        schedule_cron=cron,
-        schedule_timezone=zone,
-        schedule_enabled=True,
-    )
-    now = utc(2026, 11, 22)
-
-    times = upcoming(workflow, count=50, now=now)
-
-    assert times == sorted(set(times))
-    assert len(times) <= 50
-    assert all(now < t <= now + timedelta(days=50 * 366) for t in times)
-
-
 # --- hostile input: refused with the exact reason, and nothing written ---------------------
 
 
 def cron_error(message: str) -> dict:
     """The user error of a refused cron."""
-    return {"field": ["input", "cron"], "code": "INVALID_CRON", "message": message}
+    return user_error(("input", "cron"), "INVALID_CRON", message)
 
 
 BAD_CHARACTERS = "Only printable ASCII characters, spaces and tabs."
@@ -244,12 +194,11 @@ async def test_a_hostile_timezone_is_refused_and_nothing_changes(
             "workflowScheduleUpdate": {
                 "workflow": None,
                 "userErrors": [
-                    {
-                        "field": ["input", "timezone"],
-                        "code": "INVALID_TIMEZONE",
-                        "message": "Not an IANA time zone name; use one such as Europe/Berlin "
-                        "or UTC.",
-                    }
+                    user_error(
+                        ("input", "timezone"),
+                        "INVALID_TIMEZONE",
+                        ("Not an IANA time zone name; use one such as Europe/Berlin or UTC."),
+                    )
                 ],
             }
         }
@@ -485,108 +434,7 @@ async def test_a_count_that_is_not_a_32_bit_integer_is_refused_by_graphql(
     ]
 
 
-# --- the tick: re-enabling, resubmitting, racing -------------------------------------------
-
-
-@pytest.fixture
-def runtime(app: Starlette) -> Runtime:
-    """The app's runtime: what a worker ticks with."""
-    return app.state.runtime
-
-
-async def set_at(
-    runtime: Runtime, account: Account, workflow_id: uuid.UUID, now: datetime, **fields
-) -> None:
-    """update_schedule with an injected clock, committed."""
-    async with runtime.sessions() as session:
-        await update_schedule(
-            session, principal=principal(account), workflow_id=workflow_id, now=now, **fields
-        )
-        await session.commit()
-
-
-async def fire_rows(factory: Factory) -> list[tuple]:
-    """(fire_at, outcome, missed) of every fire, oldest first."""
-    async with factory.engine.connect() as conn:
-        result = await conn.execute(
-            text("SELECT fire_at, outcome, missed FROM schedule_fires ORDER BY fire_at")
-        )
-        return [tuple(row) for row in result]
-
-
-async def test_re_enabling_after_days_off_fires_no_catch_up_for_the_disabled_time(
-    factory: Factory, runtime: Runtime
-) -> None:
-    owner = await factory.owner()
-    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
-    minutely = {"cron": "*/5 * * * *", "timezone": "Australia/Lord_Howe"}
-    await set_at(runtime, owner, workflow_id, utc(2026, 6, 1), enabled=True, **minutely)
-    await tick(runtime, now=utc(2026, 6, 1, 0, 5))
-    await set_at(runtime, owner, workflow_id, utc(2026, 6, 1, 0, 6), enabled=False, **minutely)
-
-    while_off = await tick(runtime, now=utc(2026, 6, 3))
-    await set_at(runtime, owner, workflow_id, utc(2026, 6, 4, 0, 2), enabled=True, **minutely)
-    back = await tick(runtime, now=utc(2026, 6, 4, 0, 2))
-    on_time = await tick(runtime, now=utc(2026, 6, 4, 0, 5))
-
-    assert (while_off.fires, back.fires) == ([], [])
-    assert [(f.fire_at, f.missed) for f in on_time.fires] == [(utc(2026, 6, 4, 0, 5), 0)]
-    assert await fire_rows(factory) == [
-        (utc(2026, 6, 1, 0, 5), "STARTED", 0),
-        (utc(2026, 6, 4, 0, 5), "SKIPPED", 0),  # the first scheduled run is still queued
-    ]
-    assert await factory.scalar("SELECT count(*) FROM runs") == 1
-
-
-async def test_resubmitting_an_unchanged_schedule_during_an_outage_keeps_its_catch_up(
-    factory: Factory, runtime: Runtime
-) -> None:
-    owner = await factory.owner()
-    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
-    daily = {"cron": "0 9 * * *", "timezone": "Asia/Kathmandu", "enabled": True}
-    await set_at(runtime, owner, workflow_id, utc(2026, 6, 1), **daily)  # next: 03:15Z
-
-    # No worker ticked at 03:15; at 05:00 someone only switches overlap to ALLOW.
-    await set_at(
-        runtime, owner, workflow_id, utc(2026, 6, 1, 5), overlap=ScheduleOverlap.ALLOW, **daily
-    )
-    result = await tick(runtime, now=utc(2026, 6, 1, 5, 0, 1))
-
-    assert [(f.fire_at, f.missed) for f in result.fires] == [(utc(2026, 6, 1, 3, 15), 0)]
-    assert (await factory.scalar("SELECT input FROM runs"))["catchUp"] is True
-    assert await factory.scalar("SELECT schedule_next_fire_at FROM workflows") == utc(
-        2026, 6, 2, 3, 15
-    )
-
-
-async def test_changing_the_cron_while_a_fire_is_due_moves_to_the_new_cron(
-    factory: Factory, runtime: Runtime
-) -> None:
-    owner = await factory.owner()
-    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
-    await set_at(
-        runtime,
-        owner,
-        workflow_id,
-        utc(2026, 6, 1),
-        cron="0 9 * * *",
-        timezone="UTC",
-        enabled=True,
-    )
-
-    await set_at(
-        runtime,
-        owner,
-        workflow_id,
-        utc(2026, 6, 1, 9, 30),
-        cron="0 10 * * *",
-        timezone="UTC",
-        enabled=True,
-    )
-    result = await tick(runtime, now=utc(2026, 6, 1, 10))
-
-    assert [(f.fire_at, f.missed) for f in result.fires] == [(utc(2026, 6, 1, 10), 0)]
-    assert await fire_rows(factory) == [(utc(2026, 6, 1, 10), "STARTED", 0)]
+# --- racing updates ---------------------------------------------------------------------------
 
 
 async def test_concurrent_updates_leave_one_of_them_whole(factory: Factory) -> None:
@@ -625,50 +473,4 @@ async def test_concurrent_updates_leave_one_of_them_whole(factory: Factory) -> N
     assert datetime.fromisoformat(stored_next.strip('"')) in (
         expected_next,
         next(fire_times(cron.strip('"'), zone, now)),
-    )
-
-
-async def test_an_update_racing_a_tick_fires_the_due_time_at_most_once(
-    factory: Factory, runtime: Runtime
-) -> None:
-    owner = await factory.owner()
-    ids = [
-        decode_id("Workflow", await create_workflow(factory, owner, GRAPH, f"F{n}"))
-        for n in range(8)
-    ]
-    for workflow_id in ids:
-        await set_at(
-            runtime,
-            owner,
-            workflow_id,
-            utc(2026, 6, 1),
-            cron="0 9 * * *",
-            timezone="UTC",
-            enabled=True,
-        )
-
-    await asyncio.gather(
-        tick(runtime, now=utc(2026, 6, 1, 9)),
-        *(
-            set_at(
-                runtime,
-                owner,
-                workflow_id,
-                utc(2026, 6, 1, 9),
-                cron="0 9 * * *",
-                timezone="UTC",
-                enabled=True,
-            )
-            for workflow_id in ids
-        ),
-        tick(runtime, now=utc(2026, 6, 1, 9)),
-    )
-    again = await tick(runtime, now=utc(2026, 6, 1, 9, 0, 30))
-
-    fired = await factory.scalar("SELECT count(*) FROM schedule_fires")
-    assert fired == await factory.scalar("SELECT count(*) FROM runs")
-    assert again.fires == []
-    assert await factory.scalar("SELECT count(DISTINCT schedule_next_fire_at) FROM workflows") == 1
-    assert await factory.scalar("SELECT min(schedule_next_fire_at) FROM workflows") == utc(
-        2026, 6, 2, 9
     )

@@ -6,11 +6,10 @@ import json
 import logging
 
 import pytest
-from starlette.applications import Starlette
 
 from app.models import Role
-from app.services.secrets import open_secrets
 from tests.factories import Factory, gid
+from tests.hostile import user_error
 from tests.openai_stub import OpenAIStub
 from tests.runs import flow, node, run_graph, steps_by_node
 from tests.secrets import (
@@ -99,11 +98,7 @@ async def test_deleting_a_missing_secret_is_not_found(factory: Factory) -> None:
     assert payload == {
         "deletedName": None,
         "userErrors": [
-            {
-                "field": ["input", "name"],
-                "code": "NOT_FOUND",
-                "message": 'No secret "NOPE" in this workspace.',
-            }
+            user_error(("input", "name"), "NOT_FOUND", 'No secret "NOPE" in this workspace.')
         ],
     }
 
@@ -149,30 +144,6 @@ async def test_another_workspace_reads_as_not_found(factory: Factory) -> None:
     listed = await factory.gql(LIST, {"id": owner.workspace_id}, token=stranger.token)
     assert listed["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert await factory.snapshot() == before
-
-
-async def test_ciphertext_moved_to_another_row_or_workspace_does_not_open(
-    factory: Factory, app: Starlette
-) -> None:
-    keyring = app.state.runtime.keyring
-    acme = await owner_with_secrets(factory, "Acme", API_KEY=API_KEY, OTHER="other-value")
-    globex = await owner_with_secrets(factory, "Globex", API_KEY="globex-value")
-    # Copy Acme's API_KEY ciphertext over Acme's OTHER and over Globex's API_KEY
-    await factory.execute(
-        """UPDATE secrets s SET nonce = src.nonce, ciphertext = src.ciphertext, key_id = src.key_id
-           FROM secrets src
-           WHERE src.name = 'API_KEY' AND src.workspace_id = :acme
-             AND ((s.workspace_id = :acme AND s.name = 'OTHER') OR s.workspace_id = :globex)""",
-        acme=acme.workspace.id,
-        globex=globex.workspace.id,
-    )
-    async with app.state.runtime.sessions() as session:
-        acme_values = await open_secrets(session, keyring=keyring, workspace_id=acme.workspace.id)
-        globex_values = await open_secrets(
-            session, keyring=keyring, workspace_id=globex.workspace.id
-        )
-    assert acme_values == {"API_KEY": API_KEY}
-    assert globex_values == {}
 
 
 async def test_a_node_gets_the_value_and_nothing_stored_shows_it(

@@ -23,6 +23,7 @@ from app.auth.principal import Principal
 from app.models import Role
 from app.services import secrets as secret_service
 from tests.factories import Account, Factory
+from tests.hostile import user_error
 from tests.runs import (
     create_workflow,
     execute,
@@ -631,11 +632,11 @@ async def test_a_workspace_holds_at_most_a_thousand_secrets_and_a_mebibyte_of_va
     assert over_count == {
         "secret": None,
         "userErrors": [
-            {
-                "field": ["input", "name"],
-                "code": "INVALID",
-                "message": "A workspace holds at most 1000 secrets; delete one first.",
-            }
+            user_error(
+                ("input", "name"),
+                "INVALID",
+                "A workspace holds at most 1000 secrets; delete one first.",
+            )
         ],
     }
     assert await factory.snapshot() == before
@@ -649,12 +650,14 @@ async def test_a_workspace_holds_at_most_a_thousand_secrets_and_a_mebibyte_of_va
     before = await factory.snapshot()
     too_big = await set_secret(factory, other, "LAST", "w" * 65_435 + "\u00e9")
     assert too_big["userErrors"] == [
-        {
-            "field": ["input", "value"],
-            "code": "INVALID",
-            "message": "A workspace's secrets take at most 1048576 bytes together (UTF-8); "
-            "with this value they would take 1048577.",
-        }
+        user_error(
+            ("input", "value"),
+            "INVALID",
+            (
+                "A workspace's secrets take at most 1048576 bytes together (UTF-8); "
+                "with this value they would take 1048577."
+            ),
+        )
     ]
     assert await factory.snapshot() == before
     assert (await set_secret(factory, other, "LAST", "w" * 65_436))["userErrors"] == []

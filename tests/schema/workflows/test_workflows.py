@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from tests.factories import Account, Factory
+from tests.hostile import user_error
 
 VERSION_FIELDS = """
   id number message createdAt restoredFrom graph
@@ -155,11 +156,11 @@ async def test_names_are_unique_per_workspace_case_insensitive(factory: Factory)
     assert body["data"]["workflowCreate"] == {
         "workflow": None,
         "userErrors": [
-            {
-                "field": ["input", "name"],
-                "code": "NOT_UNIQUE",
-                "message": 'A workflow named "BILLING" already exists in this workspace.',
-            }
+            user_error(
+                ("input", "name"),
+                "NOT_UNIQUE",
+                'A workflow named "BILLING" already exists in this workspace.',
+            )
         ],
     }
     assert await factory.snapshot() == before
@@ -234,12 +235,14 @@ async def test_stale_base_version_is_a_conflict_and_writes_nothing(factory: Fact
     assert payload == {
         "workflow": None,
         "userErrors": [
-            {
-                "field": ["input", "baseVersion"],
-                "code": "VERSION_CONFLICT",
-                "message": "Version 2 was saved after version 1; "
-                "reload the workflow and apply your change again.",
-            }
+            user_error(
+                ("input", "baseVersion"),
+                "VERSION_CONFLICT",
+                (
+                    "Version 2 was saved after version 1; "
+                    "reload the workflow and apply your change again."
+                ),
+            )
         ],
     }
     assert await factory.snapshot() == before

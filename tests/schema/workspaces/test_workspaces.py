@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.models import Role
 from tests.factories import Factory
+from tests.hostile import user_error
 
 WORKSPACE_CREATE = """mutation($i: WorkspaceCreateInput!) {
   workspaceCreate(input: $i) { workspace { id name viewerRole } userErrors { field code message } } }"""
@@ -101,11 +102,11 @@ async def test_the_last_owner_cannot_be_demoted(factory: Factory) -> None:
     assert body["data"]["memberSet"] == {
         "membership": None,
         "userErrors": [
-            {
-                "field": ["input", "role"],
-                "code": "LAST_OWNER",
-                "message": "A workspace keeps at least one owner; make someone else owner first.",
-            }
+            user_error(
+                ("input", "role"),
+                "LAST_OWNER",
+                "A workspace keeps at least one owner; make someone else owner first.",
+            )
         ],
     }
     assert await factory.snapshot() == before
