@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.engine.nodes.ai_generate import NODE_TYPE, AiGenerateConfig, run
+from app.engine.nodes.ai_generate import AiGenerateConfig, run
 from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome
 from app.engine.outbound import OutboundBlocked
 from app.settings import Settings
@@ -72,34 +72,6 @@ def config(stub: OpenAIStub, **data: Any) -> dict[str, Any]:
 
 
 # --- the node type and its config --------------------------------------------------------
-
-
-def test_node_type_is_registered_with_a_described_form() -> None:
-    schema = NODE_TYPE.config_schema()
-
-    assert (NODE_TYPE.type, NODE_TYPE.category, NODE_TYPE.label) == (
-        "ai.generate",
-        "AI",
-        "Generate text with AI",
-    )
-    assert (NODE_TYPE.config_model, NODE_TYPE.run) == (AiGenerateConfig, run)
-    assert (NODE_TYPE.inputs, NODE_TYPE.outputs) == (("in",), ("out",))
-    assert sorted(schema["properties"]) == [
-        "apiKeySecret",
-        "baseUrl",
-        "continueOnFail",
-        "maxTokens",
-        "model",
-        "prompt",
-        "retry",
-        "system",
-        "temperature",
-        "timeoutSeconds",
-    ]
-    assert [
-        name for name, field in schema["properties"].items() if not field.get("description")
-    ] == []
-    assert schema["required"] == ["baseUrl", "model", "prompt"]
 
 
 def test_config_reads_camel_case_ignores_builder_keys_and_writes_values_as_text() -> None:

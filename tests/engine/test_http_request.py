@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome
-from app.engine.nodes.http_request import NODE_TYPE, HttpRequestConfig, HttpStatusError, run
+from app.engine.nodes.http_request import HttpRequestConfig, HttpStatusError, run
 from app.engine.outbound import OutboundBlocked, ResponseTooLarge
 from tests.engine.test_outbound import Reply, StubServer
 from tests.servers import LocalHTTP
@@ -53,43 +53,6 @@ async def call(data: dict[str, Any], ctx: NodeContext | None = None) -> NodeOutc
 
 
 # --- the node type and its config --------------------------------------------------------
-
-
-def test_node_type_is_registered_with_a_described_form() -> None:
-    schema = NODE_TYPE.config_schema()
-
-    assert (NODE_TYPE.type, NODE_TYPE.category, NODE_TYPE.label) == (
-        "http.request",
-        "Integrations",
-        "HTTP request",
-    )
-    assert (NODE_TYPE.config_model, NODE_TYPE.run) == (HttpRequestConfig, run)
-    assert (NODE_TYPE.inputs, NODE_TYPE.outputs) == (("in",), ("out",))
-    assert sorted(schema["properties"]) == [
-        "body",
-        "continueOnFail",
-        "expectStatus",
-        "followRedirects",
-        "headers",
-        "method",
-        "query",
-        "retry",
-        "timeoutSeconds",
-        "url",
-    ]
-    assert [
-        name for name, field in schema["properties"].items() if not field.get("description")
-    ] == []
-    assert schema["required"] == ["url"]
-    assert schema["properties"]["method"]["enum"] == [
-        "GET",
-        "POST",
-        "PUT",
-        "PATCH",
-        "DELETE",
-        "HEAD",
-        "OPTIONS",
-    ]
 
 
 def test_config_reads_camel_case_and_fills_defaults() -> None:

@@ -11,16 +11,19 @@ import pytest
 from pydantic import ValidationError
 
 from app.engine.nodes import (
+    ai_generate,
     flow_delay,
     flow_fail,
     logic_if,
     logic_merge,
     logic_switch,
     output,
+    pdf_extract_text,
     text_format,
     transform_set,
     trigger,
 )
+from app.engine.nodes import http_request as http
 from app.engine.nodes.base import (
     NodeConfig,
     NodeContext,
@@ -83,6 +86,69 @@ def test_each_node_type_is_registered_with_its_handles() -> None:
         undescribed = [f for f, info in config_model.model_fields.items() if not info.description]
         assert undescribed == [], name
         assert kind.config_schema()["type"] == "object"
+
+
+# The integrations: (node type, category, label, config model, config fields, required fields).
+INTEGRATIONS = [
+    pytest.param(
+        ai_generate.NODE_TYPE,
+        ("ai.generate", "AI", "Generate text with AI"),
+        ai_generate.AiGenerateConfig,
+        ai_generate.run,
+        "apiKeySecret baseUrl continueOnFail maxTokens model prompt retry system temperature"
+        " timeoutSeconds",
+        ["baseUrl", "model", "prompt"],
+        id="ai.generate",
+    ),
+    pytest.param(
+        http.NODE_TYPE,
+        ("http.request", "Integrations", "HTTP request"),
+        http.HttpRequestConfig,
+        http.run,
+        "body continueOnFail expectStatus followRedirects headers method query retry"
+        " timeoutSeconds url",
+        ["url"],
+        id="http.request",
+    ),
+    pytest.param(
+        pdf_extract_text.NODE_TYPE,
+        ("pdf.extract_text", "Documents", "Extract text from PDF"),
+        pdf_extract_text.PdfExtractTextConfig,
+        pdf_extract_text.run,
+        "base64 continueOnFail retry timeoutSeconds url",
+        None,
+        id="pdf.extract_text",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("node_type", "names", "config_model", "run", "fields", "required"), INTEGRATIONS
+)
+def test_each_integration_is_registered_with_a_described_form(
+    node_type: NodeType,
+    names: tuple[str, str, str],
+    config_model: type[NodeConfig],
+    run: Any,
+    fields: str,
+    required: list[str] | None,
+) -> None:
+    schema = node_type.config_schema()
+
+    assert (node_type.type, node_type.category, node_type.label) == names
+    assert (node_type.config_model, node_type.run) == (config_model, run)
+    assert (node_type.inputs, node_type.outputs) == (("in",), ("out",))
+    assert sorted(schema["properties"]) == fields.split()
+    assert [
+        name for name, field in schema["properties"].items() if not field.get("description")
+    ] == []
+    assert schema.get("required", "absent") == (required or "absent")
+
+
+def test_http_request_offers_the_methods_it_sends() -> None:
+    methods = http.NODE_TYPE.config_schema()["properties"]["method"]["enum"]
+
+    assert methods == ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 async def test_trigger_passes_the_run_input_on() -> None:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome
-from app.engine.nodes.pdf_extract_text import NODE_TYPE, PdfExtractTextConfig, run
+from app.engine.nodes.pdf_extract_text import PdfExtractTextConfig, run
 from app.engine.outbound import OutboundBlocked
 from app.engine.validation import validate_workflow_graph
 from app.settings import Settings
@@ -101,29 +101,6 @@ async def failure(data: dict[str, Any], settings: Settings) -> str:
 
 
 # --- the node type and its config --------------------------------------------------------
-
-
-def test_node_type_is_registered_with_a_described_form() -> None:
-    schema = NODE_TYPE.config_schema()
-
-    assert (NODE_TYPE.type, NODE_TYPE.category, NODE_TYPE.label) == (
-        "pdf.extract_text",
-        "Documents",
-        "Extract text from PDF",
-    )
-    assert (NODE_TYPE.config_model, NODE_TYPE.run) == (PdfExtractTextConfig, run)
-    assert (NODE_TYPE.inputs, NODE_TYPE.outputs) == (("in",), ("out",))
-    assert sorted(schema["properties"]) == [
-        "base64",
-        "continueOnFail",
-        "retry",
-        "timeoutSeconds",
-        "url",
-    ]
-    assert [
-        name for name, field in schema["properties"].items() if not field.get("description")
-    ] == []
-    assert "required" not in schema
 
 
 @pytest.mark.parametrize(

@@ -57,10 +57,9 @@ async def set_schedule(factory: Factory, account: Account, workflow_id: str, **f
     return body["data"]["workflowScheduleUpdate"]
 
 
-async def test_a_weekday_schedule_in_berlin_shows_its_next_five_times(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
-
+async def test_a_weekday_schedule_in_berlin_shows_its_next_five_times(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     before = datetime.now(UTC)
     payload = await set_schedule(
         factory, owner, workflow_id, cron="0 9 * * MON-FRI", timezone="Europe/Berlin", enabled=True
@@ -90,10 +89,9 @@ async def test_a_weekday_schedule_in_berlin_shows_its_next_five_times(factory: F
     assert stored.isoformat() == schedule["nextFireAt"]
 
 
-async def test_a_workflow_never_scheduled_has_no_schedule(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
-
+async def test_a_workflow_never_scheduled_has_no_schedule(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     body = await factory.gql(READ, {"id": workflow_id}, token=owner.token)
 
     assert body == {"data": {"workflow": {"schedule": None}}}
@@ -101,10 +99,9 @@ async def test_a_workflow_never_scheduled_has_no_schedule(factory: Factory) -> N
 
 async def test_whitespace_is_normalised_and_overlap_is_kept_when_not_given(
     factory: Factory,
+    owner: Account,
+    workflow_id: str,
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
-
     first = await set_schedule(
         factory,
         owner,
@@ -162,10 +159,8 @@ FIVE_FIELDS = "A cron expression has 5 fields (minute hour day-of-month month da
     ],
 )
 async def test_an_invalid_cron_is_refused_and_nothing_changes(
-    factory: Factory, cron: str, message: str
+    factory: Factory, owner: Account, workflow_id: str, cron: str, message: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
     before = await factory.snapshot()
 
@@ -200,10 +195,8 @@ TIMEZONE_ERROR = user_error(
     ],
 )
 async def test_an_invalid_timezone_is_refused_and_nothing_changes(
-    factory: Factory, timezone: str
+    factory: Factory, owner: Account, workflow_id: str, timezone: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     before = await factory.snapshot()
 
     payload = await set_schedule(
@@ -214,9 +207,9 @@ async def test_an_invalid_timezone_is_refused_and_nothing_changes(
     assert await factory.snapshot() == before
 
 
-async def test_a_bad_cron_and_a_bad_timezone_are_both_reported(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_a_bad_cron_and_a_bad_timezone_are_both_reported(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     before = await factory.snapshot()
 
     payload = await set_schedule(
@@ -292,10 +285,8 @@ async def test_another_workspaces_workflow_reads_as_not_found(factory: Factory) 
 
 
 async def test_disabling_keeps_cron_and_zone_and_stops_firing(
-    factory: Factory, app: Starlette
+    factory: Factory, owner: Account, workflow_id: str, app: Starlette
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(
         factory, owner, workflow_id, cron="* * * * *", timezone="Europe/Berlin", enabled=True
     )
@@ -323,9 +314,9 @@ async def test_disabling_keeps_cron_and_zone_and_stops_firing(
 
 
 @pytest.mark.parametrize("count", [0, 51, -1])
-async def test_upcoming_count_out_of_range_is_a_clear_error(factory: Factory, count: int) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_upcoming_count_out_of_range_is_a_clear_error(
+    factory: Factory, owner: Account, workflow_id: str, count: int
+) -> None:
     await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
 
     body = await factory.gql(
@@ -344,9 +335,9 @@ async def test_upcoming_count_out_of_range_is_a_clear_error(factory: Factory, co
     }
 
 
-async def test_fifty_upcoming_times_are_allowed(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_fifty_upcoming_times_are_allowed(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     await set_schedule(factory, owner, workflow_id, cron="0 * * * *", timezone="UTC", enabled=True)
 
     before = datetime.now(UTC)
@@ -408,9 +399,9 @@ def test_the_contract_operations_with_schedules_validate() -> None:
     assert validate(schema._schema, document) == []
 
 
-async def test_the_contracts_schedule_update_runs_as_written(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_the_contracts_schedule_update_runs_as_written(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     document = contract_operations("WorkflowScheduleUpdate")
 
     before = datetime.now(UTC)
@@ -449,9 +440,9 @@ async def test_the_contracts_schedule_update_runs_as_written(factory: Factory) -
     }
 
 
-async def test_the_workflow_row_is_only_changed_in_its_schedule(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_the_workflow_row_is_only_changed_in_its_schedule(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     columns = "name, description, current_version, updated_at, is_template"
     before = await factory.scalar(f"SELECT row({columns})::text FROM workflows")
 

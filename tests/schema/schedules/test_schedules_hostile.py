@@ -50,9 +50,9 @@ def leap_mondays(zone: str, after: datetime, before: datetime) -> list[str]:
 # --- cost: an expression must not stall the event loop ------------------------------------
 
 
-async def test_upcoming_of_the_rarest_cron_stops_at_fifty_years(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_upcoming_of_the_rarest_cron_stops_at_fifty_years(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     body = await set_schedule(
         factory, owner, workflow_id, cron=LEAP_MONDAY, timezone="Asia/Kathmandu", enabled=True
     )
@@ -149,10 +149,8 @@ NEVER = "This expression never fires."
     ],
 )
 async def test_a_hostile_cron_is_refused_and_nothing_changes(
-    factory: Factory, cron: str, message: str
+    factory: Factory, owner: Account, workflow_id: str, cron: str, message: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
     before = await factory.snapshot()
 
@@ -179,10 +177,8 @@ async def test_a_hostile_cron_is_refused_and_nothing_changes(
     ],
 )
 async def test_a_hostile_timezone_is_refused_and_nothing_changes(
-    factory: Factory, timezone: str
+    factory: Factory, owner: Account, workflow_id: str, timezone: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     before = await factory.snapshot()
 
     body = await set_schedule(
@@ -252,10 +248,8 @@ INVALID = "Variable '$i' has invalid value at ."
     ],
 )
 async def test_input_of_the_wrong_type_is_refused_before_anything_runs(
-    factory: Factory, fields: dict, message: str
+    factory: Factory, owner: Account, workflow_id: str, fields: dict, message: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
     before = await factory.snapshot()
 
@@ -394,10 +388,8 @@ async def test_a_stranger_and_an_anonymous_caller_change_nothing(factory: Factor
     ],
 )
 async def test_count_and_limit_out_of_range_are_refused(
-    factory: Factory, field: str, value: int, message: str
+    factory: Factory, owner: Account, workflow_id: str, field: str, value: int, message: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
 
     body = await factory.gql(
@@ -420,10 +412,8 @@ async def test_count_and_limit_out_of_range_are_refused(
     ],
 )
 async def test_a_count_that_is_not_a_32_bit_integer_is_refused_by_graphql(
-    factory: Factory, value: object, message: str
+    factory: Factory, owner: Account, workflow_id: str, value: object, message: str
 ) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
     await set_schedule(factory, owner, workflow_id, cron="0 9 * * *", timezone="UTC", enabled=True)
 
     body = await factory.gql(UPCOMING, {"id": workflow_id, "n": value}, token=owner.token)
@@ -437,9 +427,9 @@ async def test_a_count_that_is_not_a_32_bit_integer_is_refused_by_graphql(
 # --- racing updates ---------------------------------------------------------------------------
 
 
-async def test_concurrent_updates_leave_one_of_them_whole(factory: Factory) -> None:
-    owner = await factory.owner()
-    workflow_id = await create_workflow(factory, owner, GRAPH)
+async def test_concurrent_updates_leave_one_of_them_whole(
+    factory: Factory, owner: Account, workflow_id: str
+) -> None:
     wanted = [
         ("0 0 * 2 MON#5", "Asia/Kathmandu"),
         ("*/5 * * * *", "Australia/Lord_Howe"),
