@@ -5,25 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
-from app.db import create_engine, libpq_url, start_embedded_postgres, with_database
+from app.db import create_engine, libpq_url, start_embedded_postgres
 from app.keyring import generate_key
 from app.main import create_app
 from app.migrate import migrate
 from app.runtime import Runtime
 from app.settings import Settings
 from app.worker.runner import run_worker
+from tests.databases import scratch_database
 from tests.factories import Factory
 
 
@@ -46,14 +44,8 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database for this run, migrated to head, dropped at the end."""
-    name = f"flowdeck_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with scratch_database(server_url, "flowdeck_test") as url:
+        yield url
 
 
 # A fixed key for the run (tests of the key file and of rotation make their own).

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import httpx
 import psutil
 import psycopg
 import pytest
-from psycopg import sql
 
-from app.db import with_database
+from tests.databases import scratch_database
 
 FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
 
@@ -168,52 +166,52 @@ def test_embedded_first_start_prints_a_token_once_and_restart_keeps_data(data_di
     assert postgres_processes(data_dir) == [], "the embedded PostgreSQL stops with serve"
 
 
-def test_with_database_url_nobody_is_created_unless_asked(server_url: str) -> None:
-    name = f"flowdeck_cli_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_database(server_url, name)
+@pytest.fixture
+def database(server_url: str) -> Iterator[str]:
+    """An empty database of this test's own."""
+    with scratch_database(server_url, "flowdeck_cli") as url:
+        yield url
+
+
+def test_with_database_url_nobody_is_created_unless_asked(server_url: str, database: str) -> None:
+    url = database
     env = clean_env(
         DATABASE_URL=url,
         FLOWDECK_LOG_LEVEL="WARNING",
         FLOWDECK_DATA_DIR=tempfile.mkdtemp(prefix="flowdeck-cli-data-"),
     )
+    served = Served(env, free_port())
     try:
-        served = Served(env, free_port())
-        try:
-            assert token_from(served.printed) is None
-            with psycopg.connect(url) as conn:
-                assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+        assert token_from(served.printed) is None
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
 
-            created = subprocess.run(
-                [FLOWDECK, "token", "create", "--email", "Ops@Example.com", "--workspace", "Ops"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            )
-            token = created.stdout.strip()
-            me = served.gql(token, "{ viewer { email memberships { role workspace { name } } } }")
-            assert me["data"]["viewer"] == {
-                "email": "ops@example.com",
-                "memberships": [{"role": "OWNER", "workspace": {"name": "Ops"}}],
-            }
-        finally:
-            served.stop()
-
-        config = subprocess.run(
-            [FLOWDECK, "config"],
-            env={**env, "DATABASE_URL": url.replace("postgres@", "postgres:hunter2@")},
+        created = subprocess.run(
+            [FLOWDECK, "token", "create", "--email", "Ops@Example.com", "--workspace", "Ops"],
+            env=env,
             capture_output=True,
             text=True,
             check=True,
-            timeout=30,
+            timeout=60,
         )
-        shown = json.loads(config.stdout)
-        assert "hunter2" not in config.stdout
-        assert shown["database_url"].startswith("postgresql://postgres:********@")
-        assert shown["env"] == "development"
+        token = created.stdout.strip()
+        me = served.gql(token, "{ viewer { email memberships { role workspace { name } } } }")
+        assert me["data"]["viewer"] == {
+            "email": "ops@example.com",
+            "memberships": [{"role": "OWNER", "workspace": {"name": "Ops"}}],
+        }
     finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        served.stop()
+
+    config = subprocess.run(
+        [FLOWDECK, "config"],
+        env={**env, "DATABASE_URL": url.replace("postgres@", "postgres:hunter2@")},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    shown = json.loads(config.stdout)
+    assert "hunter2" not in config.stdout
+    assert shown["database_url"].startswith("postgresql://postgres:********@")
+    assert shown["env"] == "development"

@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from app.db import with_database
 from app.keyring import (
     DecryptError,
     Keyring,
@@ -25,6 +24,7 @@ from app.keyring import (
     secret_aad,
 )
 from app.settings import Settings
+from tests.databases import scratch_database
 
 FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
 WORKSPACE = uuid.uuid4()
@@ -105,15 +105,10 @@ def test_development_generates_one_key_file_owner_only(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def database(server_url: str) -> str:
-    name = f"flowdeck_keys_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+def database(server_url: str) -> Iterator[str]:
+    """An empty database of this test's own."""
+    with scratch_database(server_url, "flowdeck_keys") as url:
+        yield url
 
 
 def flowdeck(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

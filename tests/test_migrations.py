@@ -2,35 +2,29 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401
-from app.db import create_engine, with_database
+from app.db import create_engine
 from app.migrate import current_revision, downgrade, head_revision, include_name, migrate
 from app.settings import Settings
+from tests.databases import scratch_database
 
 
 @pytest.fixture
 async def empty_engine(server_url: str) -> AsyncIterator[AsyncEngine]:
-    name = f"flowdeck_mig_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_database(server_url, name)
-    engine = create_engine(url, Settings(database_url=url))  # type: ignore[arg-type]
-    yield engine
-    await engine.dispose()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    """An engine on an empty database of this test's own."""
+    with scratch_database(server_url, "flowdeck_mig") as url:
+        engine = create_engine(url, Settings(database_url=url))  # type: ignore[arg-type]
+        yield engine
+        await engine.dispose()
 
 
 async def tables(engine: AsyncEngine) -> set[str]:
