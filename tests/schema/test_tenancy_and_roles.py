@@ -11,13 +11,29 @@ from tests.factories import Account, Factory, gid
 
 CREATE = """mutation($i: WorkflowCreateInput!) {
   workflowCreate(input: $i) { workflow { id } userErrors { field code message } } }"""
+SET_TEMPLATE = """mutation($i: WorkflowSetTemplateInput!) {
+  workflowSetTemplate(input: $i) { userErrors { code } } }"""
 
 
 async def new_workflow(factory: Factory, owner: Account, name: str = "Secret plan") -> str:
+    """A new workflow of ``owner``'s; its ID."""
     body = await factory.gql(
         CREATE, {"i": {"workspaceId": owner.workspace_id, "name": name}}, token=owner.token
     )
     return body["data"]["workflowCreate"]["workflow"]["id"]
+
+
+async def victim_template(factory: Factory) -> tuple[Account, Account, str]:
+    """A victim whose workspace holds a template workflow, an attacker elsewhere, and the
+    template's ID."""
+    victim = await factory.owner("Victim")
+    attacker = await factory.owner("Attacker")
+    workflow_id = await new_workflow(factory, victim)
+    body = await factory.gql(
+        SET_TEMPLATE, {"i": {"workflowId": workflow_id, "isTemplate": True}}, token=victim.token
+    )
+    assert body["data"]["workflowSetTemplate"]["userErrors"] == [], body
+    return victim, attacker, workflow_id
 
 
 def operations(workflow_id: str, workspace_id: str) -> list[tuple[str, dict]]:
@@ -36,7 +52,7 @@ def operations(workflow_id: str, workspace_id: str) -> list[tuple[str, dict]]:
         ),
         ("mutation($id: ID!) { workflowDelete(id: $id) { deletedId } }", {"id": workflow_id}),
         (
-            "mutation($i: WorkflowSetTemplateInput!) { workflowSetTemplate(input: $i) { userErrors { code } } }",
+            SET_TEMPLATE,
             {"i": {"workflowId": workflow_id, "isTemplate": True}},
         ),
         (CREATE, {"i": {"workspaceId": workspace_id, "name": "Intruder"}}),
@@ -52,14 +68,7 @@ def operations(workflow_id: str, workspace_id: str) -> list[tuple[str, dict]]:
 
 
 async def test_another_workspaces_ids_read_exactly_like_missing_ones(factory: Factory) -> None:
-    victim = await factory.owner("Victim")
-    attacker = await factory.owner("Attacker")
-    workflow_id = await new_workflow(factory, victim)
-    await factory.gql(
-        "mutation($i: WorkflowSetTemplateInput!) { workflowSetTemplate(input: $i) { userErrors { code } } }",
-        {"i": {"workflowId": workflow_id, "isTemplate": True}},
-        token=victim.token,
-    )
+    victim, attacker, workflow_id = await victim_template(factory)
     before = await factory.snapshot()
     missing_workflow = gid("Workflow", uuid.uuid4())
     missing_workspace = gid("Workspace", uuid.uuid4())
@@ -81,14 +90,7 @@ async def test_another_workspaces_ids_read_exactly_like_missing_ones(factory: Fa
 async def test_a_workspace_template_cannot_be_cloned_into_your_workspace_from_outside(
     factory: Factory,
 ) -> None:
-    victim = await factory.owner("Victim")
-    attacker = await factory.owner("Attacker")
-    workflow_id = await new_workflow(factory, victim)
-    await factory.gql(
-        "mutation($i: WorkflowSetTemplateInput!) { workflowSetTemplate(input: $i) { userErrors { code } } }",
-        {"i": {"workflowId": workflow_id, "isTemplate": True}},
-        token=victim.token,
-    )
+    _victim, attacker, workflow_id = await victim_template(factory)
     before = await factory.snapshot()
 
     body = await factory.gql(
@@ -123,7 +125,7 @@ async def test_roles_below_the_needed_one_get_forbidden_and_change_nothing(
     owner = await factory.owner()
     workflow_id = await new_workflow(factory, owner)
     await factory.gql(
-        "mutation($i: WorkflowSetTemplateInput!) { workflowSetTemplate(input: $i) { userErrors { code } } }",
+        SET_TEMPLATE,
         {"i": {"workflowId": workflow_id, "isTemplate": True}},
         token=owner.token,
     )

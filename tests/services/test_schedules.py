@@ -81,6 +81,8 @@ def test_fifty_upcoming_times_of_any_rare_cron_stay_within_fifty_years(
     assert all(now < t <= now + timedelta(days=50 * 366) for t in times)
 
 
+DAILY_AT_NINE = {"cron": "0 9 * * *", "timezone": "UTC", "enabled": True}
+
 # --- update_schedule, then the tick ---------------------------------------------------------
 
 
@@ -147,15 +149,7 @@ async def test_changing_the_cron_while_a_fire_is_due_moves_to_the_new_cron(
 ) -> None:
     owner = await factory.owner()
     workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
-    await set_schedule_at(
-        runtime,
-        owner,
-        workflow_id,
-        utc(2026, 6, 1),
-        cron="0 9 * * *",
-        timezone="UTC",
-        enabled=True,
-    )
+    await set_schedule_at(runtime, owner, workflow_id, utc(2026, 6, 1), **DAILY_AT_NINE)
 
     await set_schedule_at(
         runtime,
@@ -181,28 +175,12 @@ async def test_an_update_racing_a_tick_fires_the_due_time_at_most_once(
         for n in range(8)
     ]
     for workflow_id in ids:
-        await set_schedule_at(
-            runtime,
-            owner,
-            workflow_id,
-            utc(2026, 6, 1),
-            cron="0 9 * * *",
-            timezone="UTC",
-            enabled=True,
-        )
+        await set_schedule_at(runtime, owner, workflow_id, utc(2026, 6, 1), **DAILY_AT_NINE)
 
     await asyncio.gather(
         tick(runtime, now=utc(2026, 6, 1, 9)),
         *(
-            set_schedule_at(
-                runtime,
-                owner,
-                workflow_id,
-                utc(2026, 6, 1, 9),
-                cron="0 9 * * *",
-                timezone="UTC",
-                enabled=True,
-            )
+            set_schedule_at(runtime, owner, workflow_id, utc(2026, 6, 1, 9), **DAILY_AT_NINE)
             for workflow_id in ids
         ),
         tick(runtime, now=utc(2026, 6, 1, 9)),

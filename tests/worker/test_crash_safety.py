@@ -17,11 +17,13 @@ from starlette.responses import JSONResponse, Response
 from tests.conftest import TEST_SECRET_KEY
 from tests.factories import Factory
 from tests.runs import (
+    cancel_run,
     create_workflow,
-    edge,
     execute,
+    flow,
     node,
     read_run,
+    start_run,
     steps_by_node,
     wait_for,
     wait_step,
@@ -73,9 +75,20 @@ def workers(database_url: str) -> Iterator[Workers]:
 
 @pytest.fixture
 def server() -> Iterator[LocalHTTP]:
+    """The outside world, its routes set by each test."""
     local = LocalHTTP().start()
     yield local
     local.stop()
+
+
+def calling(url: str, output: str) -> dict:
+    """trigger → an http.request of ``url`` → an output of ``output``."""
+    return flow(
+        node("t", "trigger"),
+        node("call", "http.request", url=url),
+        node("out", "output", value=output),
+        handle="out",
+    )
 
 
 async def test_kill_9_mid_run_resumes_on_another_worker_without_redoing_steps(
@@ -86,21 +99,14 @@ async def test_kill_9_mid_run_resumes_on_another_worker_without_redoing_steps(
 
     server.routes |= {"/first": ok, "/second": ok}
     owner = await factory.owner()
-    graph = {
-        "nodes": [
-            node("t", "trigger"),
-            node("first", "http.request", url=server.url("/first")),
-            node("wait", "flow.delay", seconds=3),
-            node("second", "http.request", url=server.url("/second")),
-            node("out", "output", value="{{ input.body.path }}"),
-        ],
-        "edges": [
-            edge("t", "first", "out"),
-            edge("first", "wait", "out"),
-            edge("wait", "second", "out"),
-            edge("second", "out", "out"),
-        ],
-    }
+    graph = flow(
+        node("t", "trigger"),
+        node("first", "http.request", url=server.url("/first")),
+        node("wait", "flow.delay", seconds=3),
+        node("second", "http.request", url=server.url("/second")),
+        node("out", "output", value="{{ input.body.path }}"),
+        handle="out",
+    )
     workflow_id = await create_workflow(factory, owner, graph)
     doomed = workers.start()
     run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
@@ -135,15 +141,9 @@ async def test_a_paused_worker_cannot_overwrite_its_successor(
 
     server.routes["/hold"] = hold
     owner = await factory.owner()
-    graph = {
-        "nodes": [
-            node("t", "trigger"),
-            node("call", "http.request", url=server.url("/hold")),
-            node("out", "output", value="{{ input.body.who }}"),
-        ],
-        "edges": [edge("t", "call", "out"), edge("call", "out", "out")],
-    }
-    workflow_id = await create_workflow(factory, owner, graph)
+    workflow_id = await create_workflow(
+        factory, owner, calling(server.url("/hold"), "{{ input.body.who }}")
+    )
     paused = workers.start()
     run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
     while calls["n"] == 0:
@@ -175,12 +175,8 @@ async def test_a_node_that_kills_its_worker_every_time_ends_the_run_failed(
 
     server.routes["/boom"] = boom
     owner = await factory.owner()
-    graph = {
-        "nodes": [node("t", "trigger"), node("boom", "http.request", url=server.url("/boom"))],
-        "edges": [edge("t", "boom", "out")],
-    }
-    workflow_id = await create_workflow(factory, owner, graph)
-    run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
+    boom_node = node("boom", "http.request", url=server.url("/boom"))
+    run_id = await start_run(factory, owner, flow(node("t", "trigger"), boom_node, handle="out"))
 
     deaths = 0
     loop = asyncio.get_running_loop()
@@ -214,15 +210,7 @@ async def test_cancel_while_the_worker_is_dead_settles_every_step(
 
     server.routes["/hang"] = hang
     owner = await factory.owner()
-    graph = {
-        "nodes": [
-            node("t", "trigger"),
-            node("call", "http.request", url=server.url("/hang")),
-            node("out", "output", value="x"),
-        ],
-        "edges": [edge("t", "call", "out"), edge("call", "out", "out")],
-    }
-    workflow_id = await create_workflow(factory, owner, graph)
+    workflow_id = await create_workflow(factory, owner, calling(server.url("/hang"), "x"))
     doomed = workers.start()
     run_id = (await execute(factory, owner, workflow_id))["run"]["id"]
     await wait_step(factory, owner, run_id, "call", "RUNNING")
@@ -231,16 +219,12 @@ async def test_cancel_while_the_worker_is_dead_settles_every_step(
     doomed.kill()
     doomed.wait()
 
-    body = await factory.gql(
-        "mutation($id: ID!) { runCancel(id: $id) { run { status } } }",
-        {"id": run_id},
-        token=owner.token,
-    )
+    cancelled = await cancel_run(factory, owner, run_id)
     workers.start()  # a new worker must not bring the cancelled run back to life
     await asyncio.sleep(3)
     run = await read_run(factory, owner, run_id)
 
-    assert body["data"]["runCancel"]["run"]["status"] == "CANCELLED"
+    assert cancelled["run"]["status"] == "CANCELLED"
     assert run["status"] == "CANCELLED"
     assert {n: s["status"] for n, s in steps_by_node(run).items()} == {
         "t": "SUCCEEDED",

@@ -174,15 +174,11 @@ async def test_malformed_cross_kind_and_foreign_ids_read_as_not_found(factory: F
         ("runCancel", CANCEL, {"id": run_id}, "Run not found."),
     ]
 
-    for name, query, variables, message in calls:
-        body = await factory.gql(query, variables, token=owner.token)
-        assert (body["data"], body["errors"][0]["message"], body["errors"][0]["extensions"]) == (
-            None,
-            message,
-            {"code": "NOT_FOUND"},
-        ), name
-    for name, query, variables, message in foreign:
-        body = await factory.gql(query, variables, token=stranger.token)
+    for caller, (name, query, variables, message) in [
+        *((owner, call) for call in calls),
+        *((stranger, call) for call in foreign),
+    ]:
+        body = await factory.gql(query, variables, token=caller.token)
         assert (body["data"], body["errors"][0]["message"], body["errors"][0]["extensions"]) == (
             None,
             message,

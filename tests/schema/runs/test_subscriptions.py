@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -42,7 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from schema.ids import decode_id, encode_id
 from tests.conftest import TEST_SECRET_KEY
 from tests.factories import Account, Factory
-from tests.runs import create_workflow, edge, execute, node, read_run, steps_by_node, wait_for
+from tests.runs import create_workflow, execute, flow, node, read_run, steps_by_node, wait_for
 from tests.servers import LocalHTTP
 from tests.webhooks.helpers import GREETING, hooked_workflow, signed
 
@@ -406,22 +405,15 @@ async def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
 
 def parallel_graph() -> dict[str, Any]:
     """trigger → two transform.set nodes in parallel → logic.merge → output."""
-    return {
-        "nodes": [
-            node("t", "trigger"),
-            node("a", "transform.set", fields={"side": "a", "n": 1}),
-            node("b", "transform.set", fields={"side": "b", "n": 2}),
-            node("m", "logic.merge"),
-            node("out", "output", value="{{ input }}"),
-        ],
-        "edges": [
-            edge("t", "a", "out"),
-            edge("t", "b", "out"),
-            edge("a", "m", "out"),
-            edge("b", "m", "out"),
-            edge("m", "out", "out"),
-        ],
-    }
+    return flow(
+        node("t", "trigger"),
+        node("a", "transform.set", fields={"side": "a", "n": 1}),
+        node("b", "transform.set", fields={"side": "b", "n": 2}),
+        node("m", "logic.merge"),
+        node("out", "output", value="{{ input }}"),
+        edges="t->a, t->b, a->m, b->m, m->out",
+        handle="out",
+    )
 
 
 PARALLEL_OUTPUT = {"a": {"side": "a", "n": 1}, "b": {"side": "b", "n": 2}}
@@ -429,15 +421,8 @@ PARALLEL_OUTPUT = {"a": {"side": "a", "n": 1}, "b": {"side": "b", "n": 2}}
 
 def delay_chain(seconds: float, count: int) -> dict[str, Any]:
     """trigger → ``count`` flow.delay nodes in a row → output."""
-    ids = [f"d{i}" for i in range(1, count + 1)]
-    nodes = [node("t", "trigger")]
-    nodes += [node(i, "flow.delay", seconds=seconds) for i in ids]
-    nodes.append(node("out", "output", value="done"))
-    chain = ["t", *ids, "out"]
-    return {
-        "nodes": nodes,
-        "edges": [edge(a, b, "out") for a, b in itertools.pairwise(chain)],
-    }
+    delays = [node(f"d{i}", "flow.delay", seconds=seconds) for i in range(1, count + 1)]
+    return flow(node("t", "trigger"), *delays, node("out", "output", value="done"), handle="out")
 
 
 async def event_log(engine: AsyncEngine, run_id: str) -> list[dict[str, Any]]:
@@ -629,19 +614,17 @@ async def test_failing_node_with_retries_streams_retrying_failed_and_run_failed(
 ) -> None:
     # given a node calling a server that answers 503, with 3 attempts
     owner = await api.owner()
-    graph = {
-        "nodes": [
-            node("t", "trigger"),
-            node(
-                "call",
-                "http.request",
-                url=local_http.url("/down"),
-                retry={"maxAttempts": 3, "backoffSeconds": 0.05},
-            ),
-            node("out", "output", value="{{ input.body }}"),
-        ],
-        "edges": [edge("t", "call", "out"), edge("call", "out", "out")],
-    }
+    graph = flow(
+        node("t", "trigger"),
+        node(
+            "call",
+            "http.request",
+            url=local_http.url("/down"),
+            retry={"maxAttempts": 3, "backoffSeconds": 0.05},
+        ),
+        node("out", "output", value="{{ input.body }}"),
+        handle="out",
+    )
     run_id = await start(api, owner, graph)
 
     # when subscribing
@@ -948,12 +931,16 @@ async def test_graphql_sse_without_a_token_or_for_a_foreign_run_is_refused(
 
 def busy_graph(width: int, blob_chars: int) -> dict[str, Any]:
     """trigger → a node with a big string → ``width`` nodes copying it (big events)."""
-    nodes = [node("t", "trigger"), node("big", "transform.set", fields={"blob": "x" * blob_chars})]
-    edges = [edge("t", "big", "out")]
-    for i in range(width):
-        nodes.append(node(f"c{i}", "transform.set", fields={"blob": "{{ input.blob }}"}))
-        edges.append(edge("big", f"c{i}", "out"))
-    return {"nodes": nodes, "edges": edges}
+    copies = [
+        node(f"c{i}", "transform.set", fields={"blob": "{{ input.blob }}"}) for i in range(width)
+    ]
+    return flow(
+        node("t", "trigger"),
+        node("big", "transform.set", fields={"blob": "x" * blob_chars}),
+        *copies,
+        edges=", ".join(["t->big", *(f"big->c{i}" for i in range(width))]),
+        handle="out",
+    )
 
 
 async def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(
@@ -1154,14 +1141,12 @@ async def test_events_notified_while_the_listener_cannot_reconnect_are_caught_up
 ) -> None:
     # given a run in a 20 s delay, followed by runProgress and by workflowRuns
     owner = await api.owner()
-    graph = {
-        "nodes": [
-            node("t", "trigger"),
-            node("d", "flow.delay", seconds="{{ input.seconds }}"),
-            node("out", "output", value="done"),
-        ],
-        "edges": [edge("t", "d", "out"), edge("d", "out", "out")],
-    }
+    graph = flow(
+        node("t", "trigger"),
+        node("d", "flow.delay", seconds="{{ input.seconds }}"),
+        node("out", "output", value="done"),
+        handle="out",
+    )
     workflow_id = await create_workflow(api, owner, graph)
     runs = Subscription(stack, owner.token, WORKFLOW_RUNS, {"workflowId": workflow_id})
     warm_up = (await execute(api, owner, workflow_id, {"seconds": 0.3}))["run"]["id"]
