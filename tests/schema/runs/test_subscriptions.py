@@ -1,206 +1,61 @@
-"""Live run progress with real clients against a real API process and a separate worker.
-
-The API runs as `flowdeck serve --no-worker` and one worker as `flowdeck worker`, both real
-processes on the test database, started once for this module. Subscribers speak
-graphql-transport-ws (gql with its websockets transport, or the websockets library for the
-low-level cases) and graphql-sse (httpx streaming). Timeouts are hang guards only.
+"""Live run progress over runProgress and workflowRuns, with real clients against a real API
+process and a separate worker (tests/live.py): order, history, reconnects, failures,
+cancellation, tenancy, authentication, graphql-sse, limits, and a webhook across processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
-from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from schema.ids import decode_id, encode_id
-from tests.conftest import TEST_SECRET_KEY
-from tests.factories import Account, Factory
+from tests.factories import Factory
+from tests.live import (
+    ALLOWED_ORIGIN,
+    CANCEL,
+    MAX_CONNECTIONS_PER_USER,
+    MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    PARALLEL_OUTPUT,
+    RUN_PROGRESS,
+    TERMINAL_TYPES,
+    WORKFLOW_RUNS,
+    SSEResult,
+    Stack,
+    Subscription,
+    acked_socket,
+    at,
+    close_code,
+    delay_chain,
+    event_log,
+    has,
+    parallel_graph,
+    progress,
+    progress_events,
+    raw_socket,
+    seqs,
+    sse,
+    start,
+    types_of,
+    without_at,
+    ws_transport,
+)
 from tests.runs import create_workflow, execute, flow, node, read_run, steps_by_node, wait_for
 from tests.servers import LocalHTTP
 from tests.webhooks.helpers import GREETING, hooked_workflow, signed
-
-FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
-MAX_CONNECTIONS_PER_USER = 5
-SLOW_SUBSCRIBER_SECONDS = 2
-MAX_SUBSCRIPTIONS_PER_CONNECTION = 8
-ALLOWED_ORIGIN = "https://builder.example"
-PROTOCOL = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # "graphql-transport-ws" in gql 4
-TERMINAL_TYPES = {"RUN_SUCCEEDED", "RUN_FAILED", "RUN_CANCELLED"}
-STATUS_ORDER = {"QUEUED": 0, "RUNNING": 1, "SUCCEEDED": 2, "FAILED": 2, "CANCELLED": 2}
-
-RUN_PROGRESS = """subscription RunProgress($runId: ID!, $afterSeq: Int) {
-  runProgress(runId: $runId, afterSeq: $afterSeq) {
-    seq type at runStatus nodeId stepStatus attempt output error
-  }
-}"""
-WORKFLOW_RUNS = """subscription WorkflowRuns($workflowId: ID!) {
-  workflowRuns(workflowId: $workflowId) {
-    id status trigger queuedAt startedAt finishedAt
-  }
-}"""
-CANCEL = "mutation($id: ID!) { runCancel(id: $id) { run { id status } userErrors { code } } }"
-
-
-# --- the processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Stack:
-    """The API process and the worker process."""
-
-    port: int
-    api: subprocess.Popen[bytes]
-    worker: subprocess.Popen[bytes]
-    logs: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
-
-    @contextlib.contextmanager
-    def worker_paused(self) -> Iterator[None]:
-        """SIGSTOP the worker for the block (kept well under the stalled-worker limit)."""
-        os.kill(self.worker.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            os.kill(self.worker.pid, signal.SIGCONT)
-
-    def api_log(self) -> str:
-        """What the API process has logged so far."""
-        return (self.logs / "api.log").read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        for name, process in (("api", self.api), ("worker", self.worker)):
-            assert process.poll() is None, f"{name} exited; see {self.logs}"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def stack(
-    database_url: str, engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """`flowdeck serve --no-worker` and `flowdeck worker`, on the test database."""
-    logs = tmp_path_factory.mktemp("event-stack")
-    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "DATABASE_URL")}
-    env.update(
-        DATABASE_URL=database_url,
-        FLOWDECK_OUTBOUND_ALLOW="127.0.0.1/32",
-        FLOWDECK_WORKER_HEARTBEAT_SECONDS="0.3",
-        FLOWDECK_WORKER_STALLED_SECONDS="1.5",
-        FLOWDECK_LOG_LEVEL="WARNING",
-        FLOWDECK_MAX_CONNECTIONS_PER_USER=str(MAX_CONNECTIONS_PER_USER),
-        FLOWDECK_MAX_SUBSCRIPTIONS_PER_CONNECTION=str(MAX_SUBSCRIPTIONS_PER_CONNECTION),
-        FLOWDECK_ALLOWED_ORIGINS=ALLOWED_ORIGIN,
-        FLOWDECK_SLOW_SUBSCRIBER_SECONDS=str(SLOW_SUBSCRIBER_SECONDS),
-        FLOWDECK_SECRET_KEY=TEST_SECRET_KEY,
-    )
-    port = free_port()
-    api_log = (logs / "api.log").open("wb")
-    worker_log = (logs / "worker.log").open("wb")
-    api = subprocess.Popen(
-        [FLOWDECK, "serve", "--no-worker", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=api_log,
-    )
-    worker = subprocess.Popen(
-        [FLOWDECK, "worker", "--concurrency", "8"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=worker_log,
-    )
-    started = Stack(port, api, worker, logs)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            started.check_alive()
-            try:
-                if httpx.get(f"{started.http_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "flowdeck serve did not answer /healthz"
-            time.sleep(0.1)
-        yield started
-    finally:
-        _stop(worker)
-        _stop(api)
-        api_log.close()
-        worker_log.close()
-
-
-@pytest.fixture
-async def api(stack: Stack, engine: AsyncEngine) -> AsyncIterator[Factory]:
-    """A Factory whose GraphQL goes over HTTP to the API process (rows via the test engine)."""
-    stack.check_alive()
-    async with httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client:
-        yield Factory(engine, client)
-
-
-@pytest.fixture(autouse=True)
-async def quiet_runs(stack: Stack, engine: AsyncEngine) -> AsyncIterator[None]:
-    """After each test, wait until no run is in flight (the next test truncates the tables
-    under the worker)."""
-    yield
-    stack.check_alive()
-    query = text(
-        "SELECT (SELECT count(*) FROM runs WHERE status IN ('QUEUED', 'RUNNING'))"
-        " + (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('doing', 'aborting'))"
-    )
-    async with asyncio.timeout(30):
-        while True:
-            async with engine.connect() as conn:
-                if not await conn.scalar(query):
-                    return
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -211,272 +66,6 @@ def local_http() -> Iterator[LocalHTTP]:
     server = LocalHTTP(routes={"/down": unavailable}).start()
     yield server
     server.stop()
-
-
-# --- clients ------------------------------------------------------------------------------
-
-
-def ws_transport(stack: Stack, token: str) -> WebsocketsTransport:
-    return WebsocketsTransport(
-        url=stack.ws_url,
-        subprotocols=[PROTOCOL],
-        init_payload={"Authorization": f"Bearer {token}"},
-    )
-
-
-class Subscription:
-    """One gql subscription (its own socket) running in the background, collecting results."""
-
-    def __init__(self, stack: Stack, token: str, document: str, variables: dict[str, Any]) -> None:
-        self.stack, self.token, self.document, self.variables = stack, token, document, variables
-        self.results: list[dict[str, Any]] = []
-        self.received_at: list[float] = []
-        self.completed = False
-        self.error: BaseException | None = None
-        self._changed = asyncio.Event()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async with Client(transport=ws_transport(self.stack, self.token)) as session:
-                request = GraphQLRequest(self.document, variable_values=self.variables)
-                async for data in session.subscribe(request):
-                    self.received_at.append(time.time())
-                    self.results.append(next(iter(data.values())))
-                    self._changed.set()
-            self.completed = True
-        except Exception as error:
-            self.error = error
-        finally:
-            self._changed.set()
-
-    async def until(
-        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 20
-    ) -> None:
-        """Wait until the results so far satisfy ``predicate`` (hang guard: ``timeout``)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                self._changed.clear()
-                if predicate(self.results):
-                    return
-                if self.task.done():
-                    raise AssertionError(
-                        f"subscription ended first (error {self.error!r}): {self.results}"
-                    )
-                await self._changed.wait()
-
-    async def finish(self, timeout: float = 20) -> list[dict[str, Any]]:
-        """The results once the server completed the subscription."""
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(self.task)
-        if self.error is not None:
-            raise self.error
-        assert self.completed
-        return self.results
-
-    async def cancel(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-
-def progress(stack: Stack, token: str, run_id: str, after_seq: int | None = None) -> Subscription:
-    return Subscription(stack, token, RUN_PROGRESS, {"runId": run_id, "afterSeq": after_seq})
-
-
-async def progress_events(
-    stack: Stack,
-    token: str,
-    run_id: str,
-    after_seq: int | None = None,
-    *,
-    take: int | None = None,
-    timeout: float = 20,
-) -> list[dict[str, Any]]:
-    """Subscribe on a new socket; all events until complete, or the first ``take`` of them
-    (then the socket is dropped)."""
-    events: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout), Client(transport=ws_transport(stack, token)) as session:
-        request = GraphQLRequest(
-            RUN_PROGRESS, variable_values={"runId": run_id, "afterSeq": after_seq}
-        )
-        async for data in session.subscribe(request):
-            events.append(data["runProgress"])
-            if take is not None and len(events) >= take:
-                break
-    return events
-
-
-@dataclass
-class SSEResult:
-    frames: list[dict[str, Any]]
-    completed: bool
-    status: int
-    content_type: str
-
-
-async def sse(
-    stack: Stack,
-    query: str,
-    variables: dict[str, Any],
-    token: str | None,
-    timeout: float = 20,
-) -> SSEResult:
-    """A graphql-sse (distinct connections) client: POST, then read `next`/`complete` events."""
-    headers = {"accept": "text/event-stream"}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    frames: list[dict[str, Any]] = []
-    completed = False
-    event_name: str | None = None
-    data_lines: list[str] = []
-    async with (
-        asyncio.timeout(timeout),
-        httpx.AsyncClient(timeout=timeout) as client,
-        client.stream(
-            "POST",
-            f"{stack.http_url}/graphql",
-            json={"query": query, "variables": variables},
-            headers=headers,
-        ) as response,
-    ):
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            await response.aread()
-            return SSEResult([response.json()], False, response.status_code, content_type)
-        async for line in response.aiter_lines():
-            if line == "":  # end of one event
-                if event_name == "next":
-                    frames.append(json.loads("\n".join(data_lines)))
-                elif event_name == "complete":
-                    completed = True
-                    break
-                event_name, data_lines = None, []
-            elif line.startswith(":"):
-                continue  # a comment: the heartbeat
-            else:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "event":
-                    event_name = value
-                elif name == "data":
-                    data_lines.append(value)
-    return SSEResult(frames, completed, response.status_code, content_type)
-
-
-async def raw_socket(
-    stack: Stack,
-    payload: dict[str, Any] | None,
-    *,
-    origin: str | None = None,
-    **options: Any,
-) -> ClientConnection:
-    """A graphql-transport-ws socket after connection_init (ack not awaited)."""
-    ws = await connect(
-        stack.ws_url,
-        subprotocols=[PROTOCOL],  # type: ignore[list-item]
-        origin=origin,  # type: ignore[arg-type]
-        open_timeout=10,
-        close_timeout=2,
-        **options,
-    )
-    await ws.send(json.dumps({"type": "connection_init", "payload": payload or {}}))
-    return ws
-
-
-async def acked_socket(stack: Stack, token: str) -> ClientConnection:
-    ws = await raw_socket(stack, {"Authorization": f"Bearer {token}"})
-    async with asyncio.timeout(10):
-        assert json.loads(await ws.recv()) == {"type": "connection_ack"}
-    return ws
-
-
-async def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
-    """Read until the server closes the socket; its close code."""
-    async with asyncio.timeout(timeout):
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                message = await ws.recv()
-                raise AssertionError(f"expected a close, got {message!r}")
-    return ws.close_code
-
-
-# --- graphs and the event log -------------------------------------------------------------
-
-
-def parallel_graph() -> dict[str, Any]:
-    """trigger → two transform.set nodes in parallel → logic.merge → output."""
-    return flow(
-        node("t", "trigger"),
-        node("a", "transform.set", fields={"side": "a", "n": 1}),
-        node("b", "transform.set", fields={"side": "b", "n": 2}),
-        node("m", "logic.merge"),
-        node("out", "output", value="{{ input }}"),
-        edges="t->a, t->b, a->m, b->m, m->out",
-        handle="out",
-    )
-
-
-PARALLEL_OUTPUT = {"a": {"side": "a", "n": 1}, "b": {"side": "b", "n": 2}}
-
-
-def delay_chain(seconds: float, count: int) -> dict[str, Any]:
-    """trigger → ``count`` flow.delay nodes in a row → output."""
-    delays = [node(f"d{i}", "flow.delay", seconds=seconds) for i in range(1, count + 1)]
-    return flow(node("t", "trigger"), *delays, node("out", "output", value="done"), handle="out")
-
-
-async def event_log(engine: AsyncEngine, run_id: str) -> list[dict[str, Any]]:
-    """The run's events as stored, in the API's field names (without `at`)."""
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT seq, type, run_status, node_id, step_status, attempt, output, error"
-                    " FROM run_events WHERE run_id = :id ORDER BY seq"
-                ),
-                {"id": decode_id("Run", run_id)},
-            )
-        ).all()
-    return [
-        {
-            "seq": row.seq,
-            "type": str(row.type),
-            "runStatus": row.run_status and str(row.run_status),
-            "nodeId": row.node_id,
-            "stepStatus": row.step_status and str(row.step_status),
-            "attempt": row.attempt,
-            "output": row.output,
-            "error": row.error,
-        }
-        for row in rows
-    ]
-
-
-def without_at(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in event.items() if k != "at"} for event in events]
-
-
-def seqs(events: list[dict[str, Any]]) -> list[int]:
-    return [event["seq"] for event in events]
-
-
-def types_of(events: list[dict[str, Any]], node_id: str) -> list[str]:
-    return [event["type"] for event in events if event["nodeId"] == node_id]
-
-
-def has(type_: str, node_id: str | None = None) -> Callable[[list[dict[str, Any]]], bool]:
-    return lambda events: any(
-        e["type"] == type_ and (node_id is None or e["nodeId"] == node_id) for e in events
-    )
-
-
-def at(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["at"]).timestamp()
-
-
-async def start(api: Factory, owner: Account, graph: dict[str, Any]) -> str:
-    workflow_id = await create_workflow(api, owner, graph, name=f"Flow {uuid.uuid4().hex[:8]}")
-    return (await execute(api, owner, workflow_id))["run"]["id"]
 
 
 # --- 1. a run with a parallel branch --------------------------------------------------------
@@ -926,271 +515,7 @@ async def test_graphql_sse_without_a_token_or_for_a_foreign_run_is_refused(
     assert codes(foreign) == ["NOT_FOUND"], foreign
 
 
-# --- 9. a subscriber that never reads ------------------------------------------------------
-
-
-def busy_graph(width: int, blob_chars: int) -> dict[str, Any]:
-    """trigger → a node with a big string → ``width`` nodes copying it (big events)."""
-    copies = [
-        node(f"c{i}", "transform.set", fields={"blob": "{{ input.blob }}"}) for i in range(width)
-    ]
-    return flow(
-        node("t", "trigger"),
-        node("big", "transform.set", fields={"blob": "x" * blob_chars}),
-        *copies,
-        edges=", ".join(["t->big", *(f"big->c{i}" for i in range(width))]),
-        handle="out",
-    )
-
-
-async def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(
-    api: Factory, stack: Stack, engine: AsyncEngine
-) -> None:
-    # given a socket subscribed to a busy run (megabytes of events) that never reads,
-    # with a tiny receive buffer so the server's sends to it back up
-    owner = await api.owner()
-    busy_run = await start(api, owner, busy_graph(width=60, blob_chars=30_000))
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", stack.port))
-    sock.setblocking(False)
-    stuck = await raw_socket(
-        stack, {"Authorization": f"Bearer {owner.token}"}, sock=sock, max_queue=1
-    )
-    for i in range(MAX_SUBSCRIPTIONS_PER_CONNECTION):
-        message = {
-            "id": str(i),
-            "type": "subscribe",
-            "payload": {"query": RUN_PROGRESS, "variables": {"runId": busy_run}},
-        }
-        await stuck.send(json.dumps(message))
-    await wait_for(api, owner, busy_run)
-    try:
-        # when other runs execute, followed by a subscriber on another connection
-        workflow_id = await create_workflow(api, owner, parallel_graph(), name="Other")
-        run_ids = [(await execute(api, owner, workflow_id))["run"]["id"] for _ in range(3)]
-        runs = [progress(stack, owner.token, run_id) for run_id in run_ids]
-
-        # then that subscriber gets every event of every run, promptly
-        for run_id, subscriber in zip(run_ids, runs, strict=True):
-            events = await subscriber.finish(timeout=15)
-            assert without_at(events) == await event_log(engine, run_id)
-            assert events[-1]["type"] == "RUN_SUCCEEDED"
-        # and so does a late subscriber of the busy run itself
-        busy = await progress_events(stack, owner.token, busy_run, timeout=15)
-        assert without_at(busy) == await event_log(engine, busy_run)
-    finally:
-        assert stuck.transport is not None
-        stuck.transport.abort()
-    stack.check_alive()
-    async with httpx.AsyncClient(timeout=5) as client:
-        assert (await client.get(f"{stack.http_url}/healthz")).status_code == 200
-
-
-def client_frame(payload: bytes) -> bytes:
-    """A masked WebSocket text frame, as a client must send it (RFC 6455)."""
-    mask = os.urandom(4)
-    size = len(payload)
-    if size < 126:
-        header = bytes([0x81, 0x80 | size])
-    elif size < 65536:
-        header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def stuck_subscriber(port: int, token: str, run_id: str, subscriptions: int) -> socket.socket:
-    """A hand-made graphql-transport-ws client that subscribes, then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
-    sock.sendall(client_frame(json.dumps(init).encode()))
-    ack = sock.recv(64)  # the small connection_ack frame
-    assert b"connection_ack" in ack, ack
-    for i in range(subscriptions):
-        message = {
-            "id": str(i),
-            "type": "subscribe",
-            "payload": {"query": RUN_PROGRESS, "variables": {"runId": run_id}},
-        }
-        sock.sendall(client_frame(json.dumps(message).encode()))
-    return sock
-
-
-def read_until_closed(sock: socket.socket, seconds: float) -> bool:
-    """Drain the socket; True when the server closed it within ``seconds``."""
-    sock.settimeout(seconds)
-    try:
-        while sock.recv(1 << 20):
-            pass
-    except TimeoutError:
-        return False
-    return True
-
-
-async def test_a_subscriber_that_stopped_reading_is_disconnected(
-    api: Factory, stack: Stack, engine: AsyncEngine
-) -> None:
-    # given a client that subscribes to a busy run (megabytes of events) and stops reading
-    owner = await api.owner()
-    busy_run = await start(api, owner, busy_graph(width=60, blob_chars=30_000))
-    sock = await asyncio.to_thread(
-        stuck_subscriber, stack.port, owner.token, busy_run, MAX_SUBSCRIPTIONS_PER_CONNECTION
-    )
-    try:
-        await wait_for(api, owner, busy_run)
-        # when its sends have stayed blocked past the limit
-        await asyncio.sleep(SLOW_SUBSCRIBER_SECONDS + 3)
-        # then the server ended the connection (reading on, the client reaches its end) well
-        # before uvicorn's keepalive would (20 s pings), said
-        # why in its log, and the events are all there to resume from
-        assert await asyncio.to_thread(read_until_closed, sock, 10)
-        assert "ending a WebSocket whose client stopped reading" in stack.api_log()
-        events = await progress_events(stack, owner.token, busy_run, timeout=15)
-        assert without_at(events) == await event_log(engine, busy_run)
-    finally:
-        sock.close()
-    stack.check_alive()
-
-
-# --- 10. the listener's connection killed mid-run ------------------------------------------
-
-
-async def listener_pids(engine: AsyncEngine) -> set[int]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'flowdeck-listener'"
-                " AND datname = current_database()"
-            )
-        )
-        return {int(row.pid) for row in rows}
-
-
-async def kill_listeners(engine: AsyncEngine) -> set[int]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT pid, pg_terminate_backend(pid) AS killed FROM pg_stat_activity"
-                " WHERE application_name = 'flowdeck-listener'"
-                " AND datname = current_database()"
-            )
-        )
-        killed = {int(row.pid) for row in rows if row.killed}
-    assert killed, "no flowdeck-listener connection to kill"
-    return killed
-
-
-async def wait_new_listener(engine: AsyncEngine, killed: set[int]) -> None:
-    async with asyncio.timeout(10):
-        while not (await listener_pids(engine) - killed):
-            await asyncio.sleep(0.05)
-
-
-async def test_killing_the_listener_connection_mid_run_loses_no_event(
-    api: Factory, stack: Stack, engine: AsyncEngine
-) -> None:
-    # given a subscriber of a run of four 0.3 s delays
-    owner = await api.owner()
-    run_id = await start(api, owner, delay_chain(0.3, 4))
-    subscriber = progress(stack, owner.token, run_id)
-    await subscriber.until(has("STEP_STARTED", "d1"))
-
-    # when the API's LISTEN connection is terminated, twice, mid-run
-    killed = await kill_listeners(engine)
-    await subscriber.until(has("STEP_STARTED", "d2"))
-    await wait_new_listener(engine, killed)
-    killed |= await kill_listeners(engine)
-
-    # then the subscriber still gets every event, the terminal one included
-    events = await subscriber.finish()
-    assert seqs(events) == list(range(1, len(events) + 1))
-    assert without_at(events) == await event_log(engine, run_id)
-    assert events[-1]["type"] == "RUN_SUCCEEDED"
-    # promptly: woken by the reconnected listener, not by the 5 s fallback poll
-    assert subscriber.received_at[-1] - at(events[-1]) < 2.0
-    # and the listener is back
-    await wait_new_listener(engine, killed)
-
-
-async def set_connections_allowed(server_url: str, engine: AsyncEngine, allowed: bool) -> None:
-    """Let new connections into the test database, or refuse them (from another database)."""
-    async with engine.connect() as conn:
-        name = await conn.scalar(text("SELECT current_database()"))
-    flag = "true" if allowed else "false"
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {flag}')  # type: ignore[arg-type]
-
-
-async def test_events_notified_while_the_listener_cannot_reconnect_are_caught_up(
-    api: Factory, stack: Stack, engine: AsyncEngine, server_url: str
-) -> None:
-    # given a run in a 20 s delay, followed by runProgress and by workflowRuns
-    owner = await api.owner()
-    graph = flow(
-        node("t", "trigger"),
-        node("d", "flow.delay", seconds="{{ input.seconds }}"),
-        node("out", "output", value="done"),
-        handle="out",
-    )
-    workflow_id = await create_workflow(api, owner, graph)
-    runs = Subscription(stack, owner.token, WORKFLOW_RUNS, {"workflowId": workflow_id})
-    warm_up = (await execute(api, owner, workflow_id, {"seconds": 0.3}))["run"]["id"]
-    await runs.until(lambda rs: (warm_up, "SUCCEEDED") in {(r["id"], r["status"]) for r in rs})
-    run_id = (await execute(api, owner, workflow_id, {"seconds": 20}))["run"]["id"]
-    subscriber = progress(stack, owner.token, run_id)
-    await subscriber.until(has("STEP_STARTED", "d"))
-    await runs.until(lambda rs: (run_id, "RUNNING") in {(r["id"], r["status"]) for r in rs})
-
-    # when the database refuses new connections, the listener's is cut, and the run is
-    # cancelled meanwhile (its NOTIFY reaches no listener), then connections come back
-    await set_connections_allowed(server_url, engine, False)
-    try:
-        killed = await kill_listeners(engine)
-        async with asyncio.timeout(10):
-            while await listener_pids(engine):
-                await asyncio.sleep(0.02)
-        body = await api.gql(CANCEL, {"id": run_id}, token=owner.token)
-        assert body["data"]["runCancel"]["run"]["status"] == "CANCELLED"
-    finally:
-        await set_connections_allowed(server_url, engine, True)
-    await wait_new_listener(engine, killed)
-
-    try:
-        # then the run's subscriber gets the rest of its events
-        events = await subscriber.finish(timeout=10)
-        assert events[-1]["type"] == "RUN_CANCELLED"
-        assert without_at(events) == await event_log(engine, run_id)
-        # and the run list learns that the run was cancelled
-        await runs.until(
-            lambda rs: (run_id, "CANCELLED") in {(r["id"], r["status"]) for r in rs}, timeout=8
-        )
-    except TimeoutError:
-        raise AssertionError(
-            "no update after the listener came back; runProgress got "
-            f"{[e['type'] for e in subscriber.results]}, workflowRuns got "
-            f"{[(r['id'] == run_id, r['status']) for r in runs.results]}"
-        ) from None
-    finally:
-        await subscriber.cancel()
-        await runs.cancel()
-
-
-# --- 11. the workflow's run list --------------------------------------------------------------
+# --- 9. the workflow's run list --------------------------------------------------------------
 
 
 async def test_workflow_runs_streams_queued_running_and_succeeded(
@@ -1235,7 +560,7 @@ async def test_workflow_runs_streams_queued_running_and_succeeded(
             assert (update["finishedAt"] is None) == (update["status"] != "SUCCEEDED")
 
 
-# --- 12. limits -------------------------------------------------------------------------------
+# --- 10. limits -------------------------------------------------------------------------------
 
 
 async def test_connections_per_user_are_limited_and_released(api: Factory, stack: Stack) -> None:
