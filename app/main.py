@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
 from app.errors import Unauthenticated
+from app.graphql_http import GraphQLOverHTTP
 from app.middleware import BodySizeLimit, RequestContext
 from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
@@ -88,8 +88,8 @@ class SlowPeerGuard:
         return {"type": "websocket.disconnect", "code": SLOW_PEER_CODE}
 
 
-class FlowdeckGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI view with Flowdeck's per-request context."""
+class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
+    """Strawberry's ASGI view with Flowdeck's per-request context, over HTTP as the spec says."""
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -228,7 +228,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql),  # every method: the view answers 405 itself, as JSON
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

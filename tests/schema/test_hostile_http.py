@@ -36,6 +36,11 @@ TOO_LARGE = {
 UNPARSEABLE = "Unable to parse request body as JSON"
 
 
+def refused(message: str) -> dict[str, object]:
+    """The GraphQL-shaped body of a refused request."""
+    return {"errors": [{"message": message}]}
+
+
 def create_body(owner: Account, graph: object, name: str = "Big") -> str:
     """A workflowCreate request body."""
     variables = {"input": {"workspaceId": owner.workspace_id, "name": name, "graph": graph}}
@@ -106,7 +111,7 @@ async def test_body_of_exactly_four_mib_is_read_and_one_byte_more_is_413(api, ow
 )
 async def test_body_that_is_not_json_is_400(api, owner, body):
     response = await api.post(body, owner.token)
-    assert await answer(response) == (400, UNPARSEABLE)
+    assert await answer(response) == (400, refused(UNPARSEABLE))
 
 
 @pytest.mark.parametrize(
@@ -154,16 +159,20 @@ async def test_json_body_that_is_not_an_object_is_400(api, owner, body):
 )
 async def test_request_of_the_wrong_shape_is_400(api, owner, body, message):
     response = await api.post(body, owner.token)
-    assert await answer(response) == (400, message)
+    assert await answer(response) == (400, refused(message))
 
 
 @pytest.mark.parametrize(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
 )
-async def test_body_of_another_content_type_is_400(api, owner, content_type):
+async def test_body_of_another_content_type_is_415(api, owner, content_type):
+    # GraphQL over HTTP: an unsupported Content-Type is 415 Unsupported Media Type
     body = json.dumps({"query": VIEWER})
     response = await api.post(body, owner.token, headers={"content-type": content_type})
-    assert await answer(response) == (400, "Unsupported content type")
+    assert await answer(response) == (
+        415,
+        refused("Send the request body as application/json (Content-Type: application/json)."),
+    )
 
 
 async def test_mutation_over_get_is_refused_and_writes_nothing(api, owner):
@@ -175,7 +184,9 @@ async def test_mutation_over_get_is_refused_and_writes_nothing(api, owner):
         },
         headers={"authorization": f"Bearer {owner.token}", "accept": "application/json"},
     )
-    assert await answer(response) == (400, "mutations are not allowed when using GET")
+    # GraphQL over HTTP: a mutation over GET is 405, with the method it needs
+    assert await answer(response) == (405, refused("Mutations are sent with POST, not GET."))
+    assert response.headers["allow"] == "POST"
     assert await api.state() == before
 
 
@@ -245,7 +256,7 @@ async def test_two_operations_without_an_operation_name_are_refused(api, owner):
     response = await api.post(json.dumps({"query": document}), owner.token)
     assert await answer(response) == (
         400,
-        "Must provide operation name if query contains multiple operations.",
+        refused("Must provide operation name if query contains multiple operations."),
     )
     assert await api.state() == before
 

@@ -870,7 +870,10 @@ async def test_a_body_the_json_parser_cannot_decode_is_400(api, owner, workflow,
     # When it is saved
     saved = await api.raw_variables(SAVE, save, owner.token, strict=False)
     # Then the request is refused with a 400 and nothing is written
-    assert saved == {"httpStatus": 400, "text": "Unable to parse request body as JSON"}
+    assert saved == {
+        "httpStatus": 400,
+        "text": '{"errors":[{"message":"Unable to parse request body as JSON"}]}',
+    }
     assert await api.state() == before
     assert await current_version(api, owner, workflow) == 1
 
