@@ -27,6 +27,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
+from app import graphiql
 from app.errors import Unauthenticated
 from app.graphql_http import GraphQLOverHTTP
 from app.middleware import BodySizeLimit, RequestContext
@@ -170,6 +171,9 @@ class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
         token = bearer_token(request.headers.get("authorization"))
         return Context(self.runtime, request, token)
 
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql.page_response()  # served from the package: no CDN
+
     def encode_json(self, data: object) -> str:
         # orjson: fast, and it splices stored graphs (orjson.Fragment) in without re-encoding.
         return orjson.dumps(data).decode()
@@ -230,6 +234,7 @@ def create_app(
         routes=[
             Route("/graphql", graphql),  # every method: the view answers 405 itself, as JSON
             WebSocketRoute("/graphql", graphql),
+            *graphiql.routes(graphql.schema.as_str(), graphiql_enabled=settings.graphiql_enabled),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
