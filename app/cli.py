@@ -116,7 +116,7 @@ def worker(concurrency: int | None) -> None:
         engine = create_engine(target.url, settings)
         runtime = Runtime.build(settings, engine, target.url)
         try:
-            async with runtime.queue.app.open_async():
+            async with runtime.opened():
                 await run_worker(runtime, install_signal_handlers=True)
         finally:
             await engine.dispose()

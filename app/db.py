@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -103,6 +104,21 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         # its parameters: secrets' ciphertext, webhook URL ids, API token hashes, run inputs.
         hide_parameters=True,
         connect_args={"application_name": "flowdeck"},
+    )
+
+
+def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """Plain psycopg connections for the lean paths (autocommit; opened by ``open()``).
+
+    Each statement prepares itself server-side after a few uses (psycopg's default).
+    """
+    return AsyncConnectionPool(
+        libpq_url(url),
+        min_size=1,
+        max_size=settings.db_pool_size,
+        kwargs={"autocommit": True, "application_name": "flowdeck"},
+        open=False,
+        name="flowdeck",
     )
 
 

@@ -35,7 +35,7 @@ from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
 from app.services.secrets import check_keyring
 from app.settings import Settings
-from app.webhooks import hooks_endpoint
+from app.webhooks import HooksEndpoint
 from app.worker.runner import run_worker
 from schema import build_schema
 from schema.context import Context, bearer_token
@@ -201,6 +201,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app over an engine (and, optionally, a worker in the same process)."""
     runtime = Runtime.build(settings, engine, url)
+    if settings.inline_runs > 0:
+        runtime.drive_inline()
     graphql = FlowdeckGraphQL(runtime)
 
     @asynccontextmanager
@@ -213,7 +215,7 @@ def create_app(
         # collector's way (full collections over it showed as 100+ ms request stalls).
         gc.collect()
         gc.freeze()
-        async with runtime.queue.app.open_async():
+        async with runtime.opened():
             worker = (
                 asyncio.create_task(run_worker(runtime, install_signal_handlers=False))
                 if embedded_worker
@@ -240,7 +242,7 @@ def create_app(
             Route("/metrics", metrics),
             Route(
                 "/hooks/{token}",
-                hooks_endpoint(runtime, lambda run_id: encode_id("Run", run_id)),
+                HooksEndpoint(runtime, lambda run_id: encode_id("Run", run_id)).handle,
                 methods=["POST"],
             ),
             Route("/", _root),

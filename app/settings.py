@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     run_timeout_seconds: int = Field(
         3600, ge=1, description="Longest a run may take before it ends FAILED."
     )
+    inline_runs: int = Field(
+        64,
+        ge=0,
+        le=10_000,
+        description="Runs an API process drives itself, where they were queued (a webhook "
+        "delivery, workflowExecute, runRetry); past this they go to the workers. 0: never.",
+    )
+    run_lease_seconds: float = Field(
+        15.0,
+        ge=1,
+        description="How long a run driven where it was queued stays its process's without a "
+        "renewal (renewed every third of it); a process gone longer loses it to a worker.",
+    )
     max_run_input_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest run input, in bytes of compact JSON."
     )

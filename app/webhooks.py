@@ -11,24 +11,31 @@ first delivery's run. With ``waitForResult`` the answer waits (at most
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from app.engine.executor import RunEnd
+from app.engine.journal import DuplicateRun
 from app.errors import ErrorCode, InputErrors
 from app.events import follow
 from app.keyring import DecryptError
+from app.models import RunStatus
 from app.runtime import Runtime
 from app.services import webhooks as webhook_service
+from app.worker.inline import Driving
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +98,41 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return bytes(chunks)
 
 
-def hooks_endpoint(runtime: Runtime, encode_run_id: EncodeRunId) -> Callable[[Request], Any]:
-    """The Starlette endpoint of ``POST /hooks/{token}`` over a runtime."""
-    settings = runtime.settings
-    limiter = RateLimiter(settings.webhook_rate_per_second, settings.webhook_rate_burst)
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """A delivery that passed the checks: its webhook, input and delivery id."""
 
-    async def endpoint(request: Request) -> Response:
+    target: webhook_service.Delivery
+    input: Any
+    delivery: str | None
+
+
+class HooksEndpoint:
+    """``POST /hooks/{token}`` over a runtime: checks, then the run, then the answer."""
+
+    def __init__(self, runtime: Runtime, encode_run_id: EncodeRunId) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.encode_run_id = encode_run_id
+        self.limiter = RateLimiter(
+            self.settings.webhook_rate_per_second, self.settings.webhook_rate_burst
+        )
+
+    async def handle(self, request: Request) -> Response:
+        """The endpoint (a bound method: Starlette passes it the request)."""
+        received = await self._receive(request)
+        if isinstance(received, Response):
+            return received
+        async with self.runtime.sessions() as session:
+            return await self._accept(session, received)
+
+    async def _receive(self, request: Request) -> _Received | Response:
+        """The delivery, or the answer refusing it (nothing written)."""
+        settings = self.settings
         token = request.path_params["token"]
         if not TOKEN.fullmatch(token):
             return _error(404, "NOT_FOUND", "No such webhook.")
-        wait = limiter.allow(token)
+        wait = self.limiter.allow(token)
         if wait > 0:
             return _error(
                 429,
@@ -118,65 +150,148 @@ def hooks_endpoint(runtime: Runtime, encode_run_id: EncodeRunId) -> Callable[[Re
                 "PAYLOAD_TOO_LARGE",
                 f"The body is over {settings.webhook_max_body_bytes} bytes.",
             )
-        async with runtime.sessions() as session:
-            target = await webhook_service.find_delivery_target(session, token=token)
-            if target is None:
-                return _error(404, "NOT_FOUND", "No such webhook.")
-            hook = target.webhook
-            if hook.require_signature:
-                try:
-                    problem = webhook_service.verify_signature(
-                        keyring=runtime.keyring,
-                        webhook=hook,
-                        timestamp=request.headers.get("x-flowdeck-timestamp"),
-                        given=request.headers.get("x-flowdeck-signature"),
-                        body=body,
-                        now=time.time(),
-                        tolerance=settings.webhook_signature_tolerance_seconds,
-                    )
-                except DecryptError:
-                    log.error("webhook signing secret unreadable", extra={"webhook": str(hook.id)})
-                    return _error(500, "INTERNAL", "The webhook's signing secret is unreadable.")
-                if problem is not None:
-                    return _error(401, "UNAUTHENTICATED", problem)
-            parsed = _parse(request, body)
-            if isinstance(parsed, Response):
-                return parsed
+        target = await webhook_service.find_delivery_target(self.runtime.pool, token=token)
+        if target is None:
+            return _error(404, "NOT_FOUND", "No such webhook.")
+        if target.require_signature:
+            refused = self._check_signature(target, request, body)
+            if refused is not None:
+                return refused
+        parsed = _parse(request, body)
+        if isinstance(parsed, Response):
+            return parsed
+        try:
+            delivery = webhook_service.delivery_id(request.headers)
+        except InputErrors as error:
+            return _error(400, "BAD_REQUEST", str(error))
+        return _Received(target=target, input=parsed, delivery=delivery)
+
+    def _check_signature(
+        self, target: webhook_service.Delivery, request: Request, body: bytes
+    ) -> Response | None:
+        """The 401 (or 500) of a delivery whose signature does not hold; None when it does."""
+        try:
+            problem = webhook_service.verify_signature(
+                keyring=self.runtime.keyring,
+                target=target,
+                timestamp=request.headers.get("x-flowdeck-timestamp"),
+                given=request.headers.get("x-flowdeck-signature"),
+                body=body,
+                now=time.time(),
+                tolerance=self.settings.webhook_signature_tolerance_seconds,
+            )
+        except DecryptError:
+            log.error(
+                "webhook signing secret unreadable", extra={"webhook": str(target.webhook_id)}
+            )
+            return _error(500, "INTERNAL", "The webhook's signing secret is unreadable.")
+        return None if problem is None else _error(401, "UNAUTHENTICATED", problem)
+
+    async def _accept(self, session: AsyncSession, received: _Received) -> Response:
+        """Start the run here when this process has room, else queue it for a worker."""
+        runtime = self.runtime
+        inline = runtime.inline
+        if inline is not None and inline.has_room():
             try:
-                delivery_id = webhook_service.delivery_id(request.headers)
-            except InputErrors as error:
-                return _error(400, "BAD_REQUEST", str(error))
-            try:
-                accepted = await webhook_service.deliver(
+                new, plan = await webhook_service.new_delivery_run(
                     session,
-                    queue=runtime.queue,
-                    target=target,
-                    input=parsed,
-                    delivery_id=delivery_id,
+                    target=received.target,
+                    input=received.input,
+                    delivery=received.delivery,
                     policy=runtime.graph_policy,
-                    max_input_bytes=settings.max_run_input_bytes,
+                    max_input_bytes=self.settings.max_run_input_bytes,
                 )
             except InputErrors as error:
-                await session.rollback()
                 return _refused(error)
-            run_id = accepted.run.id
-            answer: dict[str, Any] = {
-                "runId": encode_run_id(run_id),
-                "status": accepted.run.status.value,
-                "duplicate": accepted.duplicate,
-            }
-            wait_for_result = hook.wait_for_result
-            await session.commit()
-        if wait_for_result:
+            # Waiting for the result: run it through first and write it once; else write it
+            # QUEUED, answer, and run it.
+            waits = received.target.wait_for_result
+            driving = inline.start_born(new, plan, queue_first=not waits)
+            if driving is not None:
+                return await self._answer_driven(session, received, driving, new.id)
+        try:
+            accepted = await webhook_service.deliver(
+                session,
+                queue=runtime.queue,
+                target=received.target,
+                input=received.input,
+                delivery=received.delivery,
+                policy=runtime.graph_policy,
+                max_input_bytes=self.settings.max_run_input_bytes,
+            )
+        except InputErrors as error:
+            await session.rollback()
+            return _refused(error)
+        await session.commit()
+        return await self._answer_accepted(received, accepted)
+
+    async def _answer_driven(
+        self, session: AsyncSession, received: _Received, driving: Driving, run_id: uuid.UUID
+    ) -> Response:
+        """Answer for a run driven in this process, once it is written (2xx means durable)."""
+        task, waits = driving.task, received.target.wait_for_result
+        if waits:  # (the task's own failure, e.g. a repeated delivery, is read below)
+            await asyncio.wait({task}, timeout=self.settings.webhook_wait_seconds)
+        if not driving.written.is_set():
+            written = asyncio.ensure_future(driving.written.wait())
+            await asyncio.wait({written, task}, return_when=asyncio.FIRST_COMPLETED)
+            written.cancel()
+        if not driving.written.is_set():
+            return await self._not_written(session, received, task)
+        answer: dict[str, Any] = {"runId": self.encode_run_id(run_id), "duplicate": False}
+        end = task.result() if task.done() and not task.cancelled() else None
+        if waits and end is not None:
+            answer |= {"status": end.status.value, "output": end.output, "error": end.error}
+            return _answer(200, answer)
+        answer["status"] = (RunStatus.RUNNING if waits else RunStatus.QUEUED).value
+        return _answer(202, answer)
+
+    async def _not_written(
+        self, session: AsyncSession, received: _Received, task: asyncio.Task[RunEnd | None]
+    ) -> Response:
+        """The run ended without being written: a repeated delivery id, or a fault."""
+        try:
+            task.result()
+        except DuplicateRun:
+            assert received.delivery is not None  # only an idempotency key can be taken
+            try:
+                accepted = await webhook_service.earlier_delivery(
+                    session,
+                    target=received.target,
+                    delivery=received.delivery,
+                    input=received.input,
+                )
+            except InputErrors as error:
+                return _refused(error)
+            return await self._answer_accepted(received, accepted)
+        return _error(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The run could not be stored; send the delivery again.",
+            **{"Retry-After": "1"},
+        )
+
+    async def _answer_accepted(
+        self, received: _Received, accepted: webhook_service.Accepted
+    ) -> Response:
+        """Answer for a run queued for a worker, or an earlier delivery's run."""
+        answer: dict[str, Any] = {
+            "runId": self.encode_run_id(accepted.run_id),
+            "status": accepted.status.value,
+            "duplicate": accepted.duplicate,
+        }
+        if received.target.wait_for_result:
+            runtime = self.runtime
             end = await follow.wait_for_end(
-                runtime.sessions, runtime.hub, run_id=run_id, at_most=settings.webhook_wait_seconds
+                runtime.sessions,
+                runtime.hub,
+                run_id=accepted.run_id,
+                at_most=self.settings.webhook_wait_seconds,
             )
             if end is not None:
                 answer |= {"status": end.status.value, "output": end.output, "error": end.error}
                 return _answer(200, answer)
         return _answer(202, answer)
-
-    return endpoint
 
 
 def _parse(request: Request, body: bytes) -> Any:

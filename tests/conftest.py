@@ -64,6 +64,9 @@ def settings(database_url: str) -> Settings:
         secret_key=TEST_SECRET_KEY,
         worker_heartbeat_seconds=0.3,
         worker_stalled_seconds=1.5,
+        # The suite drives runs on workers (the `worker` fixture); the tests of runs driven
+        # where they were queued make their own app (tests/worker/test_inline.py).
+        inline_runs=0,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.plan import RunPlan
@@ -23,24 +24,56 @@ async def no_secrets(session: AsyncSession, workspace_id: uuid.UUID) -> Mapping[
     return {}
 
 
-@dataclass(slots=True)
-class StepState:
-    """What the driver knows of one step."""
+def json_text(value: Any) -> str | None:
+    """A stored JSON value as text (None for SQL NULL)."""
+    return None if value is None else orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What the driver and its nodes know of the run itself."""
 
     id: uuid.UUID
+    workspace_id: uuid.UUID
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    version_number: int
+    input: Any
+    deadline_at: datetime | None
+
+    @classmethod
+    def of(cls, run: Run) -> RunInfo:
+        """The driver's view of a run row."""
+        return cls(
+            id=run.id,
+            workspace_id=run.workspace_id,
+            workflow_id=run.workflow_id,
+            version_id=run.version_id,
+            version_number=run.version_number,
+            input=run.input,
+            deadline_at=run.deadline_at,
+        )
+
+
+@dataclass(slots=True)
+class StepState:
+    """What the driver knows of one step; ``stored_*`` are what is (to be) written, redacted."""
+
     status: StepStatus
-    attempt: int
+    attempt: int = 0
     output: Any = None
     active_handles: frozenset[str] | None = None
     started_at: datetime | None = None
+    finished_at: datetime | None = None
     wake_at: datetime | None = None
     error: str | None = None
+    stored_input: str | None = None
+    stored_output: str | None = None
 
     @classmethod
     def from_row(cls, row: RunStep) -> StepState:
-        """The state of a step as stored."""
+        """The state of a step as stored (its output as stored: later nodes read that)."""
         return cls(
-            id=row.id,
             status=row.status,
             attempt=row.attempt,
             output=row.output,
@@ -48,8 +81,11 @@ class StepState:
             if row.active_handles is not None
             else None,
             started_at=row.started_at,
+            finished_at=row.finished_at,
             wake_at=row.wake_at,
             error=row.error,
+            stored_input=json_text(row.input),
+            stored_output=json_text(row.output),
         )
 
 
@@ -57,7 +93,7 @@ class StepState:
 class Claim:
     """A run as claimed by one driver; ``number`` is the attempt that fences its writes."""
 
-    run: Run
+    run: RunInfo
     plan: RunPlan
     number: int
     steps: dict[str, StepState] = field(default_factory=dict)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.engine.expressions import CompiledConfig, compile_config
+from app.engine.expressions import CompiledConfig, compile_config, reads_variable
 from app.engine.nodes.base import NodeConfig, NodeType, get_node_type
 from app.models import StepStatus
 
@@ -41,6 +41,12 @@ class NodePlan:
         """True for nodes whose output is the run's output."""
         return self.type == "output"
 
+    @property
+    def inline(self) -> bool:
+        """Whether the driver runs it in its own loop: pure, and tried once (no backoff wait)."""
+        retry = self.policy.retry
+        return self.node_type.pure and (retry is None or retry.max_attempts == 1)
+
 
 @dataclass(frozen=True, slots=True)
 class RunPlan:
@@ -48,6 +54,13 @@ class RunPlan:
 
     order: list[NodePlan]
     nodes: dict[str, NodePlan]
+    # Whether any node can see a secret: when none can, a run opens none (and redacts none).
+    needs_secrets: bool = True
+
+    @property
+    def refs(self) -> list[tuple[str, str]]:
+        """(node id, node type) of every node, in the graph's order (the steps' positions)."""
+        return [(node.id, node.type) for node in self.order]
 
 
 class PlanError(Exception):
@@ -95,7 +108,18 @@ def _compile(graph: Any) -> RunPlan:
         nodes[edge["target"]].incoming.append(
             EdgePlan(source=edge["source"], source_handle=edge.get("sourceHandle"))
         )
-    return RunPlan(order=order, nodes=nodes)
+    needs_secrets = any(
+        n.node_type.uses_secrets or reads_variable(n.compiled, "secrets") for n in order
+    )
+    return RunPlan(order=order, nodes=nodes, needs_secrets=needs_secrets)
+
+
+def cached_plan(version_id: uuid.UUID) -> RunPlan | None:
+    """The plan of a version if this process compiled it already."""
+    plan = _cache.get(version_id)
+    if plan is not None:
+        _cache.move_to_end(version_id)
+    return plan
 
 
 def edge_is_active(source: Any, plan: NodePlan, handle: str | None) -> bool:

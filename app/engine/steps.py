@@ -1,28 +1,31 @@
-"""Running one node of a run: attempts with backoff, a timeout, and recording every step."""
+"""Running one node of a run: attempts with backoff, a timeout, and noting every step.
+
+Each change is noted in the run's journal with the clock's time. A node with an outside
+effect has its start written before it runs and its result written as soon as it ends
+(so a crash repeats at most the call in flight); a pure node's step waits for the
+driver's next flush.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from app.engine.claim import Claim, StepState
-from app.engine.event_log import append_event
+from app.engine.claim import Claim, StepState, json_text
 from app.engine.expressions import ExpressionError, render_config
-from app.engine.nodes.base import NodeContext, NodeFailure, ReleaseUntil
+from app.engine.journal import Journal
+from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome, ReleaseUntil
 from app.engine.outbound import OutboundBlocked
 from app.engine.plan import NodePlan, edge_is_active
 from app.engine.redact import storable
-from app.engine.states import transition_step
-from app.models import RunEventType, RunStep, StepStatus
+from app.models import StepStatus
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,52 +62,20 @@ def _retryable(error: BaseException) -> bool:
     return not isinstance(error, ValidationError | ExpressionError | OutboundBlocked)
 
 
-class StepRecorder:
-    """Writes a claimed run's step changes, each in its own transaction, fenced by the claim."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], claim: Claim) -> None:
-        self.sessions = sessions
-        self.claim = claim
-
-    async def write(
-        self, node_id: str, target: StepStatus, values: dict[str, Any], *, announce: bool = True
-    ) -> None:
-        """Move a step to ``target`` with ``values`` (and its event, unless ``announce`` is off)."""
-        state = self.claim.steps[node_id]
-        async with self.sessions() as session, session.begin():
-            await transition_step(
-                session,
-                step_id=state.id,
-                run_id=self.claim.run.id,
-                target=target,
-                claim=self.claim.number,
-                values=values,
-                announce=announce,
-            )
-        state.status = target
-
-    async def retrying(self, node_id: str, attempt: int, message: str) -> None:
-        """Record that a step's attempt failed and another will follow."""
-        async with self.sessions() as session, session.begin():
-            await append_event(
-                session,
-                run_id=self.claim.run.id,
-                type=RunEventType.STEP_RETRYING,
-                claim=self.claim.number,
-                node_id=node_id,
-                step_status=StepStatus.RUNNING,
-                attempt=attempt,
-                error=message,
-            )
-
-
 class StepRunner:
-    """Runs nodes of one claimed run, recording their steps."""
+    """Runs nodes of one claimed run, noting their steps in its journal."""
 
-    def __init__(self, recorder: StepRecorder, settings: Settings) -> None:
-        self.recorder = recorder
-        self.claim = recorder.claim
+    def __init__(
+        self,
+        claim: Claim,
+        journal: Journal,
+        settings: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.claim = claim
+        self.journal = journal
         self.settings = settings
+        self.now = clock
 
     def _environment(self, node: NodePlan) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         steps = self.claim.steps
@@ -142,35 +113,27 @@ class StepRunner:
         """Run a node to its end in this claim (success, failure, or a release)."""
         state = self.claim.steps[node.id]
         policy = node.policy
+        effect = not node.node_type.pure
         attempts = policy.retry.max_attempts if policy.retry else 1
         value, env, parents = self._environment(node)
         attempt = state.attempt if state.status is StepStatus.RUNNING else 0
         redact = self.claim.redactor
-        stored_input = redact.stored(value)
+        stored_input = json_text(redact.stored(value))
         while True:
             attempt += 1
-            await self.recorder.write(
-                node.id,
-                StepStatus.RUNNING,
-                {
-                    "attempt": attempt,
-                    "input": stored_input,
-                    "wake_at": None,
-                    "started_at": func.coalesce(col(RunStep.started_at), func.now()),
-                },
-            )
+            now = self.now()
             state.attempt = attempt
+            state.stored_input = stored_input
             state.wake_at = None
+            state.started_at = state.started_at or now
+            self.journal.step(node.id, StepStatus.RUNNING, at=now)
+            if effect:
+                await self.journal.flush()
             try:
                 outcome = await self._attempt(node, state, attempt, value, env, parents)
             except ReleaseUntil as release:
-                await self.recorder.write(
-                    node.id,
-                    StepStatus.RUNNING,
-                    {"wake_at": release.wake_at},
-                    announce=False,
-                )
                 state.wake_at = release.wake_at
+                self.journal.step(node.id, StepStatus.RUNNING, at=self.now(), announce=False)
                 return StepResult(node.id, failed=False, continue_on_fail=False)
             except asyncio.CancelledError:
                 raise
@@ -188,7 +151,9 @@ class StepRunner:
                         },
                     )
                 if attempt < attempts and policy.retry is not None and _retryable(error):
-                    await self.recorder.retrying(node.id, attempt, message)
+                    self.journal.retrying(node.id, at=self.now(), attempt=attempt, error=message)
+                    # Observers see the retry before the wait.
+                    await self.journal.flush()
                     await asyncio.sleep(policy.retry.delay_before(attempt + 1))
                     continue
                 output = (
@@ -196,31 +161,26 @@ class StepRunner:
                     if policy.continue_on_fail
                     else redact.stored(getattr(error, "output", None))
                 )
-                await self.recorder.write(
-                    node.id,
-                    StepStatus.FAILED,
-                    {"error": message, "output": output, "finished_at": func.now()},
-                )
                 state.output = output
+                state.stored_output = json_text(output)
                 state.error = message
+                state.finished_at = self.now()
+                self.journal.step(node.id, StepStatus.FAILED, at=state.finished_at)
+                if effect:
+                    await self.journal.flush()
                 return StepResult(
                     node.id, failed=True, continue_on_fail=policy.continue_on_fail, error=message
                 )
             # Later nodes get what JSONB can hold (as after a resume), not the secrets' redaction.
             produced = storable(outcome.output)
-            handles = sorted(outcome.active_handles) if outcome.active_handles is not None else None
-            await self.recorder.write(
-                node.id,
-                StepStatus.SUCCEEDED,
-                {
-                    "output": redact.value(produced),  # storable already: redact only
-                    "active_handles": handles,
-                    "error": None,
-                    "finished_at": func.now(),
-                },
-            )
             state.output = produced
+            state.stored_output = json_text(redact.value(produced))  # storable already
             state.active_handles = outcome.active_handles
+            state.error = None
+            state.finished_at = self.now()
+            self.journal.step(node.id, StepStatus.SUCCEEDED, at=state.finished_at)
+            if effect:
+                await self.journal.flush()
             return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
 
     async def _attempt(
@@ -231,7 +191,7 @@ class StepRunner:
         value: Any,
         env: dict[str, Any],
         parents: dict[str, Any],
-    ) -> Any:
+    ) -> NodeOutcome:
         node_type = node.node_type
         rendered = await render_config(node.compiled, env, skip=node_type.lazy_fields)
         config = node_type.config_model.model_validate(rendered)
@@ -240,9 +200,9 @@ class StepRunner:
             workspace_id=self.claim.run.workspace_id,
             node_id=node.id,
             attempt=attempt,
-            step_started_at=state.started_at or datetime.now(UTC),
+            step_started_at=state.started_at or self.now(),
             settings=self.settings,
-            secrets=self.claim.secrets,
+            secrets=dict(self.claim.secrets),
             extras={"env": env, "parents": parents},
         )
         timeout = node.policy.timeout_seconds

@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -66,6 +66,9 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        # Told of every run event's (run id, type): runs driven in this process stop on a
+        # cancel.
+        self.on_run_event: Callable[[uuid.UUID, str], None] | None = None
 
     async def start(self) -> None:
         """Start listening in the background."""
@@ -115,6 +118,8 @@ class EventHub:
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable event notification", extra={"payload": payload[:200]})
             return
+        if self.on_run_event is not None:
+            self.on_run_event(run_id, str(data.get("type", "")))
         for waiter in self._runs.get(run_id, ()):
             waiter.event.set()
         if str(data.get("type", "")).startswith("RUN_"):

@@ -103,6 +103,9 @@ class Run(SQLModel, table=True):
     crashes: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     # Set while the run waits (a long flow.delay) with no worker holding it.
     wake_at: datetime | None = timestamp(nullable=True)
+    # Set while the process that queued the run drives it without a job: past this time
+    # (the database's clock) without a renewal, a worker's recovery takes it over.
+    lease_until: datetime | None = timestamp(nullable=True)
     deadline_at: datetime | None = timestamp(nullable=True)
     job_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     # The seq of the run's last event: events are numbered 1, 2, 3 … per run, no gaps.

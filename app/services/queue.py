@@ -8,9 +8,16 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models import Run
+
 
 class RunQueue(Protocol):
-    """Jobs that drive runs, written in the caller's transaction."""
+    """Who drives runs, told in the caller's transaction."""
+
+    async def start(self, session: AsyncSession, run: Run) -> None:
+        """Have a new run driven once the caller commits: here when this process can, else
+        by a worker's job."""
+        ...
 
     async def defer_drive(
         self, session: AsyncSession, run_id: uuid.UUID, *, schedule_at: datetime | None = None

@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.auth.principal import Principal
+from app.engine.executor import NewRun
 from app.engine.graph import check_json_value
+from app.engine.journal import Birth
+from app.engine.plan import RunPlan, build_plan, cached_plan
 from app.engine.states import TERMINAL_RUN, end_run, open_run
 from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
@@ -61,6 +64,15 @@ def _check_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
         )
 
 
+def _check_idempotency_key(key: str | None) -> None:
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InputErrors.single(
+            ("input", "idempotencyKey"),
+            ErrorCode.INVALID,
+            f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters.",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Runnable:
     """What queueing a run needs of a version: its id, its nodes, why it cannot run."""
@@ -78,15 +90,14 @@ _RUNNABLE_MAX = 1024
 
 
 async def _runnable_version(
-    session: AsyncSession, workflow: Workflow, number: int | None, policy: GraphPolicy
+    session: AsyncSession, workflow_id: uuid.UUID, wanted: int, policy: GraphPolicy
 ) -> _Runnable:
-    wanted = workflow.current_version if number is None else number
-    key = (workflow.id, wanted, policy.limits)
+    key = (workflow_id, wanted, policy.limits)
     cached = _RUNNABLE.get(key)
     if cached is not None:
         _RUNNABLE.move_to_end(key)
         return cached
-    version = await _load_version(session, workflow, wanted)
+    version = await _load_version(session, workflow_id, wanted)
     runnable = _Runnable(
         id=version.id,
         number=version.number,
@@ -101,12 +112,28 @@ async def _runnable_version(
     return runnable
 
 
-async def _load_version(session: AsyncSession, workflow: Workflow, wanted: int) -> WorkflowVersion:
+def _check_runnable(target: _Runnable) -> None:
+    if target.problems:
+        raise InputErrors(
+            [
+                FieldError(
+                    ("input", "version"),
+                    ErrorCode.GRAPH_INVALID,
+                    f"Version {target.number} cannot run: {message}",
+                )
+                for message in target.problems
+            ]
+        )
+
+
+async def _load_version(
+    session: AsyncSession, workflow_id: uuid.UUID, wanted: int
+) -> WorkflowVersion:
     version = (
         await session.execute(
             select(WorkflowVersion).where(
-                WorkflowVersion.workflow_id == workflow.id,  # type: ignore[arg-type]
-                WorkflowVersion.number == wanted,  # type: ignore[arg-type]
+                col(WorkflowVersion.workflow_id) == workflow_id,
+                col(WorkflowVersion.number) == wanted,
             )
         )
     ).scalar_one_or_none()
@@ -168,24 +195,10 @@ async def queue_run(
     IDEMPOTENCY_CONFLICT when its input or version differ).
     """
     _check_input(input, policy, max_input_bytes)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-        raise InputErrors.single(
-            ("input", "idempotencyKey"),
-            ErrorCode.INVALID,
-            f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters.",
-        )
-    target = await _runnable_version(session, workflow, version, policy)
-    if target.problems:
-        raise InputErrors(
-            [
-                FieldError(
-                    ("input", "version"),
-                    ErrorCode.GRAPH_INVALID,
-                    f"Version {target.number} cannot run: {message}",
-                )
-                for message in target.problems
-            ]
-        )
+    _check_idempotency_key(idempotency_key)
+    wanted = workflow.current_version if version is None else version
+    target = await _runnable_version(session, workflow.id, wanted, policy)
+    _check_runnable(target)
     digest = _input_hash(input)
     run = await open_run(
         session,
@@ -219,8 +232,81 @@ async def queue_run(
                 "This idempotency key was used for a run with a different input or version.",
             )
         return existing
-    await queue.defer_drive(session, run.id)
+    await queue.start(session, run)
     return run
+
+
+async def born_run(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    workflow_id: uuid.UUID,
+    version: int,
+    input: Any,
+    idempotency_key: str | None,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+    trigger: RunTrigger,
+    created_by_id: uuid.UUID | None = None,
+) -> tuple[NewRun, RunPlan]:
+    """A new run of a version in memory, for a driver to start at once (nothing written).
+
+    The same checks as ``queue_run``; the session is used only when this process has not
+    seen the version yet. The driver's first flush writes the run, or finds its idempotency
+    key taken.
+    """
+    _check_input(input, policy, max_input_bytes)
+    _check_idempotency_key(idempotency_key)
+    target = await _runnable_version(session, workflow_id, version, policy)
+    _check_runnable(target)
+    plan = cached_plan(target.id)
+    if plan is None:
+        graph = await session.scalar(
+            select(col(WorkflowVersion.graph)).where(col(WorkflowVersion.id) == target.id)
+        )
+        plan = build_plan(target.id, graph)
+    birth = Birth(
+        workspace_id=workspace_id,
+        workflow_id=workflow_id,
+        version_id=target.id,
+        version_number=target.number,
+        trigger=trigger.value,
+        input=input,
+        input_hash=_input_hash(input),
+        idempotency_key=idempotency_key,
+        created_by_id=created_by_id,
+        nodes=plan.refs,
+    )
+    return NewRun(id=uuid.uuid4(), birth=birth, input=input), plan
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """The run that holds an idempotency key: its id, trigger, input digest and status."""
+
+    id: uuid.UUID
+    trigger: RunTrigger
+    input_hash: str
+    status: RunStatus
+
+
+async def key_holder(
+    session: AsyncSession, *, workflow_id: uuid.UUID, idempotency_key: str
+) -> KeyHolder | None:
+    """The run of a workflow that holds an idempotency key, if one does."""
+    row = (
+        await session.execute(
+            select(col(Run.id), col(Run.trigger), col(Run.input_hash), col(Run.status)).where(
+                col(Run.workflow_id) == workflow_id, col(Run.idempotency_key) == idempotency_key
+            )
+        )
+    ).one_or_none()
+    return None if row is None else KeyHolder(*row)
+
+
+def input_digest(value: Any) -> str:
+    """The digest that tells whether two runs were given the same input."""
+    return _input_hash(value)
 
 
 async def get_run(
@@ -326,7 +412,7 @@ async def retry_run(
         kept=kept,
     )
     assert run is not None  # not idempotent: the insert always happens
-    await queue.defer_drive(session, run.id)
+    await queue.start(session, run)
     return run
 
 

@@ -15,12 +15,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
+from app.engine.executor import NewRun
+from app.engine.journal import Pool
+from app.engine.plan import RunPlan
 from app.errors import ErrorCode, InputErrors
 from app.keyring import Keyring, Sealed, webhook_aad
-from app.models import Role, Run, RunTrigger, Webhook, Workflow
+from app.models import Role, RunStatus, RunTrigger, Webhook, Workflow
 from app.services.graphs import GraphPolicy
 from app.services.queue import RunQueue
-from app.services.runs import queue_run
+from app.services.runs import born_run, input_digest, key_holder, queue_run
 from app.services.workflows import get_workflow
 
 SIGNATURE_SCHEME = "sha256"
@@ -127,28 +130,39 @@ async def update_webhook(
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A webhook found by its URL id, with what a delivery needs."""
+    """An enabled webhook found by its URL id, with what a delivery needs of it."""
 
-    webhook: Webhook
-    workflow: Workflow
+    webhook_id: uuid.UUID
+    workspace_id: uuid.UUID
+    workflow_id: uuid.UUID
+    require_signature: bool
+    wait_for_result: bool
+    signing_key_id: str | None
+    signing_nonce: bytes | None
+    signing_ciphertext: bytes | None
+    # The version a delivery runs.
+    version: int
 
 
-async def find_delivery_target(session: AsyncSession, *, token: str) -> Delivery | None:
+FIND_TARGET = """
+SELECT h.id, h.workspace_id, h.workflow_id, h.require_signature, h.wait_for_result,
+       h.signing_key_id, h.signing_nonce, h.signing_ciphertext, w.current_version
+FROM webhooks h JOIN workflows w ON w.id = h.workflow_id
+WHERE h.token = %s AND h.enabled
+"""
+
+
+async def find_delivery_target(pool: Pool, *, token: str) -> Delivery | None:
     """The enabled webhook with this URL id and its workflow; None when there is none."""
-    row = (
-        await session.execute(
-            select(Webhook, Workflow)
-            .join(Workflow, Workflow.id == Webhook.workflow_id)  # type: ignore[arg-type]
-            .where(Webhook.token == token, Webhook.enabled.is_(True))  # type: ignore[arg-type, attr-defined]
-        )
-    ).first()
-    return Delivery(webhook=row[0], workflow=row[1]) if row else None
+    async with pool.connection() as conn:
+        row = await (await conn.execute(FIND_TARGET, (token,))).fetchone()
+    return None if row is None else Delivery(*row)
 
 
 def verify_signature(
     *,
     keyring: Keyring,
-    webhook: Webhook,
+    target: Delivery,
     timestamp: str | None,
     given: str | None,
     body: bytes,
@@ -166,11 +180,11 @@ def verify_signature(
         return f"The timestamp is more than {tolerance} seconds from the server's clock."
     secret = keyring.open(
         Sealed(
-            str(webhook.signing_key_id),
-            bytes(webhook.signing_nonce or b""),
-            bytes(webhook.signing_ciphertext or b""),
+            str(target.signing_key_id),
+            bytes(target.signing_nonce or b""),
+            bytes(target.signing_ciphertext or b""),
         ),
-        webhook_aad(webhook.workspace_id, webhook.id),
+        webhook_aad(target.workspace_id, target.webhook_id),
     )
     expected = signature(secret, timestamp, body).encode()
     # Several signatures may be sent (comma-separated); any valid one will do.
@@ -199,12 +213,68 @@ def delivery_id(headers: Mapping[str, str]) -> str | None:
     return found
 
 
+def idempotency_key(delivery: str | None) -> str | None:
+    """The run idempotency key of a delivery id."""
+    return None if delivery is None else f"webhook:{delivery}"
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A delivery's run: new, or the earlier one of a repeated delivery id."""
 
-    run: Run
+    run_id: uuid.UUID
+    status: RunStatus
     duplicate: bool
+
+
+async def new_delivery_run(
+    session: AsyncSession,
+    *,
+    target: Delivery,
+    input: Any,
+    delivery: str | None,
+    policy: GraphPolicy,
+    max_input_bytes: int,
+) -> tuple[NewRun, RunPlan]:
+    """A delivery's run, in memory, for a driver here to start (InputErrors: it cannot run)."""
+    return await born_run(
+        session,
+        workspace_id=target.workspace_id,
+        workflow_id=target.workflow_id,
+        version=target.version,
+        input=input,
+        idempotency_key=idempotency_key(delivery),
+        policy=policy,
+        max_input_bytes=max_input_bytes,
+        trigger=RunTrigger.WEBHOOK,
+    )
+
+
+async def earlier_delivery(
+    session: AsyncSession, *, target: Delivery, delivery: str, input: Any
+) -> Accepted:
+    """The run of an earlier delivery with this id (InputErrors when it is not a repeat)."""
+    holder = await key_holder(
+        session, workflow_id=target.workflow_id, idempotency_key=f"webhook:{delivery}"
+    )
+    if holder is None:  # taken by a run since deleted with its workflow: not ours to answer
+        raise InputErrors.single(
+            ("input", "deliveryId"), ErrorCode.IDEMPOTENCY_CONFLICT, "This delivery id is taken."
+        )
+    if holder.trigger is not RunTrigger.WEBHOOK:
+        # A person's run whose idempotency key looks like a delivery's is not that delivery.
+        raise InputErrors.single(
+            ("input", "deliveryId"),
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "This delivery id was used by a run that no delivery started.",
+        )
+    if holder.input_hash != input_digest(input):
+        raise InputErrors.single(
+            ("input", "idempotencyKey"),
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "This idempotency key was used for a run with a different input or version.",
+        )
+    return Accepted(run_id=holder.id, status=holder.status, duplicate=True)
 
 
 async def deliver(
@@ -213,43 +283,32 @@ async def deliver(
     queue: RunQueue,
     target: Delivery,
     input: Any,
-    delivery_id: str | None,
+    delivery: str | None,
     policy: GraphPolicy,
     max_input_bytes: int,
 ) -> Accepted:
-    """Queue the run of a delivery (InputErrors when it cannot run, or its id was reused)."""
-    key = None if delivery_id is None else f"webhook:{delivery_id}"
-    earlier = None
+    """Queue the run of a delivery for a worker (InputErrors when it cannot run, or its id
+    was reused); the caller commits."""
+    key = idempotency_key(delivery)
     if key is not None:
         # Deliveries of one id wait for each other here, so exactly one is told it was first.
-        lock = func.hashtextextended(f"{target.workflow.id}:{key}", 0)
+        lock = func.hashtextextended(f"{target.workflow_id}:{key}", 0)
         await session.execute(select(func.pg_advisory_xact_lock(lock)))
-        earlier = (
-            await session.execute(
-                select(Run.trigger, Run.version_number).where(
-                    Run.workflow_id == target.workflow.id,  # type: ignore[arg-type]
-                    Run.idempotency_key == key,  # type: ignore[arg-type]
-                )
-            )
-        ).first()
-        if earlier is not None and earlier.trigger is not RunTrigger.WEBHOOK:
-            # A person's run whose idempotency key looks like a delivery's is not that delivery.
-            raise InputErrors.single(
-                ("input", "deliveryId"),
-                ErrorCode.IDEMPOTENCY_CONFLICT,
-                "This delivery id was used by a run that no delivery started.",
-            )
+        if delivery is not None and await key_holder(
+            session, workflow_id=target.workflow_id, idempotency_key=key
+        ):
+            return await earlier_delivery(session, target=target, delivery=delivery, input=input)
+    workflow = await session.get_one(Workflow, target.workflow_id)
     run = await queue_run(
         session,
         queue=queue,
-        workflow=target.workflow,
+        workflow=workflow,
         input=input,
-        # A repeat is the same delivery even when the workflow has a newer version since.
-        version=earlier.version_number if earlier is not None else None,
+        version=target.version,
         idempotency_key=key,
         policy=policy,
         max_input_bytes=max_input_bytes,
         trigger=RunTrigger.WEBHOOK,
         created_by_id=None,
     )
-    return Accepted(run=run, duplicate=earlier is not None)
+    return Accepted(run_id=run.id, status=run.status, duplicate=False)

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import procrastinate
 import psycopg
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db import libpq_url
-from app.engine.claim import SecretsSource
 from app.engine.executor import RunDriver
 from app.engine.states import MAX_CRASHES
 from app.models import Run
-from app.services.graphs import GraphPolicy
-from app.settings import Settings
+from app.worker.context import WorkerContext
+from app.worker.inline import InlineRuns
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +35,19 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
 
 
 class ProcrastinateRunQueue:
-    """The RunQueue port over procrastinate (``app`` is what a worker process runs)."""
+    """The RunQueue port over procrastinate (``app`` is what a worker process runs), and
+    over the runs an API process drives itself (``inline``, when it does)."""
 
     def __init__(self, app: procrastinate.App) -> None:
         self.app = app
+        self.inline: InlineRuns | None = None
+
+    async def start(self, session: AsyncSession, run: Run) -> None:
+        """Drive a new run here once the caller commits, if there is room; else a job."""
+        if self.inline is not None and self.inline.reserve():
+            await self.inline.hold(session, run)
+        else:
+            await self.defer_drive(session, run.id)
 
     async def defer_drive(
         self, session: AsyncSession, run_id: uuid.UUID, *, schedule_at: datetime | None = None
@@ -64,17 +71,6 @@ class ProcrastinateRunQueue:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerContext:
-    """What a worker needs from its process; the runtime builds it (and extends it)."""
-
-    settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
-    graph_policy: GraphPolicy
-    queue: ProcrastinateRunQueue
-    secrets: SecretsSource
-
-
 async def drive_run_task(context: procrastinate.JobContext, run_id: str) -> None:
     """The job: drive one run (resumable, so a retried job picks up where it stopped)."""
     worker: WorkerContext = context.additional_context["worker"]
@@ -84,6 +80,7 @@ async def drive_run_task(context: procrastinate.JobContext, run_id: str) -> None
 
     driver = RunDriver(
         sessions=worker.sessions,
+        pool=worker.pool,
         settings=worker.settings,
         run_id=uuid.UUID(run_id),
         resume=resume,

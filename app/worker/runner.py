@@ -11,7 +11,8 @@ import procrastinate.jobs
 from sqlalchemy import bindparam, text
 
 from app.engine.states import OPEN_RUN
-from app.worker.queue import RUNS_QUEUE, WorkerContext
+from app.worker.context import WorkerContext
+from app.worker.queue import RUNS_QUEUE
 from app.worker.schedules import tick
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 KEEP_FINISHED_JOBS_HOURS = 72
 
 
-# Non-terminal runs whose job is gone or over: handed to a fresh job (the same job id is never
+# Non-terminal runs whose job is gone or over (or that never had one and whose lease ran
+# out): handed to a fresh job (the same job id is never
 # re-queued, so a worker that wakes up late finishes only its own, stale, job).
 STRANDED_RUNS = text(
     """
@@ -28,6 +30,8 @@ STRANDED_RUNS = text(
     LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
     WHERE r.status IN :open
       AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing', 'aborting'))
+      -- A run driven where it was queued has no job while its process holds its lease.
+      AND (r.lease_until IS NULL OR r.lease_until < now())
     ORDER BY r.queued_at
     LIMIT 100
     FOR UPDATE OF r SKIP LOCKED
@@ -37,7 +41,7 @@ STRANDED_RUNS = text(
 
 async def recover_stalled(worker: WorkerContext) -> int:
     """Hand the runs of workers that stopped heartbeating (and stranded runs) to new jobs."""
-    manager = worker.queue.app.job_manager
+    manager = worker.jobs.job_manager
     stalled = await manager.get_stalled_jobs(
         seconds_since_heartbeat=worker.settings.worker_stalled_seconds
     )
@@ -68,7 +72,7 @@ async def maintenance_loop(worker: WorkerContext) -> None:
         try:
             await recover_stalled(worker)
             if loop.time() - last_prune > 3600:
-                await worker.queue.app.job_manager.delete_old_jobs(
+                await worker.jobs.job_manager.delete_old_jobs(
                     nb_hours=KEEP_FINISHED_JOBS_HOURS,
                     include_failed=True,
                     include_cancelled=True,
@@ -96,7 +100,7 @@ async def run_worker(worker: WorkerContext, *, install_signal_handlers: bool) ->
     maintenance = asyncio.create_task(maintenance_loop(worker))
     schedules = asyncio.create_task(schedule_loop(worker))
     try:
-        await worker.queue.app.run_worker_async(
+        await worker.jobs.run_worker_async(
             queues=[RUNS_QUEUE],
             concurrency=settings.worker_concurrency,
             fetch_job_polling_interval=1.0,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from app.metrics import SCHEDULE_FIRES
 from app.models import FireOutcome, utcnow
 from app.services.schedules import Fired, due_schedules, fire_due
-from app.worker.queue import WorkerContext
+from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,14 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.conftest import TEST_SECRET_KEY
 from tests.factories import Factory
+from tests.processes import Processes
 from tests.runs import (
     cancel_run,
     create_workflow,
@@ -30,45 +28,10 @@ from tests.runs import (
 )
 from tests.servers import LocalHTTP
 
-FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
-
-
-class Workers:
-    """Starts and stops `flowdeck worker` processes on the test database."""
-
-    def __init__(self, database_url: str) -> None:
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"},
-            "DATABASE_URL": database_url,
-            "FLOWDECK_OUTBOUND_ALLOW": "127.0.0.1/32",
-            "FLOWDECK_WORKER_HEARTBEAT_SECONDS": "0.3",
-            "FLOWDECK_WORKER_STALLED_SECONDS": "1.5",
-            "FLOWDECK_LOG_LEVEL": "WARNING",
-            "FLOWDECK_SECRET_KEY": TEST_SECRET_KEY,
-        }
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [FLOWDECK, "worker", "--concurrency", "4"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-                process.kill()
-            process.wait(timeout=10)
-
 
 @pytest.fixture
-def workers(database_url: str) -> Iterator[Workers]:
-    pool = Workers(database_url)
+def workers(database_url: str) -> Iterator[Processes]:
+    pool = Processes(database_url)
     yield pool
     pool.stop_all()
 
@@ -92,7 +55,7 @@ def calling(url: str, output: str) -> dict:
 
 
 async def test_kill_9_mid_run_resumes_on_another_worker_without_redoing_steps(
-    factory: Factory, workers: Workers, server: LocalHTTP
+    factory: Factory, workers: Processes, server: LocalHTTP
 ) -> None:
     async def ok(request: Request) -> Response:
         return JSONResponse({"path": request.url.path})
@@ -128,7 +91,7 @@ async def test_kill_9_mid_run_resumes_on_another_worker_without_redoing_steps(
 
 
 async def test_a_paused_worker_cannot_overwrite_its_successor(
-    factory: Factory, workers: Workers, server: LocalHTTP
+    factory: Factory, workers: Processes, server: LocalHTTP
 ) -> None:
     calls = {"n": 0}
 
@@ -164,7 +127,7 @@ async def test_a_paused_worker_cannot_overwrite_its_successor(
 
 
 async def test_a_node_that_kills_its_worker_every_time_ends_the_run_failed(
-    factory: Factory, workers: Workers, server: LocalHTTP
+    factory: Factory, workers: Processes, server: LocalHTTP
 ) -> None:
     current: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -202,7 +165,7 @@ async def test_a_node_that_kills_its_worker_every_time_ends_the_run_failed(
 
 
 async def test_cancel_while_the_worker_is_dead_settles_every_step(
-    factory: Factory, workers: Workers, server: LocalHTTP
+    factory: Factory, workers: Processes, server: LocalHTTP
 ) -> None:
     async def hang(request: Request) -> Response:
         await asyncio.sleep(30)

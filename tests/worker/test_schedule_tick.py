@@ -598,7 +598,7 @@ async def main(url: str, now: str) -> None:
     settings = Settings(database_url=url)
     engine = create_engine(url, settings)
     runtime = Runtime.build(settings, engine, url)
-    async with runtime.queue.app.open_async():
+    async with runtime.opened():
         async with engine.connect():
             pass
         print("ready", flush=True)

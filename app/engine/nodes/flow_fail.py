@@ -48,6 +48,7 @@ NODE_TYPE = register(
         description="End the run as failed, with a message.",
         config_model=FlowFailConfig,
         run=run,
+        pure=True,
         outputs=(),
     )
 )

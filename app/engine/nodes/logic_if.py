@@ -52,6 +52,7 @@ NODE_TYPE = register(
         "the branch not taken is skipped.",
         config_model=LogicIfConfig,
         run=run,
+        pure=True,
         outputs=("true", "false"),
     )
 )

@@ -38,5 +38,6 @@ NODE_TYPE = register(
         "together: an object keyed by node id, or a list.",
         config_model=LogicMergeConfig,
         run=run,
+        pure=True,
     )
 )

@@ -96,6 +96,7 @@ NODE_TYPE = register(
         "through 'default'; the other branches are skipped.",
         config_model=LogicSwitchConfig,
         run=run,
+        pure=True,
         outputs=(DEFAULT_HANDLE,),
         dynamic_outputs=output_handles,
         lazy_fields=("cases",),

@@ -31,6 +31,7 @@ NODE_TYPE = register(
         description="Set the run's output (what a webhook set to wait for the run returns).",
         config_model=OutputConfig,
         run=run,
+        pure=True,
         outputs=(),
     )
 )

@@ -56,5 +56,6 @@ NODE_TYPE = register(
         "as JSON.",
         config_model=TextFormatConfig,
         run=run,
+        pure=True,
     )
 )

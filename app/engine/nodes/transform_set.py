@@ -32,5 +32,6 @@ NODE_TYPE = register(
         "and earlier nodes' outputs.",
         config_model=TransformSetConfig,
         run=run,
+        pure=True,
     )
 )

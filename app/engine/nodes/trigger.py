@@ -64,6 +64,7 @@ NODE_TYPE = register(
         "body or schedule time), optionally checked against a JSON Schema.",
         config_model=TriggerConfig,
         run=run,
+        pure=True,
         inputs=(),
     )
 )

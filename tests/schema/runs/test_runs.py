@@ -605,7 +605,7 @@ async def impatient_worker(app: Starlette, settings) -> AsyncIterator[None]:
         runtime.engine,
         str(settings.database_url.get_secret_value()),
     )
-    async with impatient.queue.app.open_async():
+    async with impatient.opened():
         task = asyncio.create_task(run_worker(impatient, install_signal_handlers=False))
         yield
         task.cancel()

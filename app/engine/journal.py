@@ -1,0 +1,402 @@
+"""A driver's record of its run: changes kept in memory, then written together in one statement.
+
+The driver notes each change of its run and steps here as it happens, with the event the
+state machine (``states.py``) gives it. ``flush`` writes everything noted since the last
+flush as ONE statement: the run's row (fenced by the claim the driver holds), the latest
+state of each changed step, and the events in order, numbered after the run's last seq,
+with one NOTIFY. A statement is atomic, so a flush needs no transaction of its own: one
+round trip. When the fence fails (the run was cancelled or taken over since), nothing of
+the flush is written and ``LeaseLost`` is raised.
+
+The driver decides when to flush: before a step with an outside effect starts and right
+after it ends (its result is committed before anything that depends on it is observable),
+before it waits, and when the run ends. Steps without effects ride along with the next
+flush: re-running them after a crash is invisible.
+
+A run born in memory (a webhook delivery run where it was received) has no row yet: its
+first flush inserts the run, all its steps and its events, unless its idempotency key is
+taken (``DuplicateRun``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from app.engine.claim import StepState
+from app.engine.claim import json_text as encode
+from app.engine.event_log import CHANNEL
+from app.engine.states import (
+    RUN_EVENTS,
+    STEP_EVENTS,
+    LeaseLost,
+    check_run_transition,
+    check_step_transition,
+)
+from app.models import RunEventType, RunStatus, StepStatus
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+# The run columns a flush may set, and their SQL types.
+RUN_COLUMNS = {
+    "status": "text",
+    "attempt": "integer",
+    "crashes": "integer",
+    "output": "jsonb",
+    "error": "text",
+    "error_node_id": "text",
+    "wake_at": "timestamptz",
+    "deadline_at": "timestamptz",
+    "lease_until": "timestamptz",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+}
+
+
+class DuplicateRun(Exception):
+    """A run born in memory whose idempotency key another run already holds."""
+
+
+@dataclass(slots=True)
+class Event:
+    """One event, as noted: written with the next seq of its run at the flush."""
+
+    type: RunEventType
+    at: datetime
+    run_status: RunStatus | None = None
+    node_id: str | None = None
+    step_status: StepStatus | None = None
+    attempt: int | None = None
+    output: str | None = None  # JSON text, redacted
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Birth:
+    """The row of a run born in memory, written by its first flush."""
+
+    workspace_id: uuid.UUID
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    version_number: int
+    trigger: str
+    input: Any
+    input_hash: str
+    idempotency_key: str | None
+    created_by_id: uuid.UUID | None
+    # (node id, node type) of each step, in the graph's order.
+    nodes: Sequence[tuple[str, str]]
+
+
+class Journal:
+    """The unwritten changes of one run, held by the driver that claimed it."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        run_id: uuid.UUID,
+        fence: int,
+        steps: dict[str, StepState],
+        birth: Birth | None = None,
+        written: asyncio.Event | None = None,
+    ) -> None:
+        self.pool = pool
+        self.run_id = run_id
+        # The run's attempt the next flush expects (the claim it holds).
+        self.fence = fence
+        self.steps = steps
+        self.birth = birth
+        self.run_values: dict[str, Any] = {}
+        self.run_status: RunStatus | None = None
+        self.dirty: dict[str, None] = {}
+        self.events: list[Event] = []
+        self.flushes = 0
+        # Flushes go one at a time, in the order their changes were noted (their seqs).
+        self._lock = asyncio.Lock()
+        # Set once the run's row exists (at once for a run that was queued already).
+        self.written = written or asyncio.Event()
+        if birth is None:
+            self.written.set()
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything was noted since the last flush."""
+        return bool(self.events or self.dirty or self.run_values or self.birth)
+
+    def queued(self, *, at: datetime) -> None:
+        """Note the first event of a run born in memory."""
+        self.events.append(Event(RunEventType.RUN_QUEUED, at, run_status=RunStatus.QUEUED))
+
+    def run(
+        self,
+        current: RunStatus,
+        target: RunStatus,
+        *,
+        at: datetime,
+        values: dict[str, Any] | None = None,
+        event: RunEventType | None = None,
+        output: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """Note a change of the run (a claim, a release, its end) and its event."""
+        check_run_transition(current, target)
+        self.run_status = target
+        self.run_values["status"] = target.value
+        self.run_values.update(values or {})
+        kind = event or RUN_EVENTS.get(target)
+        if kind is not None:
+            self.events.append(
+                Event(kind, at, run_status=target, output=encode(output), error=error)
+            )
+
+    def step(
+        self,
+        node_id: str,
+        target: StepStatus,
+        *,
+        at: datetime,
+        announce: bool = True,
+    ) -> None:
+        """Note that a step reached ``target`` (its state already updated) and its event."""
+        state = self.steps[node_id]
+        check_step_transition(state.status, target)
+        state.status = target
+        self.dirty[node_id] = None
+        if announce:
+            self.events.append(
+                Event(
+                    STEP_EVENTS[target],
+                    at,
+                    node_id=node_id,
+                    step_status=target,
+                    attempt=state.attempt,
+                    output=state.stored_output if target is not StepStatus.RUNNING else None,
+                    error=state.error if target is StepStatus.FAILED else None,
+                )
+            )
+
+    def retrying(self, node_id: str, *, at: datetime, attempt: int, error: str) -> None:
+        """Note that a step's attempt failed and another follows."""
+        self.events.append(
+            Event(
+                RunEventType.STEP_RETRYING,
+                at,
+                node_id=node_id,
+                step_status=StepStatus.RUNNING,
+                attempt=attempt,
+                error=error,
+            )
+        )
+
+    async def flush(self) -> None:
+        """Write everything noted, in one statement; LeaseLost when the fence fails.
+
+        What is noted while the statement runs waits for the next flush.
+        """
+        async with self._lock:
+            if not self.pending:
+                return
+            statement, params, inserting = self._statement()
+            fence = int(self.run_values.get("attempt", self.fence))
+            self.run_values, self.dirty, self.events, self.birth = {}, {}, [], None
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(statement, params)).fetchone()
+            if row is None:
+                if inserting:
+                    raise DuplicateRun(str(params["key"]))
+                raise LeaseLost(f"run {self.run_id} is no longer held by claim {self.fence}")
+            self.fence = fence
+            self.flushes += 1
+            self.written.set()
+
+    def _statement(self) -> tuple[str, dict[str, Any], bool]:
+        if self.birth is not None:
+            return INSERT_SQL, self._insert_params(self.birth), True
+        columns = tuple(sorted(self.run_values))
+        return _update_sql(columns), self._update_params(columns), False
+
+    def _event_arrays(self) -> dict[str, Sequence[Any]]:
+        events = self.events
+        return {
+            "e_type": [e.type.value for e in events],
+            "e_at": [e.at for e in events],
+            "e_run_status": [e.run_status.value if e.run_status else None for e in events],
+            "e_node": [e.node_id for e in events],
+            "e_step_status": [e.step_status.value if e.step_status else None for e in events],
+            "e_attempt": [e.attempt for e in events],
+            "e_output": [e.output for e in events],
+            "e_error": [e.error for e in events],
+        }
+
+    def _step_arrays(self, node_ids: Sequence[str]) -> dict[str, Sequence[Any]]:
+        states = [self.steps[node_id] for node_id in node_ids]
+        return {
+            "s_node": list(node_ids),
+            "s_status": [s.status.value for s in states],
+            "s_attempt": [s.attempt for s in states],
+            "s_input": [s.stored_input for s in states],
+            "s_output": [s.stored_output for s in states],
+            "s_handles": [
+                encode(sorted(s.active_handles)) if s.active_handles is not None else None
+                for s in states
+            ],
+            "s_error": [s.error for s in states],
+            "s_wake_at": [s.wake_at for s in states],
+            "s_started_at": [s.started_at for s in states],
+            "s_finished_at": [s.finished_at for s in states],
+        }
+
+    def _notify_type(self) -> str:
+        # Workflow subscribers wake on run-level events only; name the last one if any.
+        run_level = [e.type for e in self.events if e.run_status is not None]
+        return (run_level or [e.type for e in self.events] or [RunEventType.RUN_STARTED])[-1].value
+
+    def _update_params(self, columns: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "fence": self.fence,
+            "events": len(self.events),
+            "channel": CHANNEL,
+            "notify_type": self._notify_type(),
+            **{f"r_{c}": self._param(c) for c in columns},
+            **self._step_arrays(list(self.dirty)),
+            **self._event_arrays(),
+        }
+
+    def _param(self, column: str) -> Any:
+        value = self.run_values[column]
+        return encode(value) if RUN_COLUMNS[column] == "jsonb" else value
+
+    def _insert_params(self, birth: Birth) -> dict[str, Any]:
+        nodes = [node_id for node_id, _ in birth.nodes]
+        return {
+            "run": self.run_id,
+            "workspace": birth.workspace_id,
+            "workflow": birth.workflow_id,
+            "version": birth.version_id,
+            "version_number": birth.version_number,
+            "trigger": birth.trigger,
+            "input": encode(birth.input),
+            "input_hash": birth.input_hash,
+            "key": birth.idempotency_key,
+            "created_by": birth.created_by_id,
+            "channel": CHANNEL,
+            "notify_type": self._notify_type(),
+            "attempt": int(self.run_values.get("attempt", 0)),
+            "r_status": self.run_values.get("status", RunStatus.QUEUED.value),
+            "r_output": encode(self.run_values.get("output")),
+            **{
+                f"r_{c}": self.run_values.get(c)
+                for c in (
+                    "error",
+                    "error_node_id",
+                    "lease_until",
+                    "deadline_at",
+                    "started_at",
+                    "finished_at",
+                )
+            },
+            "s_id": [uuid.uuid4() for _ in nodes],
+            "s_type": [node_type for _, node_type in birth.nodes],
+            "s_position": list(range(len(nodes))),
+            **self._step_arrays(nodes),
+            **self._event_arrays(),
+        }
+
+
+def _update_sql(columns: tuple[str, ...]) -> str:
+    sets = "".join(f", {c} = %(r_{c})s::{RUN_COLUMNS[c]}" for c in columns)
+    return _UPDATE_SQL.format(sets=sets)
+
+
+_STEPS = """
+    s_node text[], s_status text[], s_attempt integer[], s_input jsonb[], s_output jsonb[],
+    s_handles jsonb[], s_error text[], s_wake_at timestamptz[], s_started_at timestamptz[],
+    s_finished_at timestamptz[]
+"""
+
+_UPDATE_SQL = """
+WITH r AS (
+    UPDATE runs SET last_event_seq = last_event_seq + %(events)s{sets}
+    WHERE id = %(run)s AND attempt = %(fence)s
+    RETURNING id, workspace_id, workflow_id, last_event_seq
+), s AS (
+    UPDATE run_steps t SET status = v.status, attempt = v.attempt, input = v.input,
+        output = v.output, active_handles = v.handles, error = v.error, wake_at = v.wake_at,
+        started_at = v.started_at, finished_at = v.finished_at
+    FROM unnest(%(s_node)s::text[], %(s_status)s::text[], %(s_attempt)s::integer[],
+                %(s_input)s::jsonb[], %(s_output)s::jsonb[], %(s_handles)s::jsonb[],
+                %(s_error)s::text[], %(s_wake_at)s::timestamptz[],
+                %(s_started_at)s::timestamptz[], %(s_finished_at)s::timestamptz[])
+        AS v(node_id, status, attempt, input, output, handles, error, wake_at, started_at,
+             finished_at)
+    WHERE t.run_id = (SELECT id FROM r) AND t.node_id = v.node_id
+), e AS (
+    INSERT INTO run_events (run_id, seq, workspace_id, workflow_id, type, at, run_status,
+                            node_id, step_status, attempt, output, error)
+    SELECT r.id, r.last_event_seq - %(events)s + v.n, r.workspace_id, r.workflow_id, v.type,
+           v.at, v.run_status, v.node_id, v.step_status, v.attempt, v.output, v.error
+    FROM r, unnest(%(e_type)s::text[], %(e_at)s::timestamptz[], %(e_run_status)s::text[],
+                   %(e_node)s::text[], %(e_step_status)s::text[], %(e_attempt)s::integer[],
+                   %(e_output)s::jsonb[], %(e_error)s::text[])
+        WITH ORDINALITY AS v(type, at, run_status, node_id, step_status, attempt, output,
+                             error, n)
+)
+SELECT r.last_event_seq, pg_notify(%(channel)s, json_build_object(
+    'run', r.id, 'seq', r.last_event_seq, 'workflow', r.workflow_id,
+    'type', %(notify_type)s::text)::text)
+FROM r
+"""
+
+INSERT_SQL = """
+WITH r AS (
+    INSERT INTO runs (id, workspace_id, workflow_id, version_id, version_number, status,
+                      trigger, input, input_hash, idempotency_key, created_by_id, attempt,
+                      crashes, output, error, error_node_id, lease_until, deadline_at,
+                      last_event_seq, queued_at, started_at, finished_at)
+    VALUES (%(run)s, %(workspace)s, %(workflow)s, %(version)s, %(version_number)s,
+            %(r_status)s, %(trigger)s, %(input)s::jsonb, %(input_hash)s, %(key)s,
+            %(created_by)s, %(attempt)s, 0, %(r_output)s::jsonb, %(r_error)s,
+            %(r_error_node_id)s, %(r_lease_until)s, %(r_deadline_at)s,
+            cardinality(%(e_type)s::text[]), (%(e_at)s::timestamptz[])[1],
+            %(r_started_at)s, %(r_finished_at)s)
+    ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, workspace_id, workflow_id, last_event_seq
+), s AS (
+    INSERT INTO run_steps (id, workspace_id, run_id, node_id, node_type, position, status,
+                           attempt, input, output, active_handles, error, reused, wake_at,
+                           started_at, finished_at)
+    SELECT v.id, r.workspace_id, r.id, v.node_id, v.type, v.position, v.status, v.attempt,
+           v.input, v.output, v.handles, v.error, false, v.wake_at, v.started_at,
+           v.finished_at
+    FROM r, unnest(%(s_id)s::uuid[], %(s_type)s::text[], %(s_position)s::integer[],
+                   %(s_node)s::text[], %(s_status)s::text[], %(s_attempt)s::integer[],
+                   %(s_input)s::jsonb[], %(s_output)s::jsonb[], %(s_handles)s::jsonb[],
+                   %(s_error)s::text[], %(s_wake_at)s::timestamptz[],
+                   %(s_started_at)s::timestamptz[], %(s_finished_at)s::timestamptz[])
+        AS v(id, type, position, node_id, status, attempt, input, output, handles, error,
+             wake_at, started_at, finished_at)
+), e AS (
+    INSERT INTO run_events (run_id, seq, workspace_id, workflow_id, type, at, run_status,
+                            node_id, step_status, attempt, output, error)
+    SELECT r.id, v.n, r.workspace_id, r.workflow_id, v.type, v.at, v.run_status, v.node_id,
+           v.step_status, v.attempt, v.output, v.error
+    FROM r, unnest(%(e_type)s::text[], %(e_at)s::timestamptz[], %(e_run_status)s::text[],
+                   %(e_node)s::text[], %(e_step_status)s::text[], %(e_attempt)s::integer[],
+                   %(e_output)s::jsonb[], %(e_error)s::text[])
+        WITH ORDINALITY AS v(type, at, run_status, node_id, step_status, attempt, output,
+                             error, n)
+)
+SELECT r.last_event_seq, pg_notify(%(channel)s, json_build_object(
+    'run', r.id, 'seq', r.last_event_seq, 'workflow', r.workflow_id,
+    'type', %(notify_type)s::text)::text)
+FROM r
+"""
