@@ -62,27 +62,35 @@ def _params(body: Any, output: Any, nodes: int) -> dict[str, Any]:
         "r_deadline_at": now,
         "r_started_at": now,
         "r_finished_at": now,
-        "s_id": [uuid.uuid4() for _ in ids],
-        "s_type": types,
-        "s_position": list(range(nodes)),
-        "s_node": ids,
-        "s_status": ["SUCCEEDED"] * nodes,
-        "s_attempt": [1] * nodes,
-        "s_input": [text] * nodes,
-        "s_output": [text] * nodes,
-        "s_handles": [None] * nodes,
-        "s_error": [None] * nodes,
-        "s_wake_at": [None] * nodes,
-        "s_started_at": [now] * nodes,
-        "s_finished_at": [now] * nodes,
-        "e_type": [e[0] for e in events],
-        "e_at": [now] * len(events),
-        "e_run_status": [e[1] for e in events],
-        "e_node": [e[2] for e in events],
-        "e_step_status": [None if e[2] is None else "SUCCEEDED" for e in events],
-        "e_attempt": [None if e[2] is None else 1 for e in events],
-        "e_output": [e[3] for e in events],
-        "e_error": [None] * len(events),
+        "types": types,
+        "doc": orjson.dumps(
+            {
+                "steps": [
+                    {
+                        "node_id": node_id,
+                        "status": "SUCCEEDED",
+                        "attempt": 1,
+                        "input": orjson.Fragment(text),
+                        "output": orjson.Fragment(text),
+                        "started_at": now,
+                        "finished_at": now,
+                    }
+                    for node_id in ids
+                ],
+                "events": [
+                    {
+                        "type": e[0],
+                        "at": now,
+                        "run_status": e[1],
+                        "node_id": e[2],
+                        "step_status": None if e[2] is None else "SUCCEEDED",
+                        "attempt": None if e[2] is None else 1,
+                        "output": None if e[3] is None else orjson.Fragment(e[3]),
+                    }
+                    for e in events
+                ],
+            }
+        ).decode(),
     }
 
 

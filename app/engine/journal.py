@@ -21,12 +21,14 @@ taken (``DuplicateRun``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -223,36 +225,41 @@ class Journal:
         columns = tuple(sorted(self.run_values))
         return _update_sql(columns), self._update_params(columns), False
 
-    def _event_arrays(self) -> dict[str, Sequence[Any]]:
-        events = self.events
-        return {
-            "e_type": [e.type.value for e in events],
-            "e_at": [e.at for e in events],
-            "e_run_status": [e.run_status.value if e.run_status else None for e in events],
-            "e_node": [e.node_id for e in events],
-            "e_step_status": [e.step_status.value if e.step_status else None for e in events],
-            "e_attempt": [e.attempt for e in events],
-            "e_output": [e.output for e in events],
-            "e_error": [e.error for e in events],
-        }
-
-    def _step_arrays(self, node_ids: Sequence[str]) -> dict[str, Sequence[Any]]:
-        states = [self.steps[node_id] for node_id in node_ids]
-        return {
-            "s_node": list(node_ids),
-            "s_status": [s.status.value for s in states],
-            "s_attempt": [s.attempt for s in states],
-            "s_input": [s.stored_input for s in states],
-            "s_output": [s.stored_output for s in states],
-            "s_handles": [
-                encode(sorted(s.active_handles)) if s.active_handles is not None else None
-                for s in states
-            ],
-            "s_error": [s.error for s in states],
-            "s_wake_at": [s.wake_at for s in states],
-            "s_started_at": [s.started_at for s in states],
-            "s_finished_at": [s.finished_at for s in states],
-        }
+    def _document(self, node_ids: Sequence[str]) -> str:
+        """The flush's steps and events as one JSON parameter (stored JSON spliced as is)."""
+        steps = []
+        for node_id in node_ids:
+            state = self.steps[node_id]
+            steps.append(
+                {
+                    "node_id": node_id,
+                    "status": state.status.value,
+                    "attempt": state.attempt,
+                    "input": _fragment(state.stored_input),
+                    "output": _fragment(state.stored_output),
+                    "handles": sorted(state.active_handles)
+                    if state.active_handles is not None
+                    else None,
+                    "error": state.error,
+                    "wake_at": state.wake_at,
+                    "started_at": state.started_at,
+                    "finished_at": state.finished_at,
+                }
+            )
+        events = [
+            {
+                "type": e.type.value,
+                "at": e.at,
+                "run_status": e.run_status.value if e.run_status else None,
+                "node_id": e.node_id,
+                "step_status": e.step_status.value if e.step_status else None,
+                "attempt": e.attempt,
+                "output": _fragment(e.output),
+                "error": e.error,
+            }
+            for e in self.events
+        ]
+        return orjson.dumps({"steps": steps, "events": events}).decode()
 
     def _notify_type(self) -> str:
         # Workflow subscribers wake on run-level events only; name the last one if any.
@@ -267,8 +274,7 @@ class Journal:
             "channel": CHANNEL,
             "notify_type": self._notify_type(),
             **{f"r_{c}": self._param(c) for c in columns},
-            **self._step_arrays(list(self.dirty)),
-            **self._event_arrays(),
+            "doc": self._document(list(self.dirty)),
         }
 
     def _param(self, column: str) -> Any:
@@ -304,27 +310,29 @@ class Journal:
                     "finished_at",
                 )
             },
-            "s_id": [uuid.uuid4() for _ in nodes],
-            "s_type": [node_type for _, node_type in birth.nodes],
-            "s_position": list(range(len(nodes))),
-            **self._step_arrays(nodes),
-            **self._event_arrays(),
+            "types": [node_type for _, node_type in birth.nodes],
+            "doc": self._document(nodes),
         }
 
 
-def _update_sql(columns: tuple[str, ...]) -> str:
-    sets = "".join(f", {c} = %(r_{c})s::{RUN_COLUMNS[c]}" for c in columns)
-    return _UPDATE_SQL.format(sets=sets)
+def _fragment(text: str | None) -> orjson.Fragment | None:
+    return None if text is None else orjson.Fragment(text)
 
 
-_STEPS = """
-    s_node text[], s_status text[], s_attempt integer[], s_input jsonb[], s_output jsonb[],
-    s_handles jsonb[], s_error text[], s_wake_at timestamptz[], s_started_at timestamptz[],
-    s_finished_at timestamptz[]
-"""
+# The document's steps and events as rows (a JSON null is SQL NULL, as in every other write),
+# numbered in their order.
+_STEPS = """ROWS FROM (jsonb_to_recordset(d.doc -> 'steps') AS (node_id text, status text,
+    attempt integer, input jsonb, output jsonb, handles jsonb, error text,
+    wake_at timestamptz, started_at timestamptz, finished_at timestamptz))
+    WITH ORDINALITY AS v(node_id, status, attempt, input, output, handles, error, wake_at,
+                         started_at, finished_at, n)"""
+_EVENTS = """ROWS FROM (jsonb_to_recordset(d.doc -> 'events') AS (type text, at timestamptz,
+    run_status text, node_id text, step_status text, attempt integer, output jsonb,
+    error text))
+    WITH ORDINALITY AS v(type, at, run_status, node_id, step_status, attempt, output, error, n)"""
 
-_UPDATE_SQL = """
-WITH r AS (
+_UPDATE_TEMPLATE = """
+WITH d AS (SELECT %(doc)s::jsonb AS doc), r AS (
     UPDATE runs SET last_event_seq = last_event_seq + %(events)s{sets}
     WHERE id = %(run)s AND attempt = %(fence)s
     RETURNING id, workspace_id, workflow_id, last_event_seq
@@ -332,23 +340,14 @@ WITH r AS (
     UPDATE run_steps t SET status = v.status, attempt = v.attempt, input = v.input,
         output = v.output, active_handles = v.handles, error = v.error, wake_at = v.wake_at,
         started_at = v.started_at, finished_at = v.finished_at
-    FROM unnest(%(s_node)s::text[], %(s_status)s::text[], %(s_attempt)s::integer[],
-                %(s_input)s::jsonb[], %(s_output)s::jsonb[], %(s_handles)s::jsonb[],
-                %(s_error)s::text[], %(s_wake_at)s::timestamptz[],
-                %(s_started_at)s::timestamptz[], %(s_finished_at)s::timestamptz[])
-        AS v(node_id, status, attempt, input, output, handles, error, wake_at, started_at,
-             finished_at)
+    FROM d, {steps}
     WHERE t.run_id = (SELECT id FROM r) AND t.node_id = v.node_id
 ), e AS (
     INSERT INTO run_events (run_id, seq, workspace_id, workflow_id, type, at, run_status,
                             node_id, step_status, attempt, output, error)
     SELECT r.id, r.last_event_seq - %(events)s + v.n, r.workspace_id, r.workflow_id, v.type,
            v.at, v.run_status, v.node_id, v.step_status, v.attempt, v.output, v.error
-    FROM r, unnest(%(e_type)s::text[], %(e_at)s::timestamptz[], %(e_run_status)s::text[],
-                   %(e_node)s::text[], %(e_step_status)s::text[], %(e_attempt)s::integer[],
-                   %(e_output)s::jsonb[], %(e_error)s::text[])
-        WITH ORDINALITY AS v(type, at, run_status, node_id, step_status, attempt, output,
-                             error, n)
+    FROM r, d, {events}
 )
 SELECT r.last_event_seq, pg_notify(%(channel)s, json_build_object(
     'run', r.id, 'seq', r.last_event_seq, 'workflow', r.workflow_id,
@@ -356,47 +355,56 @@ SELECT r.last_event_seq, pg_notify(%(channel)s, json_build_object(
 FROM r
 """
 
-INSERT_SQL = """
-WITH r AS (
+_INSERT_TEMPLATE = """
+WITH d AS (SELECT %(doc)s::jsonb AS doc), r AS (
     INSERT INTO runs (id, workspace_id, workflow_id, version_id, version_number, status,
                       trigger, input, input_hash, idempotency_key, created_by_id, attempt,
                       crashes, output, error, error_node_id, lease_until, deadline_at,
                       last_event_seq, queued_at, started_at, finished_at)
-    VALUES (%(run)s, %(workspace)s, %(workflow)s, %(version)s, %(version_number)s,
-            %(r_status)s, %(trigger)s, %(input)s::jsonb, %(input_hash)s, %(key)s,
-            %(created_by)s, %(attempt)s, 0, %(r_output)s::jsonb, %(r_error)s,
-            %(r_error_node_id)s, %(r_lease_until)s, %(r_deadline_at)s,
-            cardinality(%(e_type)s::text[]), (%(e_at)s::timestamptz[])[1],
-            %(r_started_at)s, %(r_finished_at)s)
+    SELECT %(run)s, %(workspace)s, %(workflow)s, %(version)s, %(version_number)s,
+           %(r_status)s, %(trigger)s, %(input)s::jsonb, %(input_hash)s, %(key)s,
+           %(created_by)s, %(attempt)s, 0, %(r_output)s::jsonb, %(r_error)s,
+           %(r_error_node_id)s, %(r_lease_until)s, %(r_deadline_at)s,
+           jsonb_array_length(d.doc -> 'events'),
+           (d.doc -> 'events' -> 0 ->> 'at')::timestamptz,
+           %(r_started_at)s, %(r_finished_at)s
+    FROM d
     ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workspace_id, workflow_id, last_event_seq
 ), s AS (
     INSERT INTO run_steps (id, workspace_id, run_id, node_id, node_type, position, status,
                            attempt, input, output, active_handles, error, reused, wake_at,
                            started_at, finished_at)
-    SELECT v.id, r.workspace_id, r.id, v.node_id, v.type, v.position, v.status, v.attempt,
-           v.input, v.output, v.handles, v.error, false, v.wake_at, v.started_at,
-           v.finished_at
-    FROM r, unnest(%(s_id)s::uuid[], %(s_type)s::text[], %(s_position)s::integer[],
-                   %(s_node)s::text[], %(s_status)s::text[], %(s_attempt)s::integer[],
-                   %(s_input)s::jsonb[], %(s_output)s::jsonb[], %(s_handles)s::jsonb[],
-                   %(s_error)s::text[], %(s_wake_at)s::timestamptz[],
-                   %(s_started_at)s::timestamptz[], %(s_finished_at)s::timestamptz[])
-        AS v(id, type, position, node_id, status, attempt, input, output, handles, error,
-             wake_at, started_at, finished_at)
+    SELECT gen_random_uuid(), r.workspace_id, r.id, v.node_id, (%(types)s::text[])[v.n],
+           v.n - 1, v.status, v.attempt, v.input, v.output, v.handles, v.error, false,
+           v.wake_at, v.started_at, v.finished_at
+    FROM r, d, {steps}
 ), e AS (
     INSERT INTO run_events (run_id, seq, workspace_id, workflow_id, type, at, run_status,
                             node_id, step_status, attempt, output, error)
     SELECT r.id, v.n, r.workspace_id, r.workflow_id, v.type, v.at, v.run_status, v.node_id,
            v.step_status, v.attempt, v.output, v.error
-    FROM r, unnest(%(e_type)s::text[], %(e_at)s::timestamptz[], %(e_run_status)s::text[],
-                   %(e_node)s::text[], %(e_step_status)s::text[], %(e_attempt)s::integer[],
-                   %(e_output)s::jsonb[], %(e_error)s::text[])
-        WITH ORDINALITY AS v(type, at, run_status, node_id, step_status, attempt, output,
-                             error, n)
+    FROM r, d, {events}
 )
 SELECT r.last_event_seq, pg_notify(%(channel)s, json_build_object(
     'run', r.id, 'seq', r.last_event_seq, 'workflow', r.workflow_id,
     'type', %(notify_type)s::text)::text)
 FROM r
 """
+
+
+def _statement(template: str, **parts: str) -> str:
+    # Our own SQL fragments, never input: the templates' placeholders filled in.
+    for name, text in parts.items():
+        template = template.replace("{" + name + "}", text)
+    return template
+
+
+INSERT_SQL = _statement(_INSERT_TEMPLATE, steps=_STEPS, events=_EVENTS)
+_UPDATE_SQL = _statement(_UPDATE_TEMPLATE, steps=_STEPS, events=_EVENTS)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    sets = "".join(f", {c} = %(r_{c})s::{RUN_COLUMNS[c]}" for c in columns)
+    return _statement(_UPDATE_SQL, sets=sets)

@@ -272,7 +272,17 @@ async def open_run(
     comes back and nothing is written.
     """
     statement = (
-        pg_insert(Run).values({"id": uuid.uuid4(), **values, "status": INITIAL_RUN}).returning(Run)
+        pg_insert(Run)
+        # queued_at: when this statement ran, not when its transaction began.
+        .values(
+            {
+                "id": uuid.uuid4(),
+                "queued_at": func.clock_timestamp(),
+                **values,
+                "status": INITIAL_RUN,
+            }
+        )
+        .returning(Run)
     )
     if idempotent:
         statement = statement.on_conflict_do_nothing(

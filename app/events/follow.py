@@ -1,6 +1,8 @@
-"""Following a run's event log: replay after a seq, then the live tail, then done.
+"""Following runs: a run's event log (replay after a seq, then the live tail, then done), a
+run's end, a workflow's runs.
 
-The one loop behind ``runProgress``, ``workflowRuns`` and a webhook's ``waitForResult``.
+The loops behind ``runProgress``, ``workflowRuns`` and a webhook's ``waitForResult`` (for a
+run driven elsewhere; one driven in the same process is awaited in memory).
 NOTIFY only wakes it; it always reads the table after the last seq it saw, so a lost
 wake-up costs latency, never an event.
 """
@@ -108,24 +110,29 @@ async def run_progress(
 async def wait_for_end(
     sessions: Sessions, hub: EventHub, *, run_id: uuid.UUID, at_most: float
 ) -> RunEnd | None:
-    """How the run ended, once it ends within ``at_most`` seconds; None if it did not."""
-    try:
-        async with asyncio.timeout(at_most):
-            # A wait is short: poll every second in case a wake-up was missed.
-            async for event in follow_run(sessions, hub, run_id=run_id, poll_seconds=1.0):
-                if event.type in TERMINAL_EVENTS:
-                    break
-    except TimeoutError:
-        return None
-    async with sessions() as session:
-        status, output, error = (
-            await session.execute(
-                select(col(Run.status), col(Run.output), col(Run.error)).where(
-                    col(Run.id) == run_id
-                )
-            )
-        ).one()
-    return RunEnd(status=status, output=output, error=error)
+    """How the run ended, once it ends within ``at_most`` seconds; None if it did not.
+
+    Only the run's row is read at each wake-up: the events between are not wanted.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + at_most
+    with hub.watch_run(run_id) as waiter:
+        while True:
+            async with sessions() as session:
+                status, output, error = (
+                    await session.execute(
+                        select(col(Run.status), col(Run.output), col(Run.error)).where(
+                            col(Run.id) == run_id
+                        )
+                    )
+                ).one()
+            if status in TERMINAL_RUN:
+                return RunEnd(status=status, output=output, error=error)
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            # NOTIFY wakes us at once; the poll only covers a lost notification.
+            await waiter.wait(min(left, 1.0))
 
 
 async def workflow_runs(
