@@ -135,6 +135,9 @@ def stack(
         FLOWDECK_ALLOWED_ORIGINS=ALLOWED_ORIGIN,
         FLOWDECK_SLOW_SUBSCRIBER_SECONDS=str(SLOW_SUBSCRIBER_SECONDS),
         FLOWDECK_SECRET_KEY=TEST_SECRET_KEY,
+        # The API process queues, the worker process drives: subscribers follow runs across
+        # processes (runs driven where they were queued: tests/worker/test_inline*.py).
+        FLOWDECK_INLINE_RUNS="0",
     )
     port = free_port()
     api_log = (logs / "api.log").open("wb")
