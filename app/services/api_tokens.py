@@ -1,16 +1,19 @@
-"""API tokens: created for the caller, shown once, and turned back into a principal."""
+"""API tokens: created for the caller, shown once, listed without secrets, revoked, and
+turned back into a principal."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.auth.tokens import generate_token, hash_token, looks_like_token
-from app.errors import ErrorCode, FieldError, InputErrors, Unauthenticated
+from app.errors import ErrorCode, FieldError, InputErrors, NotFound, Unauthenticated
 from app.models import ApiToken, Membership, User, utcnow
 from app.services.text import clean_name
 
@@ -26,6 +29,27 @@ class CreatedToken:
 
     api_token: ApiToken
     token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenInfo:
+    """What may be shown of a token: its name and dates, never its value or hash."""
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+# The columns of ApiTokenInfo, in its order: the hash is never selected.
+_INFO_COLUMNS = (
+    col(ApiToken.id),
+    col(ApiToken.name),
+    col(ApiToken.created_at),
+    col(ApiToken.expires_at),
+    col(ApiToken.last_used_at),
+)
 
 
 async def create_api_token(
@@ -55,6 +79,31 @@ async def create_api_token(
     session.add(row)
     await session.flush()
     return CreatedToken(api_token=row, token=token)
+
+
+async def list_api_tokens(session: AsyncSession, *, user_id: uuid.UUID) -> list[ApiTokenInfo]:
+    """The user's tokens, newest first: name, created, expires, last used."""
+    rows = await session.execute(
+        select(*_INFO_COLUMNS)
+        .where(col(ApiToken.user_id) == user_id)
+        .order_by(col(ApiToken.created_at).desc(), col(ApiToken.id))
+    )
+    return [ApiTokenInfo(*row) for row in rows.all()]
+
+
+async def revoke_api_token(
+    session: AsyncSession, *, user_id: uuid.UUID, token_id: uuid.UUID
+) -> ApiTokenInfo:
+    """Delete one of the user's tokens; another user's token, or a missing one, is NotFound."""
+    deleted = await session.execute(
+        delete(ApiToken)
+        .where(col(ApiToken.id) == token_id, col(ApiToken.user_id) == user_id)
+        .returning(*_INFO_COLUMNS)
+    )
+    row = deleted.first()
+    if row is None:
+        raise NotFound("API token")
+    return ApiTokenInfo(*row)
 
 
 async def authenticate(session: AsyncSession, *, token: str) -> Principal:
