@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import fcntl
+import json
 import logging
+import os
+import shutil
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -20,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.settings import Settings
+from app.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +50,237 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
     """Use DATABASE_URL when set, else start (or reuse) the embedded PostgreSQL."""
     if settings.database_url is not None:
         return DatabaseTarget(url=settings.database_url.get_secret_value(), embedded=False)
-    pgdata = settings.data_dir / "pgdata"
-    url = start_embedded_postgres(pgdata)
+    url = start_embedded_postgres(embedded_pgdata(settings))
     ensure_database(url, EMBEDDED_DATABASE)
     return DatabaseTarget(
         url=with_database(url, EMBEDDED_DATABASE), embedded=True, data_dir=settings.data_dir
     )
 
 
+def embedded_pgdata(settings: Settings) -> Path:
+    """The embedded PostgreSQL's data directory (inside FLOWDECK_DATA_DIR)."""
+    return Path(settings.data_dir).expanduser() / "pgdata"
+
+
+def describe_database(settings: Settings) -> dict[str, Any]:
+    """Which database serve, worker and migrate use: DATABASE_URL, or the embedded one."""
+    if settings.database_url is not None:
+        url = mask_url(settings.database_url.get_secret_value())
+        return {"source": "DATABASE_URL", "url": url, "summary": f"DATABASE_URL {url}"}
+    pgdata = embedded_pgdata(settings)
+    state = "created at first start" if needs_initdb(pgdata) else "initialised"
+    return {
+        "source": "embedded",
+        "data_dir": str(pgdata),
+        "summary": f"embedded PostgreSQL, data in {pgdata} ({state}; DATABASE_URL is unset)",
+    }
+
+
+def needs_initdb(pgdata: Path) -> bool:
+    """True before the first start of an embedded PostgreSQL in ``pgdata`` (initdb to come)."""
+    return not (pgdata / "PG_VERSION").exists()
+
+
 def start_embedded_postgres(pgdata: Path, *, delete_at_exit: bool = False) -> str:
-    """Start PostgreSQL 16 from the pgserver wheel with its data in ``pgdata``; return its URL."""
+    """Start (or join) PostgreSQL 16 from the pgserver wheel with its data in ``pgdata``.
+
+    Returns its URL. This process becomes one of the server's owners; when the last owner
+    exits (normally, by an exception, SIGTERM, SIGHUP or Ctrl-C) it stops the server by
+    its pid. Owners that died without a word (kill -9) are cleared at the next start.
+    """
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime directory at import and is warned when
         # XDG_RUNTIME_DIR is unset (servers, containers); its /tmp fallback is fine.
         warnings.simplefilter("ignore")
-        import pgserver  # imported here: only embedded mode needs it
+        from pgserver import postgres_server  # imported here: only embedded mode needs it
 
+    pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # pgserver counts the processes using this data directory (API, workers) and stops
-    # PostgreSQL when the last of them exits; a killed process leaves it for the next start.
-    server = pgserver.get_server(pgdata, cleanup_mode="delete" if delete_at_exit else "stop")
+    _install_exit_handlers()
+    with _owners_lock(pgdata):
+        _clear_pgserver_handles(pgdata)
+        # pgserver only starts it (initdb the first time): its own clean-up counts users in a
+        # pid list that a kill -9 leaves stale for good, and cannot stop a server whose
+        # data directory was deleted under it. Flowdeck keeps the owners itself.
+        server = postgres_server.get_server(pgdata, cleanup_mode=None)
+        atexit.unregister(server._cleanup)
+        postgres_server.PostgresServer._instances.pop(pgdata, None)
+        _clear_pgserver_handles(pgdata)
+        postmaster = server.get_postmaster_info().process
+        assert postmaster is not None  # get_server returns once the server runs
+        me = _Owner.current()
+        owners = [owner for owner in _read_owners(pgdata) if owner.alive() and owner != me]
+        _write_owners(pgdata, [*owners, me])
+        _owned[pgdata] = _Embedded(
+            pgdata=pgdata,
+            postmaster=_Owner(postmaster.pid, postmaster.create_time()),
+            delete_at_exit=delete_at_exit,
+            owner_pid=me.pid,
+        )
     return str(server.get_uri())
+
+
+OWNERS_FILE = "flowdeck-owners.json"
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """A process, told apart from a later one that reuses its pid by its start time."""
+
+    pid: int
+    started: float
+
+    @classmethod
+    def current(cls) -> _Owner:
+        return cls(os.getpid(), psutil.Process().create_time())
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None when it ended (a zombie counts as ended)."""
+        try:
+            process = psutil.Process(self.pid)
+            if process.create_time() != self.started or process.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.Error:
+            return None
+        return process
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedded:
+    """An embedded PostgreSQL this process started or joined."""
+
+    pgdata: Path
+    postmaster: _Owner
+    delete_at_exit: bool
+    owner_pid: int  # a forked child inherits this record but is not an owner
+
+
+_owned: dict[Path, _Embedded] = {}
+_stopping = threading.RLock()
+_exit_handlers_installed = False
+
+
+def stop_embedded_postgres() -> None:
+    """Leave every embedded PostgreSQL of this process; stop each one nobody else uses."""
+    # Called at exit, and by serve's deadline from another thread: one at a time.
+    with _stopping:
+        for pgdata in list(_owned):
+            embedded = _owned.pop(pgdata, None)
+            if embedded is None or embedded.owner_pid != os.getpid():
+                continue
+            try:
+                _leave(embedded)
+            except Exception:  # at exit: say so, and go on with the others
+                log.exception("could not stop the embedded PostgreSQL in %s", pgdata)
+
+
+def _leave(embedded: _Embedded) -> None:
+    pgdata = embedded.pgdata
+    with _owners_lock(pgdata, missing_ok=True):
+        me = _Owner.current()
+        others = [owner for owner in _read_owners(pgdata) if owner != me and owner.alive()]
+        if others and not needs_initdb(pgdata):
+            _write_owners(pgdata, others)
+            return
+        # The last owner, or the data directory is gone (nobody can use the server any more).
+        # Data about to be deleted, or already gone, needs no shutdown checkpoint.
+        gone = embedded.delete_at_exit or needs_initdb(pgdata)
+        _stop_postmaster(embedded.postmaster, immediate=gone)
+        (pgdata / OWNERS_FILE).unlink(missing_ok=True)
+    if embedded.delete_at_exit:
+        shutil.rmtree(pgdata, ignore_errors=True)
+        _lock_path(pgdata).unlink(missing_ok=True)
+
+
+def _stop_postmaster(postmaster: _Owner, *, immediate: bool = False) -> None:
+    """Stop PostgreSQL by its pid: fast shutdown (or immediate), then SIGKILL."""
+    process = postmaster.process()
+    if process is None:
+        return
+    # SIGINT is PostgreSQL's fast shutdown (clients disconnected, a checkpoint); SIGQUIT its
+    # immediate one (no checkpoint: crash recovery at the next start). Both work when the
+    # data directory was deleted under the server.
+    steps = [(signal.SIGQUIT, 5.0)] if immediate else [(signal.SIGINT, 15.0), (signal.SIGQUIT, 5.0)]
+    for sig, wait_seconds in [*steps, (signal.SIGKILL, 5.0)]:
+        try:
+            process.send_signal(sig)
+            process.wait(wait_seconds)
+            return
+        except psutil.NoSuchProcess:
+            return
+        except psutil.TimeoutExpired:
+            log.warning("embedded PostgreSQL (pid %s) ignored %s", process.pid, sig.name)
+
+
+def _install_exit_handlers() -> None:
+    """Stop the embedded PostgreSQL on every way out that runs Python code."""
+    global _exit_handlers_installed
+    if _exit_handlers_installed:
+        return
+    _exit_handlers_installed = True
+    atexit.register(stop_embedded_postgres)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    # SIGTERM and SIGHUP end a process without running atexit unless they are handled;
+    # handled, they exit through SystemExit like any other path out. Handlers set by the
+    # program (uvicorn, the worker) are left alone.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _lock_path(pgdata: Path) -> Path:
+    return pgdata.parent / f".{pgdata.name}.lock"
+
+
+@contextmanager
+def _owners_lock(pgdata: Path, *, missing_ok: bool = False) -> Iterator[None]:
+    """Serialise starting, joining and stopping the server of ``pgdata`` across processes.
+
+    With ``missing_ok``, a data directory deleted with its parent goes on without the lock.
+    """
+    try:
+        handle = open(_lock_path(pgdata), "a")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_owners(pgdata: Path) -> list[_Owner]:
+    try:
+        rows = json.loads((pgdata / OWNERS_FILE).read_text())
+        return [_Owner(int(row["pid"]), float(row["started"])) for row in rows]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []  # none yet, deleted with the data directory, or unreadable: no owners
+
+
+def _write_owners(pgdata: Path, owners: list[_Owner]) -> None:
+    path = pgdata / OWNERS_FILE
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps([{"pid": o.pid, "started": o.started} for o in owners]))
+    os.replace(temporary, path)
+
+
+def _clear_pgserver_handles(pgdata: Path) -> None:
+    """Empty pgserver's own pid list: Flowdeck keeps the owners (see start_embedded_postgres)."""
+    path = pgdata / ".handle_pids.json"
+    if path.exists():
+        path.write_text("[]")
 
 
 def with_database(url: str, database: str) -> str:
