@@ -48,9 +48,11 @@ USER flowdeck
 
 EXPOSE 8000
 
-# slim has no curl: probe with the standard library (urlopen raises on non-2xx -> exit 1).
+# slim has no curl: probe with the standard library (urlopen raises on non-2xx -> exit 1),
+# on the port serve listens on (FLOWDECK_PORT, as the container runs it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FLOWDECK_PORT', '8000'), timeout=4)"]
 
-# The API only; the same image runs workers: `flowdeck worker` (see docker-compose.yml).
-CMD ["flowdeck", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]
+# The API only, on FLOWDECK_HOST:FLOWDECK_PORT; the same image runs workers:
+# `flowdeck worker` (see docker-compose.yml).
+CMD ["flowdeck", "serve", "--no-worker"]
