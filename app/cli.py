@@ -6,18 +6,38 @@ import asyncio
 import json
 import signal
 import sys
-from typing import Any
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.db import DatabaseTarget, create_engine, resolve_database
-from app.errors import InputErrors
-from app.logs import configure_logging
-from app.migrate import migrate as apply_migrations
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from app.db import DatabaseTarget
+
+# Everything heavier than the settings is imported where it is used: `serve` takes its port,
+# and `--version`, `-h` and `config` answer, before SQLAlchemy, Alembic or the app load.
+
+
+def _logging(settings: Settings) -> None:
+    from app.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json, production=not settings.development)
 
 
 def _database(settings: Settings) -> DatabaseTarget:
+    from app.db import embedded_pgdata, needs_initdb, resolve_database
+
+    if settings.embedded and needs_initdb(embedded_pgdata(settings)):
+        click.echo(
+            f"Embedded PostgreSQL: first start, creating its database in "
+            f"{embedded_pgdata(settings)} (about 15 seconds)...",
+            err=True,
+        )
     target = resolve_database(settings)
     if target.embedded:
         click.echo(f"Embedded PostgreSQL: data in {target.data_dir}", err=True)
@@ -25,6 +45,9 @@ def _database(settings: Settings) -> DatabaseTarget:
 
 
 async def _migrate(settings: Settings, url: str) -> None:
+    from app.db import create_engine
+    from app.migrate import migrate as apply_migrations
+
     engine = create_engine(url, settings)
     try:
         await apply_migrations(engine)
@@ -32,30 +55,38 @@ async def _migrate(settings: Settings, url: str) -> None:
         await engine.dispose()
 
 
-async def _bootstrap(settings: Settings, url: str) -> str | None:
-    """On an empty database, the first user's token; None when users exist."""
-    from app.services.bootstrap import has_users, issue_owner_token
+async def _bootstrap(settings: Settings, url: str, *, embedded: bool) -> tuple[str | None, str]:
+    """The first user's token on an empty embedded database, and how to mint another."""
+    import shlex
+
+    from app.db import create_engine, session_factory
+    from app.services.bootstrap import first_owner, has_users, issue_token
 
     engine = create_engine(url, settings)
     try:
-        from app.db import session_factory
-
         async with session_factory(engine)() as session:
-            if await has_users(session):
-                return None
-            _, _, created = await issue_owner_token(
-                session,
-                email=settings.bootstrap_email,
-                workspace_name=settings.bootstrap_workspace,
-                token_name="first token",
-            )
-            await session.commit()
-            return created.token
+            token = None
+            if embedded and not await has_users(session):
+                issued = await issue_token(
+                    session,
+                    email=settings.bootstrap_email,
+                    workspace_name=settings.bootstrap_workspace,
+                    token_name="first token",
+                )
+                await session.commit()
+                token = issued.created.token
+            owner = await first_owner(session)
     finally:
         await engine.dispose()
+    email, workspace = owner or ("you@example.com", "My workspace")
+    mint = (
+        f"flowdeck token create --email {shlex.quote(email)} --workspace {shlex.quote(workspace)}"
+    )
+    return token, mint
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_version("flowdeck"), "-V", "--version", prog_name="flowdeck")
 def main() -> None:
     """Flowdeck: the backend of a visual workflow builder."""
 
@@ -66,48 +97,65 @@ def main() -> None:
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run `flowdeck worker` apart.")
 def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     """Migrate the database, then serve the API (GraphiQL at /graphql) and a worker."""
-    import uvicorn
-
-    from app.main import create_app
+    from app.serving import PortUnavailable, bind_port
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    try:
+        sock = bind_port(host, port)  # first: a taken port fails before any other work
+    except PortUnavailable as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    import uvicorn
+
+    from app.db import create_engine
+    from app.main import create_app
+    from app.serving import FlowdeckServer, banner, browser_url
+
+    port = sock.getsockname()[1]
+    _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
     asyncio.run(_check_keys(settings, target.url))
-    token = asyncio.run(_bootstrap(settings, target.url)) if target.embedded else None
-    host = host or settings.host
-    port = settings.port if port is None else port
-    base = settings.public_url or f"http://{host}:{port}"
-    if token:
-        click.echo(
-            f"First start: created {settings.bootstrap_email}, owner of "
-            f'"{settings.bootstrap_workspace}".\n'
-            f"API token (shown once, keep it): {token}\n"
-            f"Use it as the header  Authorization: Bearer {token}",
-            err=True,
-        )
-    click.echo(f"GraphiQL: {base}/graphql", err=True)
+    token, mint = asyncio.run(_bootstrap(settings, target.url, embedded=target.embedded))
+    base = settings.public_url or browser_url(host, port)
     app = create_app(
         settings, create_engine(target.url, settings), target.url, embedded_worker=not no_worker
     )
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to this handler: exit
-    # normally so exit handlers run (the embedded PostgreSQL stops with its last user).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds / 2)),
+    )
+    server = FlowdeckServer(
+        config,
+        on_ready=lambda: click.echo(
+            "\n".join(banner(settings, base, token, mint, embedded=target.embedded)), err=True
+        ),
+        deadline_seconds=settings.shutdown_timeout_seconds,
+    )
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again to these
+    # handlers: a requested stop exits 0, through the exit handlers (the embedded
+    # PostgreSQL stops with its last user).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    server.run(sockets=[sock])
 
 
 @main.command()
 @click.option("--concurrency", default=None, type=int, help="Runs driven at once (default 10).")
 def worker(concurrency: int | None) -> None:
     """Run a worker: drive queued runs until SIGTERM/SIGINT (start as many as needed)."""
+    from app.db import create_engine
     from app.runtime import Runtime
     from app.worker.runner import run_worker
 
     settings = get_settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
-    configure_logging(settings.log_level, settings.log_json)
+    _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
     asyncio.run(_check_keys(settings, target.url))
@@ -129,16 +177,67 @@ def worker(concurrency: int | None) -> None:
 def migrate() -> None:
     """Apply the database migrations (under an advisory lock)."""
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
     click.echo("Database is at the newest migration.")
 
 
 @main.command()
-def config() -> None:
-    """Print the effective settings as JSON, secrets masked."""
-    click.echo(json.dumps(get_settings().masked(), indent=2, default=str))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+def config(as_json: bool) -> None:
+    """Say which database and secret key are in use, and every setting (secrets masked)."""
+    from app.db import describe_database
+
+    settings = get_settings()
+    database, key = describe_database(settings), describe_secret_key(settings)
+    values = settings.masked()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"database": database, "secret_key": key, "settings": values}, indent=2, default=str
+            )
+        )
+        return
+    click.echo(f"Database:   {database['summary']}")
+    click.echo(f"Secret key: {key['summary']}")
+    click.echo("Settings (environment FLOWDECK_<NAME>; secrets masked):")
+    for name, value in values.items():
+        shown = "(unset)" if value is None else json.dumps(value, default=str)
+        click.echo(f"  {name} = {shown}")
+
+
+def describe_secret_key(settings: Settings) -> dict[str, Any]:
+    """Where the keys that encrypt secrets come from: FLOWDECK_SECRET_KEY or the key file."""
+    from app.keyring import KEY_FILE, KeyringError, parse_keys
+
+    if settings.secret_key is not None:
+        try:
+            count = len(
+                parse_keys(settings.secret_key.get_secret_value(), source="FLOWDECK_SECRET_KEY")
+            )
+        except KeyringError as error:
+            return {
+                "source": "FLOWDECK_SECRET_KEY",
+                "summary": f"FLOWDECK_SECRET_KEY, invalid: {error}",
+            }
+        return {
+            "source": "FLOWDECK_SECRET_KEY",
+            "keys": count,
+            "summary": f"FLOWDECK_SECRET_KEY ({count} key(s); the first encrypts)",
+        }
+    if not (settings.development or settings.embedded):
+        return {
+            "source": None,
+            "summary": "none: FLOWDECK_SECRET_KEY is required in production with DATABASE_URL",
+        }
+    path = Path(settings.data_dir).expanduser() / KEY_FILE
+    state = "exists" if path.exists() else "generated at first start"
+    return {
+        "source": "key file",
+        "path": str(path),
+        "summary": f"the key file {path} ({state}; FLOWDECK_SECRET_KEY is unset)",
+    }
 
 
 @main.command()
@@ -151,7 +250,7 @@ def bench() -> None:
 
 async def _check_keys(settings: Settings, url: str) -> None:
     """Exit with a clear message when the secret keys cannot open the stored secrets."""
-    from app.db import session_factory
+    from app.db import create_engine, session_factory
     from app.keyring import Keyring, KeyringError
     from app.services.secrets import check_keyring
 
@@ -195,7 +294,7 @@ def secrets_rotate(prune: bool) -> None:
     """
     from pathlib import Path
 
-    from app.db import session_factory
+    from app.db import create_engine, session_factory
     from app.keyring import (
         KEY_FILE,
         Keyring,
@@ -208,7 +307,7 @@ def secrets_rotate(prune: bool) -> None:
     from app.services.secrets import key_ids_in_use, rotate
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
     key_file = None if settings.secret_key is not None else Path(settings.data_dir) / KEY_FILE
@@ -259,41 +358,166 @@ def _key_id(text: str) -> str:
 
 @main.group()
 def token() -> None:
-    """API tokens."""
+    """API tokens: create, list, revoke."""
+
+
+# app.models.Role's values, weakest first (a test keeps them equal; importing the models
+# here would load SQLAlchemy for every command).
+ROLE = click.Choice(["VIEWER", "MEMBER", "EDITOR", "OWNER"], case_sensitive=False)
 
 
 @token.command("create")
 @click.option("--email", required=True, help="The user; created when unknown.")
 @click.option("--workspace", required=True, help="Workspace name; created (owned) when missing.")
 @click.option("--name", default="cli", show_default=True, help="What the token is for.")
-def token_create(email: str, workspace: str, name: str) -> None:
-    """Create an API token for EMAIL as owner of WORKSPACE; prints it once."""
-    from app.db import session_factory
-    from app.services.bootstrap import issue_owner_token
+@click.option(
+    "--role",
+    type=ROLE,
+    default=None,
+    help="The role to give: OWNER of a new workspace; with --add-member, default MEMBER. "
+    "A member keeps the role they have (a different --role is refused).",
+)
+@click.option(
+    "--add-member",
+    is_flag=True,
+    help="Add EMAIL to an existing workspace it is not a member of (refused otherwise).",
+)
+def token_create(email: str, workspace: str, name: str, role: str | None, add_member: bool) -> None:
+    """Create an API token for EMAIL in WORKSPACE; prints it once (on stdout)."""
+    from app.errors import InputErrors
+    from app.models import Role
+    from app.services.bootstrap import IssuedToken, issue_token
 
+    settings, target = _open_database()
+
+    async def create(session: Any) -> IssuedToken:
+        issued = await issue_token(
+            session,
+            email=email,
+            workspace_name=workspace,
+            token_name=name,
+            role=Role(role.upper()) if role else None,
+            add_member=add_member,
+        )
+        await session.commit()
+        return issued
+
+    try:
+        issued = _with_session(settings, target, create)
+    except InputErrors as error:
+        hints: dict[tuple[str, ...], str] = {
+            ("add_member",): " Add --add-member to add them (--role sets their role)."
+        }
+        click.echo(
+            f"error: {error}{''.join(hints.get(e.field or (), '') for e in error.errors)}", err=True
+        )
+        sys.exit(2)
+    what = [f'{issued.role.value} of "{issued.workspace.name}"']
+    if issued.new_workspace:
+        what.append("new workspace")
+    elif issued.new_member:
+        what.append("added as a member")
+    click.echo(f"Token for {issued.user.email} ({'; '.join(what)}):", err=True)
+    click.echo(issued.created.token)
+
+
+@token.command("list")
+@click.option("--email", required=True, help="Whose tokens.")
+def token_list(email: str) -> None:
+    """List EMAIL's tokens: id, name, created, expires, last used (never the token)."""
+    from app.services.api_tokens import list_api_tokens
+
+    settings, target = _open_database()
+
+    async def listing(session: Any) -> list[Any]:
+        user = await _user(session, email)
+        return await list_api_tokens(session, user_id=user.id)
+
+    tokens = _with_session(settings, target, listing)
+    rows = [("ID", "NAME", "CREATED", "EXPIRES", "LAST USED")] + [
+        (
+            str(t.id),
+            t.name,
+            _when(t.created_at),
+            _when(t.expires_at, "never"),
+            _when(t.last_used_at, "never"),
+        )
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+@token.command("revoke")
+@click.option("--email", required=True, help="Whose token.")
+@click.argument("token_id")
+def token_revoke(email: str, token_id: str) -> None:
+    """Revoke (delete) EMAIL's token TOKEN_ID (an id from `flowdeck token list`)."""
+    import uuid
+
+    from app.services.api_tokens import ApiTokenInfo, revoke_api_token
+
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError:
+        click.echo(f"error: {token_id!r} is not a token id (see `flowdeck token list`).", err=True)
+        sys.exit(2)
+    settings, target = _open_database()
+
+    async def revoke(session: Any) -> ApiTokenInfo:
+        user = await _user(session, email)
+        revoked = await revoke_api_token(session, user_id=user.id, token_id=parsed)
+        await session.commit()
+        return revoked
+
+    revoked = _with_session(settings, target, revoke)
+    click.echo(f'Revoked token {revoked.id} ("{revoked.name}") of {email.strip().lower()}.')
+
+
+def _open_database() -> tuple[Settings, DatabaseTarget]:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
+    return settings, target
 
-    async def create() -> Any:
+
+def _with_session(settings: Settings, target: DatabaseTarget, work: Any) -> Any:
+    """Run ``work(session)``; a missing user or token exits 2 with its message."""
+    from app.db import create_engine, session_factory
+    from app.errors import NotFound
+
+    async def run() -> Any:
         engine = create_engine(target.url, settings)
         try:
             async with session_factory(engine)() as session:
-                result = await issue_owner_token(
-                    session, email=email, workspace_name=workspace, token_name=name
-                )
-                await session.commit()
-                return result
+                return await work(session)
         finally:
             await engine.dispose()
 
     try:
-        _, created_workspace, created = asyncio.run(create())
-    except InputErrors as error:
+        return asyncio.run(run())
+    except NotFound as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    click.echo(
-        f'Token for {email.strip().lower()} (owner of "{created_workspace.name}"):', err=True
-    )
-    click.echo(created.token)
+
+
+async def _user(session: Any, email: str) -> Any:
+    from sqlalchemy import func, select
+
+    from app.errors import NotFound
+    from app.models import User
+
+    user = (
+        await session.execute(select(User).where(func.lower(User.email) == email.strip().lower()))
+    ).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"User {email.strip().lower()}")
+    return user
+
+
+def _when(moment: datetime | None, missing: str = "") -> str:
+    return missing if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")

@@ -1,10 +1,12 @@
-"""Structured logging: one JSON object a line, with the request id of the current request."""
+"""Structured logging with the request id of the current request: one JSON object a line in
+production (or when asked), readable lines on a terminal."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -35,7 +37,9 @@ def reset_request_id(token: object) -> None:
 _DATABASE_DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
 
 
-def scrub_database_details(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def scrub_database_details(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """A structlog processor: hide the values PostgreSQL quotes in error details."""
     for key in ("exception", "event"):
         value = event.get(key)
@@ -44,17 +48,40 @@ def scrub_database_details(_: Any, __: str, event: dict[str, Any]) -> dict[str, 
     return event
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    """Route stdlib and structlog logs through one structured renderer on stderr."""
+def drop_color_message(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: drop uvicorn's ``color_message`` (the message with ANSI codes).
+
+    uvicorn passes it as an ``extra`` for its own coloured formatter; ours renders ``event``.
+    """
+    event.pop("color_message", None)
+    return event
+
+
+def wants_json(json: bool | None, *, production: bool) -> bool:
+    """JSON when asked; unset: in production, or when stderr is not a terminal."""
+    if json is not None:
+        return json
+    return production or not sys.stderr.isatty()
+
+
+def configure_logging(
+    level: str = "INFO", json: bool | None = True, *, production: bool = False
+) -> None:
+    """Route stdlib and structlog logs (uvicorn's too) through one renderer on stderr."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if wants_json(json, production=production)
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -73,8 +100,10 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # pgserver narrates every pg_ctl call at INFO; its problems still come through.
+    # pgserver narrates every pg_ctl call at INFO, and Alembic its dialect before each
+    # migration run; their problems still come through (app.migrate says what was applied).
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     # Our own middleware logs each request with its id; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(

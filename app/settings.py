@@ -47,7 +47,17 @@ class Settings(BaseSettings):
         None, description="Serve GraphiQL at /graphql; default: on in development only."
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
-    log_json: bool = Field(True, description="Log one JSON object a line (else key=value).")
+    log_json: bool | None = Field(
+        None,
+        description="Log one JSON object a line (true) or readable lines (false); unset: "
+        "JSON in production or when stderr is not a terminal, readable lines on a terminal.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Longest `flowdeck serve` takes to stop after SIGTERM or Ctrl-C; past it, "
+        "or at a second signal, it stops the embedded PostgreSQL and exits at once.",
+    )
     db_pool_size: int = Field(10, ge=1, le=200, description="Database connections per process.")
     db_pool_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load.")
     max_body_bytes: int = Field(

@@ -147,13 +147,3 @@ async def _role_of(session: AsyncSession, user: User, workspace: Workspace) -> R
             col(Membership.user_id) == user.id, col(Membership.workspace_id) == workspace.id
         )
     )
-
-
-async def issue_owner_token(
-    session: AsyncSession, *, email: str, workspace_name: str, token_name: str
-) -> tuple[User, Workspace, CreatedToken]:
-    """issue_token for the first start and the CLI, until they use it directly."""
-    issued = await issue_token(
-        session, email=email, workspace_name=workspace_name, token_name=token_name
-    )
-    return issued.user, issued.workspace, issued.created

@@ -1,0 +1,140 @@
+"""How `flowdeck serve` runs as a process: its port taken first, a banner once it listens,
+and a stop that cannot hang."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from importlib.metadata import version as package_version
+from types import FrameType
+
+import uvicorn
+
+from app.settings import Settings
+
+
+class PortUnavailable(Exception):
+    """The address cannot be listened on; the message says why and what to do."""
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (not yet listening), taken before anything else runs.
+
+    Binding first means a port in use is found in milliseconds, before the database is
+    started or migrated, and the URL printed later is certainly this process's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a restart may take the port over from connections in TIME_WAIT
+    # (Linux still refuses a port another socket is listening on).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        where = f"{host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            reason = f"{where} is already in use (another Flowdeck, or another program)."
+        elif error.errno == errno.EACCES:
+            reason = f"{where} needs privileges this user does not have."
+        else:
+            reason = f"cannot listen on {where}: {error.strerror or error}."
+        hint = port + 1 if 0 < port < 65535 else 8000
+        raise PortUnavailable(
+            f"{reason}\nChoose another port: flowdeck serve --port {hint}, or set "
+            f"FLOWDECK_PORT={hint} (and FLOWDECK_HOST / --host for another address)."
+        ) from error
+    return sock
+
+
+def browser_url(host: str, port: int) -> str:
+    """The URL a person on this machine opens for ``host:port``."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 (the wildcard is compared, not bound)
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def banner(
+    settings: Settings, base: str, token: str | None, mint: str, *, embedded: bool
+) -> list[str]:
+    """What a person reads once serve listens: plain lines, the token only on first start."""
+    lines = ["", f"Flowdeck {package_version('flowdeck')} is ready.", f"GraphiQL: {base}/graphql"]
+    if token is not None:
+        lines += [
+            f"First start: created {settings.bootstrap_email}, owner of "
+            f'"{settings.bootstrap_workspace}".',
+            f"API token (shown once, keep it): {token}",
+            f"Send it as the header  Authorization: Bearer {token}  (GraphiQL: Headers tab)",
+        ]
+    else:
+        lines.append(f"A new API token: {mint}")
+    stop = "Stop with Ctrl-C"
+    lines.append(f"{stop}; the embedded PostgreSQL stops with it." if embedded else f"{stop}.")
+    return lines
+
+
+class FlowdeckServer(uvicorn.Server):
+    """uvicorn's server, with a banner once it listens and a deadline on stopping.
+
+    Stopping waits for open connections (up to half the deadline), then for the
+    application's shutdown (the embedded worker). Whatever is still running when the
+    deadline passes, or when a second SIGTERM/SIGINT comes, the embedded PostgreSQL is
+    stopped and the process exits: a stop signal is never ignored.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, *, on_ready: Callable[[], None], deadline_seconds: float
+    ) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+        self.deadline_seconds = deadline_seconds
+        self._deadline: threading.Timer | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start, then print the banner (only once the socket listens)."""
+        await super().startup(sockets=sockets)
+        if not self.should_exit:
+            self.on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop, under the deadline."""
+        self.arm_deadline()
+        await super().shutdown(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First SIGTERM/SIGINT: stop gracefully within the deadline; second: exit now."""
+        if self.should_exit:
+            force_exit(f"second {signal.Signals(sig).name}: exiting without waiting", 128 + sig)
+        super().handle_exit(sig, frame)
+        self.arm_deadline()
+
+    def arm_deadline(self) -> None:
+        """Exit anyway ``deadline_seconds`` from the first call."""
+        if self._deadline is not None:
+            return
+        seconds = self.deadline_seconds
+        message = f"not stopped after {seconds:g} s (FLOWDECK_SHUTDOWN_TIMEOUT_SECONDS): exiting"
+        self._deadline = threading.Timer(seconds, force_exit, (message, 1))
+        self._deadline.daemon = True
+        self._deadline.start()
+
+
+def force_exit(message: str, code: int) -> None:
+    """Stop the embedded PostgreSQL (by its pid) and end the process now."""
+    from app.db import stop_embedded_postgres
+
+    sys.stderr.write(f"flowdeck serve: {message}\n")
+    sys.stderr.flush()
+    try:
+        stop_embedded_postgres()
+    finally:
+        os._exit(code)
