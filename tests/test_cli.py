@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -59,8 +58,10 @@ def test_the_role_choices_are_the_roles() -> None:
     assert list(ROLE.choices) == [role.value for role in Role]
 
 
-def test_config_says_embedded_database_and_key_file_without_starting_anything() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="flowdeck-config-")) / "data"
+def test_config_says_embedded_database_and_key_file_without_starting_anything(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
     env = clean_env(FLOWDECK_DATA_DIR=str(data_dir))
     done = run(env, "config")
     assert done.returncode == 0, done.stderr
@@ -109,7 +110,9 @@ def test_config_masks_the_database_password_and_the_keys() -> None:
 
 
 @pytest.fixture(scope="module")
-def database(server_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+def database(
+    server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
     """A database of this module's own, and the environment of commands on it."""
     name = f"flowdeck_cli_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -120,7 +123,7 @@ def database(server_url: str) -> Iterator[tuple[str, dict[str, str]]]:
         clean_env(
             DATABASE_URL=url,
             FLOWDECK_SECRET_KEY=generate_key(),
-            FLOWDECK_DATA_DIR=tempfile.mkdtemp(prefix="flowdeck-cli-data-"),
+            FLOWDECK_DATA_DIR=str(tmp_path_factory.mktemp("data")),
         ),
     )
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -9,7 +9,6 @@ import pty
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from tests.processes import FLOWDECK, Process, Served, clean_env, free_port, run
 
 
 @pytest.fixture(scope="module")
-def env(server_url: str) -> Iterator[dict[str, str]]:
+def env(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment of a serve on a database of its own (dropped at the end)."""
     name = f"flowdeck_serving_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -33,7 +32,7 @@ def env(server_url: str) -> Iterator[dict[str, str]]:
     yield clean_env(
         DATABASE_URL=with_database(server_url, name),
         FLOWDECK_SECRET_KEY=generate_key(),
-        FLOWDECK_DATA_DIR=tempfile.mkdtemp(prefix="flowdeck-serving-"),
+        FLOWDECK_DATA_DIR=str(tmp_path_factory.mktemp("data")),
     )
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -56,13 +55,13 @@ def tables(url: str) -> int:
 
 
 def test_a_taken_port_fails_at_once_with_a_hint_before_any_database_work(
-    server_url: str, taken_port: int
+    server_url: str, taken_port: int, tmp_path: Path
 ) -> None:
     name = f"flowdeck_port_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_database(server_url, name)
-    data_dir = Path(tempfile.mkdtemp(prefix="flowdeck-port-")) / "data"
+    data_dir = tmp_path / "data"
     hint = (
         f"error: 127.0.0.1:{taken_port} is already in use (another Flowdeck, or another "
         f"program).\nChoose another port: flowdeck serve --port {taken_port + 1}, or set "
