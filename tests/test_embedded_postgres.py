@@ -284,8 +284,11 @@ def start_a_long_run(served: Served, token: str) -> None:
 def test_serve_that_does_not_stop_within_its_deadline_exits_anyway_and_stops_postgresql(
     first: FirstStart,
 ) -> None:
-    # The worker gives a running step 5 s to finish; the deadline here is shorter.
-    served = Served({**first.env, "FLOWDECK_SHUTDOWN_TIMEOUT_SECONDS": "1"})
+    # The worker gives a running step 5 s to finish; the deadline here is shorter. (A run the
+    # API process drives itself is released at once: this one must be on the worker.)
+    served = Served(
+        {**first.env, "FLOWDECK_SHUTDOWN_TIMEOUT_SECONDS": "1", "FLOWDECK_INLINE_RUNS": "0"}
+    )
     postmaster = postmaster_pid(first.data_dir)
     start_a_long_run(served, first.token)
     code, seconds = served.stop(signal.SIGTERM)
@@ -299,7 +302,7 @@ def test_serve_that_does_not_stop_within_its_deadline_exits_anyway_and_stops_pos
 
 
 def test_a_second_signal_makes_serve_exit_at_once_and_stops_postgresql(first: FirstStart) -> None:
-    served = Served(first.env)
+    served = Served({**first.env, "FLOWDECK_INLINE_RUNS": "0"})  # the run on the worker
     postmaster = postmaster_pid(first.data_dir)
     start_a_long_run(served, first.token)
     served.process.send_signal(signal.SIGTERM)
