@@ -28,6 +28,7 @@ import httpcore
 import httpx
 
 from app.engine.nodes.base import NodeFailure
+from app.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -148,7 +149,7 @@ class OutboundPolicy:
         return dataclasses.replace(self, timeout_seconds=timeout_seconds)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> OutboundPolicy:
+    def from_settings(cls, settings: Settings) -> OutboundPolicy:
         """The policy the settings describe; a missing setting takes its default."""
         hosts: set[str] = set()
         networks: list[IPNetwork] = []

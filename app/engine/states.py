@@ -12,11 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import ScalarSelect
 from sqlmodel import col
 
 from app.engine.event_log import append_event
@@ -81,6 +82,9 @@ STEP_EVENTS = {
 }
 
 
+_Status = TypeVar("_Status", RunStatus, StepStatus)
+
+
 class InvalidTransition(Exception):
     """A status change the state machine does not allow."""
 
@@ -89,18 +93,18 @@ class LeaseLost(Exception):
     """The worker no longer holds the run: another worker claimed it since."""
 
 
-def _sources(table: dict[Any, frozenset[Any]], target: Any) -> list[Any]:
+def _sources(table: Mapping[_Status, frozenset[_Status]], target: _Status) -> list[_Status]:
     return [source for source, targets in table.items() if target in targets]
 
 
-def _holder(run_id: uuid.UUID) -> Any:
+def _holder(run_id: uuid.UUID) -> ScalarSelect[int]:
     # Locks the run row: a step write waits for a claim in progress to commit and then
     # compares with its attempt, so it never slips in beside a new claim. NO KEY UPDATE,
     # the lock the event append takes next anyway: a weaker lock here would deadlock two
     # concurrent step writes of one run upgrading it.
     return (
-        select(Run.attempt)
-        .where(Run.id == run_id)  # type: ignore[arg-type]
+        select(col(Run.attempt))
+        .where(col(Run.id) == run_id)
         .with_for_update(key_share=True)
         .scalar_subquery()
     )
@@ -133,9 +137,9 @@ async def transition_run(
     Appends RUN_STARTED when ``current`` (the caller locked the row) is QUEUED, and the
     terminal event on an end status, unless ``announce`` is off.
     """
-    condition = (Run.id == run_id) & Run.status.in_(_sources(RUN_TRANSITIONS, target))  # type: ignore[attr-defined]
+    condition = (col(Run.id) == run_id) & col(Run.status).in_(_sources(RUN_TRANSITIONS, target))
     if claim is not None:
-        condition = condition & (Run.attempt == claim)
+        condition = condition & (col(Run.attempt) == claim)
     result = await session.execute(
         update(Run)
         .where(condition)
@@ -166,7 +170,9 @@ async def _explain_run(
     session: AsyncSession, run_id: uuid.UUID, target: RunStatus, claim: int | None
 ) -> None:
     found = (
-        await session.execute(select(Run.status, Run.attempt).where(Run.id == run_id))  # type: ignore[arg-type]
+        await session.execute(
+            select(col(Run.status), col(Run.attempt)).where(col(Run.id) == run_id)
+        )
     ).one_or_none()
     if found is None:
         raise InvalidTransition(f"run {run_id} does not exist")
@@ -188,14 +194,18 @@ async def transition_step(
     announce: bool = True,
 ) -> None:
     """Move a step to ``target`` and append its event; fenced by the run's claim when given."""
-    condition = (RunStep.id == step_id) & RunStep.status.in_(_sources(STEP_TRANSITIONS, target))  # type: ignore[attr-defined]
+    condition = (col(RunStep.id) == step_id) & col(RunStep.status).in_(
+        _sources(STEP_TRANSITIONS, target)
+    )
     if claim is not None:
         condition = condition & (_holder(run_id) == claim)
     result = await session.execute(
         update(RunStep)
         .where(condition)
         .values(status=target, **(values or {}))
-        .returning(RunStep.node_id, RunStep.attempt, RunStep.output, RunStep.error)
+        .returning(
+            col(RunStep.node_id), col(RunStep.attempt), col(RunStep.output), col(RunStep.error)
+        )
         .execution_options(synchronize_session=False)
     )
     changed = result.first()
@@ -212,8 +222,8 @@ async def transition_step(
                 error=changed.error if target is StepStatus.FAILED else None,
             )
         return
-    status = await session.scalar(select(RunStep.status).where(RunStep.id == step_id))  # type: ignore[arg-type]
-    attempt = await session.scalar(select(Run.attempt).where(Run.id == run_id))  # type: ignore[arg-type]
+    status = await session.scalar(select(col(RunStep.status)).where(col(RunStep.id) == step_id))
+    attempt = await session.scalar(select(col(Run.attempt)).where(col(Run.id) == run_id))
     if claim is not None and attempt != claim:
         raise LeaseLost(f"run {run_id} is now held by claim {attempt}, not {claim}")
     if status is None:
@@ -234,14 +244,14 @@ async def settle_open_steps(
     if target not in TERMINAL_STEP:
         raise InvalidTransition(f"{target.value} does not settle a step")
     sources = [s for s in (StepStatus.PENDING, StepStatus.RUNNING) if target in STEP_TRANSITIONS[s]]
-    condition = (RunStep.run_id == run_id) & RunStep.status.in_(sources)  # type: ignore[attr-defined]
+    condition = (col(RunStep.run_id) == run_id) & col(RunStep.status).in_(sources)
     if claim is not None:
         condition = condition & (_holder(run_id) == claim)
     result = await session.execute(
         update(RunStep)
         .where(condition)
         .values(status=target, finished_at=func.now(), wake_at=None, error=error)
-        .returning(RunStep.node_id, RunStep.attempt, RunStep.position)
+        .returning(col(RunStep.node_id), col(RunStep.attempt), col(RunStep.position))
         .execution_options(synchronize_session=False)
     )
     settled = sorted(result.all(), key=lambda row: row.position)
@@ -271,25 +281,21 @@ async def open_run(
     With ``idempotent``, a run already holding the idempotency key in ``values`` wins: None
     comes back and nothing is written.
     """
-    statement = (
-        pg_insert(Run)
+    statement = pg_insert(Run).values(
         # queued_at: when this statement ran, not when its transaction began.
-        .values(
-            {
-                "id": uuid.uuid4(),
-                "queued_at": func.clock_timestamp(),
-                **values,
-                "status": INITIAL_RUN,
-            }
-        )
-        .returning(Run)
+        {
+            "id": uuid.uuid4(),
+            "queued_at": func.clock_timestamp(),
+            **values,
+            "status": INITIAL_RUN,
+        }
     )
     if idempotent:
         statement = statement.on_conflict_do_nothing(
             index_elements=["workflow_id", "idempotency_key"],
             index_where=col(Run.idempotency_key).is_not(None),
         )
-    run = (await session.execute(statement)).scalar_one_or_none()
+    run = (await session.execute(statement.returning(Run))).scalar_one_or_none()
     if run is None:
         return None
     rows = []

@@ -6,16 +6,19 @@ the executor knows none by name. ``load_catalogue()`` imports every module of th
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import pkgutil
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from app.settings import Settings
 
 
 class RetryPolicy(BaseModel):
@@ -81,10 +84,10 @@ class NodeContext:
     # When this step first started (stays the same across attempts and resumes): a
     # long flow.delay compares against it to know when it is done.
     step_started_at: datetime
-    # Settings the node types read (outbound HTTP policy, caps); the app's Settings object.
-    settings: Any
+    # Settings the node types read (outbound HTTP policy, caps).
+    settings: Settings
     # The workspace's secrets, name to value (decrypted for this run; never stored).
-    secrets: dict[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def secret(self, name: str) -> str:
@@ -106,7 +109,8 @@ class NodeType:
     category: str
     label: str
     description: str
-    config_model: type[NodeConfig]
+    # builtins.type: inside this class ``type`` names the field above, not the builtin.
+    config_model: builtins.type[NodeConfig]
     run: RunFunction
     inputs: tuple[str, ...] = ("in",)
     outputs: tuple[str, ...] = ("out",)
