@@ -113,8 +113,8 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
     found = (
         await session.execute(
             select(ApiToken, User)
-            .join(User, User.id == ApiToken.user_id)  # type: ignore[arg-type]
-            .where(ApiToken.token_hash == hash_token(token))
+            .join(User, col(User.id) == col(ApiToken.user_id))
+            .where(col(ApiToken.token_hash) == hash_token(token))
         )
     ).first()
     if found is None:
@@ -125,10 +125,12 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
         raise Unauthenticated("This API token has expired.")
     if api_token.last_used_at is None or now - api_token.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(
-            update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now)  # type: ignore[arg-type]
+            update(ApiToken).where(col(ApiToken.id) == api_token.id).values(last_used_at=now)
         )
         await session.commit()
     memberships = await session.execute(
-        select(Membership.workspace_id, Membership.role).where(Membership.user_id == user.id)
+        select(col(Membership.workspace_id), col(Membership.role)).where(
+            col(Membership.user_id) == user.id
+        )
     )
     return Principal(user=user, roles=dict(memberships.all()))

@@ -73,13 +73,13 @@ async def issue_token(
     if errors:
         raise InputErrors(errors)
     user = (
-        await session.execute(select(User).where(func.lower(User.email) == clean_email_))
+        await session.execute(select(User).where(func.lower(col(User.email)) == clean_email_))
     ).scalar_one_or_none()
     named = (
         (
             await session.execute(
                 select(Workspace)
-                .where(func.lower(Workspace.name) == name.lower())
+                .where(func.lower(col(Workspace.name)) == name.lower())
                 .order_by(col(Workspace.created_at))
             )
         )

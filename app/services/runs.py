@@ -315,7 +315,7 @@ async def get_run(
     """A run of one of the caller's workspaces (NotFound otherwise)."""
     run = (
         await session.execute(
-            select(Run).where(Run.id == run_id).execution_options(populate_existing=True)  # type: ignore[arg-type]
+            select(Run).where(col(Run.id) == run_id).execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
     if run is None or principal.role_in(run.workspace_id) is None:
@@ -330,7 +330,7 @@ async def cancel_run(
     """Cancel a queued or running run; its worker stops it and its steps within a second."""
     run = await get_run(session, principal=principal, run_id=run_id, role=Role.MEMBER)
     locked = (
-        await session.execute(select(Run).where(Run.id == run.id).with_for_update())  # type: ignore[arg-type]
+        await session.execute(select(Run).where(col(Run.id) == run.id).with_for_update())
     ).scalar_one()
     if locked.status in TERMINAL_RUN:
         raise InputErrors.single(
@@ -383,9 +383,11 @@ async def retry_run(
             ErrorCode.INVALID,
             f"The run has not ended ({original.status.value}); cancel it first.",
         )
-    graph = await session.scalar(
-        select(WorkflowVersion.graph).where(WorkflowVersion.id == original.version_id)  # type: ignore[arg-type]
-    )
+    graph = (
+        await session.execute(
+            select(col(WorkflowVersion.graph)).where(col(WorkflowVersion.id) == original.version_id)
+        )
+    ).scalar_one()
     kept: dict[str, RunStep] = {}
     if from_failed_step:
         rows = await session.scalars(
@@ -428,19 +430,19 @@ async def list_runs(
     check_page_size(first)
     query = (
         select(Run)
-        .where(Run.workflow_id == workflow.id)  # type: ignore[arg-type]
-        .order_by(Run.queued_at.desc(), Run.id.desc())  # type: ignore[attr-defined]
+        .where(col(Run.workflow_id) == workflow.id)
+        .order_by(col(Run.queued_at).desc(), col(Run.id).desc())
         .limit(first + 1)
     )
     if status is not None:
-        query = query.where(Run.status == status)  # type: ignore[arg-type]
+        query = query.where(col(Run.status) == status)
     if after is not None:
         queued_at, last_id = decode_cursor(after, 2)
         try:
             key = (datetime.fromisoformat(str(queued_at)), uuid.UUID(str(last_id)))
         except ValueError as error:
             raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error
-        query = query.where(func.row(Run.queued_at, Run.id) < func.row(*key))  # type: ignore[arg-type]
+        query = query.where(func.row(col(Run.queued_at), col(Run.id)) < func.row(*key))
     rows = list((await session.execute(query)).scalars())
     return make_page(rows, first, lambda r: [r.queued_at.isoformat(), str(r.id)])
 
@@ -449,9 +451,9 @@ async def count_runs(
     session: AsyncSession, *, workflow_id: uuid.UUID, status: RunStatus | None
 ) -> int:
     """How many runs a workflow has (of one status)."""
-    query = select(func.count()).select_from(Run).where(Run.workflow_id == workflow_id)  # type: ignore[arg-type]
+    query = select(func.count()).select_from(Run).where(col(Run.workflow_id) == workflow_id)
     if status is not None:
-        query = query.where(Run.status == status)  # type: ignore[arg-type]
+        query = query.where(col(Run.status) == status)
     return int(await session.scalar(query) or 0)
 
 
@@ -461,8 +463,8 @@ async def load_steps(
     """The steps of runs, in graph order, by run id."""
     rows = await session.execute(
         select(RunStep)
-        .where(RunStep.run_id.in_(run_ids))  # type: ignore[attr-defined]
-        .order_by(RunStep.run_id, RunStep.position)
+        .where(col(RunStep.run_id).in_(run_ids))
+        .order_by(col(RunStep.run_id), col(RunStep.position))
     )
     found: dict[uuid.UUID, list[RunStep]] = {run_id: [] for run_id in run_ids}
     for step in rows.scalars():
@@ -476,9 +478,9 @@ async def load_last_runs(
     """The newest run of each workflow."""
     rows = await session.execute(
         select(Run)
-        .where(Run.workflow_id.in_(workflow_ids))  # type: ignore[attr-defined]
-        .order_by(Run.workflow_id, Run.queued_at.desc(), Run.id.desc())
-        .distinct(Run.workflow_id)
+        .where(col(Run.workflow_id).in_(workflow_ids))
+        .order_by(col(Run.workflow_id), col(Run.queued_at).desc(), col(Run.id).desc())
+        .distinct(col(Run.workflow_id))
     )
     return {run.workflow_id: run for run in rows.scalars()}
 
@@ -486,9 +488,7 @@ async def load_last_runs(
 async def runs_by_ids(session: AsyncSession, *, run_ids: list[uuid.UUID]) -> list[Run]:
     """Runs by id, oldest queued first."""
     rows = await session.execute(
-        select(Run)
-        .where(Run.id.in_(run_ids))  # type: ignore[attr-defined]
-        .order_by(Run.queued_at, Run.id)
+        select(Run).where(col(Run.id).in_(run_ids)).order_by(col(Run.queued_at), col(Run.id))
     )
     return list(rows.scalars())
 
@@ -498,11 +498,11 @@ async def runs_changed_since(
 ) -> list[uuid.UUID]:
     """The runs of a workflow with a run event (queued, started, ended) since ``since``."""
     rows = await session.execute(
-        select(RunEvent.run_id)
+        select(col(RunEvent.run_id))
         .where(
-            RunEvent.workflow_id == workflow_id,  # type: ignore[arg-type]
-            RunEvent.at >= since,  # type: ignore[arg-type]
-            RunEvent.run_status.is_not(None),  # type: ignore[union-attr]
+            col(RunEvent.workflow_id) == workflow_id,
+            col(RunEvent.at) >= since,
+            col(RunEvent.run_status).is_not(None),
         )
         .distinct()
     )

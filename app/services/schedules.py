@@ -284,7 +284,7 @@ async def fire_schedule(
             )
             changes["schedule_last_fired_at"] = due.fire_at
             if outcome is FireOutcome.SKIPPED:
-                changes["schedule_skipped_count"] = Workflow.schedule_skipped_count + 1
+                changes["schedule_skipped_count"] = col(Workflow.schedule_skipped_count) + 1
             fired = Fired(workflow.id, due.fire_at, outcome, run_id, due.missed, error)
     await session.execute(update(Workflow).where(col(Workflow.id) == workflow.id).values(**changes))
     return fired

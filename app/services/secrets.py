@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.engine.claim import SecretsSource
@@ -95,10 +96,12 @@ async def _check_room(
         await session.execute(
             select(
                 func.count(),
-                func.coalesce(func.sum(func.octet_length(Secret.ciphertext) - GCM_TAG_BYTES), 0),
+                func.coalesce(
+                    func.sum(func.octet_length(col(Secret.ciphertext)) - GCM_TAG_BYTES), 0
+                ),
             ).where(
-                Secret.workspace_id == workspace_id,  # type: ignore[arg-type]
-                Secret.name != name,  # type: ignore[arg-type]
+                col(Secret.workspace_id) == workspace_id,
+                col(Secret.name) != name,
             )
         )
     ).one()
@@ -124,7 +127,7 @@ async def list_secrets(
     """The workspace's secrets by name (editors and owners; values are never read)."""
     principal.require(workspace_id, Role.EDITOR, "Workspace")
     rows = await session.execute(
-        select(Secret).where(Secret.workspace_id == workspace_id).order_by(Secret.name)  # type: ignore[arg-type]
+        select(Secret).where(col(Secret.workspace_id) == workspace_id).order_by(col(Secret.name))
     )
     return list(rows.scalars())
 
@@ -175,11 +178,13 @@ async def delete_secret(
 ) -> str:
     """Delete a secret by name (owners only); NOT_FOUND when it does not exist."""
     principal.require(workspace_id, Role.OWNER, "Workspace")
-    deleted = await session.scalar(
+    # Built apart: inline, mypy matches scalar()'s untyped overload and loses the str.
+    statement = (
         delete(Secret)
-        .where(Secret.workspace_id == workspace_id, Secret.name == name)  # type: ignore[arg-type]
-        .returning(Secret.name)
+        .where(col(Secret.workspace_id) == workspace_id, col(Secret.name) == name)
+        .returning(col(Secret.name))
     )
+    deleted = await session.scalar(statement)
     if deleted is None:
         raise InputErrors.single(
             ("input", "name"), ErrorCode.NOT_FOUND, f'No secret "{name}" in this workspace.'
@@ -192,9 +197,9 @@ async def open_secrets(
 ) -> dict[str, str]:
     """Every secret of one workspace, decrypted (for a run of that workspace only)."""
     rows = await session.execute(
-        select(Secret.name, Secret.key_id, Secret.nonce, Secret.ciphertext).where(
-            Secret.workspace_id == workspace_id  # type: ignore[arg-type]
-        )
+        select(
+            col(Secret.name), col(Secret.key_id), col(Secret.nonce), col(Secret.ciphertext)
+        ).where(col(Secret.workspace_id) == workspace_id)
     )
     values: dict[str, str] = {}
     for name, key_id, nonce, ciphertext in rows:
@@ -233,9 +238,7 @@ async def rotate(session: AsyncSession, *, keyring: Keyring) -> RotationResult:
     """Re-encrypt every secret and webhook signing secret not under the current key."""
     current = keyring.current_id
     secrets = (
-        await session.execute(
-            select(Secret).where(Secret.key_id != current).with_for_update()  # type: ignore[arg-type]
-        )
+        await session.execute(select(Secret).where(col(Secret.key_id) != current).with_for_update())
     ).scalars()
     secret_count = 0
     for row in secrets:
@@ -244,14 +247,14 @@ async def rotate(session: AsyncSession, *, keyring: Keyring) -> RotationResult:
         sealed = keyring.seal(value, aad)
         await session.execute(
             update(Secret)
-            .where(Secret.id == row.id)  # type: ignore[arg-type]
+            .where(col(Secret.id) == row.id)
             .values(key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext)
         )
         secret_count += 1
     hooks = (
         await session.execute(
             select(Webhook)
-            .where(Webhook.signing_key_id.is_not(None), Webhook.signing_key_id != current)  # type: ignore[union-attr, arg-type]
+            .where(col(Webhook.signing_key_id).is_not(None), col(Webhook.signing_key_id) != current)
             .with_for_update()
         )
     ).scalars()
@@ -269,7 +272,7 @@ async def rotate(session: AsyncSession, *, keyring: Keyring) -> RotationResult:
         sealed = keyring.seal(value, aad)
         await session.execute(
             update(Webhook)
-            .where(Webhook.id == hook.id)  # type: ignore[arg-type]
+            .where(col(Webhook.id) == hook.id)
             .values(
                 signing_key_id=sealed.key_id,
                 signing_nonce=sealed.nonce,
@@ -284,15 +287,16 @@ async def key_ids_in_use(session: AsyncSession) -> dict[str, int]:
     """How many secrets and signing secrets each key id seals."""
     counts: dict[str, int] = {}
     for key_id, count in await session.execute(
-        select(Secret.key_id, func.count()).group_by(Secret.key_id)
+        select(col(Secret.key_id), func.count()).group_by(col(Secret.key_id))
     ):
         counts[key_id] = counts.get(key_id, 0) + count
-    for key_id, count in await session.execute(
-        select(Webhook.signing_key_id, func.count())
-        .where(Webhook.signing_key_id.is_not(None))  # type: ignore[union-attr]
-        .group_by(Webhook.signing_key_id)
+    for signing_key_id, count in await session.execute(
+        select(col(Webhook.signing_key_id), func.count())
+        .where(col(Webhook.signing_key_id).is_not(None))
+        .group_by(col(Webhook.signing_key_id))
     ):
-        counts[key_id] = counts.get(key_id, 0) + count
+        assert signing_key_id is not None  # the query leaves out webhooks without one
+        counts[signing_key_id] = counts.get(signing_key_id, 0) + count
     return counts
 
 
@@ -309,8 +313,13 @@ async def check_keyring(session: AsyncSession, *, keyring: Keyring) -> None:
             )
         probe = (
             await session.execute(
-                select(Secret.workspace_id, Secret.name, Secret.nonce, Secret.ciphertext)
-                .where(Secret.key_id == key_id)  # type: ignore[arg-type]
+                select(
+                    col(Secret.workspace_id),
+                    col(Secret.name),
+                    col(Secret.nonce),
+                    col(Secret.ciphertext),
+                )
+                .where(col(Secret.key_id) == key_id)
                 .limit(1)
             )
         ).first()

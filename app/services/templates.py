@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.errors import ErrorCode, InputErrors, NotFound
@@ -74,14 +75,14 @@ async def list_templates(
     """The built-in gallery followed by the workspace's own templates (by name)."""
     principal.require(workspace_id, Role.VIEWER)
     rows = await session.execute(
-        select(Workflow, WorkflowVersion.graph)
+        select(Workflow, col(WorkflowVersion.graph))
         .join(
             WorkflowVersion,
-            (WorkflowVersion.workflow_id == Workflow.id)  # type: ignore[arg-type]
-            & (WorkflowVersion.number == Workflow.current_version),
+            (col(WorkflowVersion.workflow_id) == col(Workflow.id))
+            & (col(WorkflowVersion.number) == col(Workflow.current_version)),
         )
-        .where(Workflow.workspace_id == workspace_id, Workflow.is_template)  # type: ignore[arg-type]
-        .order_by(Workflow.name, Workflow.id)
+        .where(col(Workflow.workspace_id) == workspace_id, col(Workflow.is_template))
+        .order_by(col(Workflow.name), col(Workflow.id))
     )
     own = [
         Template(
@@ -112,9 +113,9 @@ async def _template_graph(
     if not workflow.is_template:
         raise NotFound("Template")
     graph = await session.scalar(
-        select(WorkflowVersion.graph).where(
-            WorkflowVersion.workflow_id == workflow.id,  # type: ignore[arg-type]
-            WorkflowVersion.number == workflow.current_version,  # type: ignore[arg-type]
+        select(col(WorkflowVersion.graph)).where(
+            col(WorkflowVersion.workflow_id) == workflow.id,
+            col(WorkflowVersion.number) == workflow.current_version,
         )
     )
     return workflow.name, workflow.description, graph
@@ -124,9 +125,9 @@ async def _free_name(session: AsyncSession, workspace_id: uuid.UUID, base: str) 
     taken = set(
         (
             await session.execute(
-                select(Workflow.name).where(
-                    Workflow.workspace_id == workspace_id,  # type: ignore[arg-type]
-                    Workflow.name.ilike(like_escape(base) + "%", escape="\\"),  # type: ignore[attr-defined]
+                select(col(Workflow.name)).where(
+                    col(Workflow.workspace_id) == workspace_id,
+                    col(Workflow.name).ilike(like_escape(base) + "%", escape="\\"),
                 )
             )
         ).scalars()

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import ErrorCode, FieldError
 from app.models import User
@@ -33,6 +34,8 @@ async def get_or_create_user(session: AsyncSession, *, email: str, name: str | N
     await session.execute(
         insert(User)
         .values(id=uuid.uuid4(), email=email, name=display[:200])
-        .on_conflict_do_nothing(index_elements=[func.lower(User.__table__.c.email)])
+        .on_conflict_do_nothing(index_elements=[func.lower(col(User.email))])
     )
-    return (await session.execute(select(User).where(func.lower(User.email) == email))).scalar_one()
+    return (
+        await session.execute(select(User).where(func.lower(col(User.email)) == email))
+    ).scalar_one()

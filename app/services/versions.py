@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
+from sqlmodel import col
 
 from app.engine.diff import GraphDiff, diff_graphs
 from app.errors import ErrorCode, InputErrors, NotFound
@@ -44,7 +46,7 @@ async def insert_version(
                 restored_from=restored_from,
                 created_by_id=created_by_id,
             )
-            .returning(WorkflowVersion.created_at)
+            .returning(col(WorkflowVersion.created_at))
         )
     ).one()
     return WorkflowVersion(
@@ -69,8 +71,8 @@ async def load_version_heads(
         return {}
     rows = await session.execute(
         select(WorkflowVersion)
-        .options(defer(WorkflowVersion.graph))  # type: ignore[arg-type]
-        .where(tuple_(WorkflowVersion.workflow_id, WorkflowVersion.number).in_(keys))
+        .options(defer(WorkflowVersion.graph))
+        .where(tuple_(col(WorkflowVersion.workflow_id), col(WorkflowVersion.number)).in_(keys))
     )
     return {(v.workflow_id, v.number): v for v in rows.scalars()}
 
@@ -82,8 +84,8 @@ async def load_graph_texts(
     if not version_ids:
         return {}
     rows = await session.execute(
-        select(WorkflowVersion.id, cast(WorkflowVersion.graph, Text)).where(
-            WorkflowVersion.id.in_(version_ids)  # type: ignore[attr-defined]
+        select(col(WorkflowVersion.id), cast(col(WorkflowVersion.graph), Text)).where(
+            col(WorkflowVersion.id).in_(version_ids)
         )
     )
     return dict(rows.all())
@@ -104,16 +106,16 @@ async def list_versions(
     check_page_size(first)
     query = (
         select(WorkflowVersion)
-        .options(defer(WorkflowVersion.graph))  # type: ignore[arg-type]
-        .where(WorkflowVersion.workflow_id == workflow.id)  # type: ignore[arg-type]
-        .order_by(WorkflowVersion.number.desc())  # type: ignore[attr-defined]
+        .options(defer(WorkflowVersion.graph))
+        .where(col(WorkflowVersion.workflow_id) == workflow.id)
+        .order_by(col(WorkflowVersion.number).desc())
         .limit(first + 1)
     )
     if after is not None:
         (number,) = decode_cursor(after, 1)
         if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 2**31 - 1:
             raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.")
-        query = query.where(WorkflowVersion.number < number)  # type: ignore[arg-type]
+        query = query.where(col(WorkflowVersion.number) < number)
     rows = list((await session.execute(query)).scalars())
     return make_page(rows, first, lambda v: [v.number])
 
@@ -123,12 +125,12 @@ async def diff_versions(
 ) -> GraphDiff:
     """What changed between two versions of a workflow, by node and edge id."""
     rows = await session.execute(
-        select(WorkflowVersion.number, WorkflowVersion.graph).where(
-            WorkflowVersion.workflow_id == workflow.id,  # type: ignore[arg-type]
-            WorkflowVersion.number.in_([from_number, to_number]),  # type: ignore[attr-defined]
+        select(col(WorkflowVersion.number), col(WorkflowVersion.graph)).where(
+            col(WorkflowVersion.workflow_id) == workflow.id,
+            col(WorkflowVersion.number).in_([from_number, to_number]),
         )
     )
-    graphs = dict(rows.all())
+    graphs: dict[int, Any] = dict(rows.all())
     for number in (from_number, to_number):
         if number not in graphs:
             raise NotFound(f"Version {number}")

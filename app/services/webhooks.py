@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.engine.executor import NewRun
@@ -59,7 +60,7 @@ class WebhookUpdate:
 async def get_webhook(session: AsyncSession, *, workflow_id: uuid.UUID) -> Webhook | None:
     """The webhook of a workflow the caller has already been allowed to see."""
     return (
-        await session.execute(select(Webhook).where(Webhook.workflow_id == workflow_id))  # type: ignore[arg-type]
+        await session.execute(select(Webhook).where(col(Webhook.workflow_id) == workflow_id))
     ).scalar_one_or_none()
 
 
@@ -98,7 +99,7 @@ async def update_webhook(
     hook = (
         await session.execute(
             select(Webhook)
-            .where(Webhook.workflow_id == workflow.id)  # type: ignore[arg-type]
+            .where(col(Webhook.workflow_id) == workflow.id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -120,7 +121,7 @@ async def update_webhook(
         # Off means no secret: turning signing on again makes (and shows) a new one.
         hook.signing_key_id = hook.signing_nonce = hook.signing_ciphertext = None
     hook.require_signature = signing
-    hook.updated_at = await session.scalar(select(func.clock_timestamp()))  # type: ignore[assignment]
+    hook.updated_at = (await session.execute(select(func.clock_timestamp()))).scalar_one()
     await session.flush()
     return WebhookUpdate(webhook=hook, signing_secret=signing_secret)
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
@@ -33,7 +34,7 @@ async def get_workflow(
     for_update: bool = False,
 ) -> Workflow:
     """A workflow the caller may act on with ``role``; NotFound outside their workspaces."""
-    query = select(Workflow).where(Workflow.id == workflow_id)  # type: ignore[arg-type]
+    query = select(Workflow).where(col(Workflow.id) == workflow_id)
     if for_update:
         query = query.with_for_update()
     workflow = (
@@ -58,7 +59,7 @@ def _search_filter(search: str | None) -> Any:
     if not storable(search):
         # No stored name can contain NUL or a lone surrogate: nothing matches.
         return false()
-    return Workflow.name.ilike(f"%{like_escape(search)}%", escape="\\")  # type: ignore[attr-defined]
+    return col(Workflow.name).ilike(f"%{like_escape(search)}%", escape="\\")
 
 
 async def list_workflows(
@@ -75,8 +76,8 @@ async def list_workflows(
     check_page_size(first)
     query = (
         select(Workflow)
-        .where(Workflow.workspace_id == workspace_id)  # type: ignore[arg-type]
-        .order_by(Workflow.updated_at.desc(), Workflow.id.desc())  # type: ignore[attr-defined]
+        .where(col(Workflow.workspace_id) == workspace_id)
+        .order_by(col(Workflow.updated_at).desc(), col(Workflow.id).desc())
         .limit(first + 1)
     )
     condition = _search_filter(search)
@@ -88,9 +89,7 @@ async def list_workflows(
             key = (datetime.fromisoformat(str(updated_at)), uuid.UUID(str(last_id)))
         except ValueError as error:
             raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error
-        query = query.where(
-            func.row(Workflow.updated_at, Workflow.id) < func.row(*key)  # type: ignore[arg-type]
-        )
+        query = query.where(func.row(col(Workflow.updated_at), col(Workflow.id)) < func.row(*key))
     rows = list((await session.execute(query)).scalars())
     return make_page(rows, first, lambda w: [w.updated_at.isoformat(), str(w.id)])
 
@@ -99,7 +98,9 @@ async def count_workflows(
     session: AsyncSession, *, workspace_id: uuid.UUID, search: str | None
 ) -> int:
     """How many workflows a workspace has (matching ``search``)."""
-    query = select(func.count()).select_from(Workflow).where(Workflow.workspace_id == workspace_id)  # type: ignore[arg-type]
+    query = (
+        select(func.count()).select_from(Workflow).where(col(Workflow.workspace_id) == workspace_id)
+    )
     condition = _search_filter(search)
     if condition is not None:
         query = query.where(condition)
@@ -222,14 +223,14 @@ async def _bump_version(
     session: AsyncSession, workflow: Workflow, base_version: int | None, changes: dict[str, Any]
 ) -> int:
     """Advance current_version by one; the row lock makes racing saves queue, then conflict."""
-    condition = Workflow.id == workflow.id
+    condition = col(Workflow.id) == workflow.id
     if base_version is not None:
-        condition = condition & (Workflow.current_version == base_version)  # type: ignore[assignment]
+        condition = condition & (col(Workflow.current_version) == base_version)
     statement = (
         update(Workflow)
-        .where(condition)  # type: ignore[arg-type]
-        .values(current_version=Workflow.current_version + 1, updated_at=func.now(), **changes)
-        .returning(Workflow.current_version, Workflow.updated_at)
+        .where(condition)
+        .values(current_version=col(Workflow.current_version) + 1, updated_at=func.now(), **changes)
+        .returning(col(Workflow.current_version), col(Workflow.updated_at))
     )
     try:
         async with session.begin_nested():
@@ -240,7 +241,7 @@ async def _bump_version(
         raise
     if row is None:
         current = await session.scalar(
-            select(Workflow.current_version).where(Workflow.id == workflow.id)  # type: ignore[arg-type]
+            select(col(Workflow.current_version)).where(col(Workflow.id) == workflow.id)
         )
         raise InputErrors.single(
             ("input", "baseVersion"),
@@ -268,9 +269,9 @@ async def rollback_workflow(
         session, principal=principal, workflow_id=workflow_id, role=Role.EDITOR
     )
     graph = await session.scalar(
-        select(WorkflowVersion.graph).where(
-            WorkflowVersion.workflow_id == workflow.id,  # type: ignore[arg-type]
-            WorkflowVersion.number == to_version,  # type: ignore[arg-type]
+        select(col(WorkflowVersion.graph)).where(
+            col(WorkflowVersion.workflow_id) == workflow.id,
+            col(WorkflowVersion.number) == to_version,
         )
     )
     if graph is None:
@@ -299,7 +300,7 @@ async def delete_workflow(
     workflow = await get_workflow(
         session, principal=principal, workflow_id=workflow_id, role=Role.OWNER
     )
-    await session.execute(delete(Workflow).where(Workflow.id == workflow.id))  # type: ignore[arg-type]
+    await session.execute(delete(Workflow).where(col(Workflow.id) == workflow.id))
     return workflow.id
 
 
@@ -322,7 +323,7 @@ async def set_template(
             raise InputErrors(errors)
     await session.execute(
         update(Workflow)
-        .where(Workflow.id == workflow.id)  # type: ignore[arg-type]
+        .where(col(Workflow.id) == workflow.id)
         .values(is_template=is_template, template_category=clean if is_template else None)
     )
     workflow.is_template = is_template

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
@@ -56,16 +57,16 @@ async def set_member(
     user = await get_or_create_user(session, email=clean)
     # Lock the workspace's memberships so two demotions cannot both pass the last-owner check.
     await session.execute(
-        select(Workspace.id).where(Workspace.id == workspace_id).with_for_update()  # type: ignore[arg-type]
+        select(col(Workspace.id)).where(col(Workspace.id) == workspace_id).with_for_update()
     )
     if role is not Role.OWNER:
         owners = await session.scalar(
             select(func.count())
             .select_from(Membership)
             .where(
-                Membership.workspace_id == workspace_id,  # type: ignore[arg-type]
-                Membership.role == Role.OWNER,  # type: ignore[arg-type]
-                Membership.user_id != user.id,  # type: ignore[arg-type]
+                col(Membership.workspace_id) == workspace_id,
+                col(Membership.role) == Role.OWNER,
+                col(Membership.user_id) != user.id,
             )
         )
         if owners == 0:
@@ -82,14 +83,14 @@ async def set_member(
         insert(Membership)
         .values(workspace_id=workspace_id, user_id=user.id, role=role.value)
         .on_conflict_do_update(
-            index_elements=[Membership.workspace_id, Membership.user_id],
+            index_elements=[col(Membership.workspace_id), col(Membership.user_id)],
             set_={"role": role.value},
         )
     )
     membership = (
         await session.execute(
             select(Membership)
-            .where(Membership.workspace_id == workspace_id, Membership.user_id == user.id)  # type: ignore[arg-type]
+            .where(col(Membership.workspace_id) == workspace_id, col(Membership.user_id) == user.id)
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
@@ -102,7 +103,7 @@ async def list_memberships(session: AsyncSession, *, user_id: uuid.UUID) -> list
     """Every membership of a user, oldest first."""
     rows = await session.execute(
         select(Membership)
-        .where(Membership.user_id == user_id)  # type: ignore[arg-type]
-        .order_by(Membership.created_at, Membership.workspace_id)
+        .where(col(Membership.user_id) == user_id)
+        .order_by(col(Membership.created_at), col(Membership.workspace_id))
     )
     return list(rows.scalars())
