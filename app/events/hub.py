@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 
@@ -54,6 +55,9 @@ class WorkflowWaiter(RunWaiter):
         changed = list(self.runs)
         self.runs.clear()
         return changed
+
+
+_Waiter = TypeVar("_Waiter", bound=RunWaiter)
 
 
 class EventHub:
@@ -102,7 +106,7 @@ class EventHub:
             self._discard(self._workflows, workflow_id, waiter)
 
     @staticmethod
-    def _discard(table: dict[uuid.UUID, set], key: uuid.UUID, waiter: RunWaiter) -> None:
+    def _discard(table: dict[uuid.UUID, set[_Waiter]], key: uuid.UUID, waiter: _Waiter) -> None:
         waiters = table.get(key)
         if waiters is not None:
             waiters.discard(waiter)

@@ -30,7 +30,8 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
     """The psycopg connection under a session, so a job is deferred in its transaction."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    driver: psycopg.AsyncConnection[Any] = raw.driver_connection
+    driver: psycopg.AsyncConnection[Any] | None = raw.driver_connection
+    assert driver is not None  # None only for a connection the pool invalidated or closed
     return driver
 
 

@@ -46,6 +46,8 @@ async def recover_stalled(worker: WorkerContext) -> int:
         seconds_since_heartbeat=worker.settings.worker_stalled_seconds
     )
     for job in stalled:
+        if job.id is None:  # only a job not yet deferred has none; these come from the table
+            continue
         try:
             await manager.finish_job_by_id_async(
                 job_id=job.id, status=procrastinate.jobs.Status.FAILED, delete_job=False
