@@ -17,10 +17,11 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.settings import Settings
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -141,7 +142,7 @@ class Keyring:
             self._set(parse_keys(self.path.read_text(), source=str(self.path)))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Keyring:
+    def from_settings(cls, settings: Settings) -> Keyring:
         """FLOWDECK_SECRET_KEY; else, in development or embedded, the data directory's key file."""
         if settings.secret_key is not None:
             return cls(

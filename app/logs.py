@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import structlog
@@ -20,16 +20,16 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
-def bind_request_id(request_id: str) -> object:
+def bind_request_id(request_id: str) -> Token[str | None]:
     """Make ``request_id`` current; returns a token for ``reset_request_id``."""
     structlog.contextvars.bind_contextvars(request_id=request_id)
     return _request_id.set(request_id)
 
 
-def reset_request_id(token: object) -> None:
+def reset_request_id(token: Token[str | None]) -> None:
     """Forget the current request id."""
     structlog.contextvars.unbind_contextvars("request_id")
-    _request_id.reset(token)  # type: ignore[arg-type]
+    _request_id.reset(token)
 
 
 # PostgreSQL's DETAIL line quotes the row or key behind an error ("Key (token)=(…) already

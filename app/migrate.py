@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from alembic import command
 from alembic.config import Config
@@ -42,7 +43,8 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
         if not exists:
             return None
-        return await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        revision: str | None = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        return revision
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
@@ -55,7 +57,7 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
     await _run(engine, lambda config, conn: command.downgrade(config, revision))
 
 
-async def _run(engine: AsyncEngine, action: object) -> None:
+async def _run(engine: AsyncEngine, action: Callable[[Config, Connection], None]) -> None:
     async with engine.connect() as conn:
         # A session-level lock: held across Alembic's own transactions, released on close.
         await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
@@ -65,7 +67,7 @@ async def _run(engine: AsyncEngine, action: object) -> None:
             def apply(sync_conn: Connection) -> None:
                 config = alembic_config()
                 config.attributes["connection"] = sync_conn
-                action(config, sync_conn)  # type: ignore[operator]
+                action(config, sync_conn)
 
             await conn.run_sync(apply)
             await conn.commit()

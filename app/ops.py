@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.migrate import current_revision, head_revision
+from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready when the database answers and its migrations are at this code's head."""
-    runtime = request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
     head = head_revision()
     try:
         current = await current_revision(runtime.engine)

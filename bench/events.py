@@ -34,6 +34,7 @@ import httpx
 import psycopg
 from psycopg import sql
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from app.auth.principal import Principal
 from app.db import create_engine, session_factory, with_database
@@ -92,7 +93,7 @@ def percentile(samples: list[float], p: float) -> float:
 
 
 async def _token(url: str) -> tuple[str, str]:
-    settings = Settings(database_url=url, env="production")  # type: ignore[arg-type]
+    settings = Settings(database_url=url, env="production")
     engine = create_engine(url, settings)
     try:
         await migrate(engine)
@@ -118,7 +119,7 @@ async def _one_run(
     run_id = body["data"]["workflowExecute"]["run"]["id"]
     latencies: list[float] = []
     total = 0
-    async with connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         subscribe = {

@@ -69,11 +69,11 @@ def server_url(data: Path) -> str:
 
 async def run(url: str, count: int) -> list[tuple[Result, Result | None]]:
     """Every scenario and its floor."""
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=url,  # type: ignore[arg-type]
+    settings = Settings(
+        database_url=url,
         env="production",
         log_json=True,
-        secret_key=generate_key(),  # type: ignore[arg-type]
+        secret_key=generate_key(),
     )
     engine = create_engine(url, settings)
     await migrate(engine)
