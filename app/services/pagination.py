@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -53,7 +53,7 @@ def check_page_size(first: int) -> int:
     return first
 
 
-def make_page(rows: list[T], first: int, key: Any) -> Page[T]:
+def make_page(rows: list[T], first: int, key: Callable[[T], Sequence[Any]]) -> Page[T]:
     """Cut the ``first + 1`` fetched rows into a page and compute its cursors."""
     items = rows[:first]
     return Page(
