@@ -103,10 +103,10 @@ class ServerProcess:
                 if httpx.get(self.base_url + path, timeout=2).status_code == 200:
                     return
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.process.args} exited with {self.process.returncode}")
+                raise RuntimeError(f"{self.process.args!r} exited with {self.process.returncode}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"{self.process.args} did not become ready")
+                raise RuntimeError(f"{self.process.args!r} did not become ready")
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -386,7 +386,7 @@ UTILITY = ("BEGIN", "COMMIT", "ROLLBACK", "SET ", "RESET", "DEALLOCATE", "DISCAR
 
 
 def statements_per_request(
-    database_url: str, send: Callable[[], None], *, requests: int = 50
+    database_url: str, send: Callable[[], object], *, requests: int = 50
 ) -> StatementCount | None:
     """Statements the database ran per ``send()``; None without pg_stat_statements."""
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -126,7 +126,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await pool.open(wait=True)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await pool.close()  # type: ignore[union-attr]
+                assert pool is not None
+                await pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["raw_path"] == b"/healthz":

@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class RunMeasurement:
 class Meter:
     """CPU of named process trees and of the database's backends, sampled from /proc."""
 
-    def __init__(self, roles: dict[str, Sequence[int]], database_url: str) -> None:
+    def __init__(self, roles: Mapping[str, Sequence[int]], database_url: str) -> None:
         self.roles = roles
         self.database_url = database_url
         self.tallies = {role: _Tally() for role in [*roles, "postgres"]}
@@ -150,7 +150,7 @@ class Meter:
 def measure_runs(
     name: str,
     targets: Sequence[tuple[str, Load]],
-    roles: dict[str, Sequence[int]],
+    roles: Mapping[str, Sequence[int]],
     database_url: str,
     *,
     concurrency: int,
@@ -236,7 +236,8 @@ class System:
         )
         body: dict[str, Any] = response.json()
         assert "errors" not in body, body
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     def workspace_id(self) -> str:
         """The bench workspace's id."""
