@@ -7,10 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, Enum, Integer, PrimaryKeyConstraint, String, Text
+from sqlalchemy import Column, Enum, Index, Integer, PrimaryKeyConstraint, String, Text, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import foreign_key, jsonb, timestamp
+from app.models.base import copied_key, foreign_key, jsonb, timestamp
 from app.models.run import RunStatus, StepStatus
 
 
@@ -43,12 +43,21 @@ class RunEvent(SQLModel, table=True):
     """One event of a run; append-only, ``seq`` increasing by one per run."""
 
     __tablename__ = "run_events"
-    __table_args__ = (PrimaryKeyConstraint("run_id", "seq"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("run_id", "seq"),
+        # A workflow's run list catching up after a missed wake-up: its run-level events.
+        Index(
+            "ix_run_events_workflow_id_at",
+            "workflow_id",
+            "at",
+            postgresql_where=text("run_status IS NOT NULL"),
+        ),
+    )
 
     run_id: uuid.UUID = foreign_key("runs.id", ondelete="CASCADE")
     seq: int = Field(sa_column=Column(Integer, nullable=False))
-    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)
-    workflow_id: uuid.UUID = foreign_key("workflows.id", ondelete="CASCADE", index=True)
+    workspace_id: uuid.UUID = copied_key()
+    workflow_id: uuid.UUID = copied_key()
     type: RunEventType = Field(sa_column=Column(_enum(RunEventType, 32), nullable=False))
     at: datetime = timestamp()
     run_status: RunStatus | None = Field(default=None, sa_column=Column(_enum(RunStatus, 16)))

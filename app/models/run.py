@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from app.models.base import foreign_key, jsonb, timestamp, uuid_pk
+from app.models.base import copied_key, foreign_key, jsonb, timestamp, uuid_pk
 
 
 class RunStatus(StrEnum):
@@ -124,7 +124,7 @@ class RunStep(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("run_id", "node_id"),)
 
     id: uuid.UUID = uuid_pk()
-    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)
+    workspace_id: uuid.UUID = copied_key()
     run_id: uuid.UUID = foreign_key("runs.id", ondelete="CASCADE")
     node_id: str = Field(sa_column=Column(String(200), nullable=False))
     node_type: str = Field(sa_column=Column(String(200), nullable=False))
