@@ -12,7 +12,7 @@ from app.db import create_pool, libpq_url, session_factory
 from app.events.hub import EventHub
 from app.keyring import Keyring
 from app.services.graphs import GraphPolicy
-from app.services.secrets import secrets_source
+from app.services.secrets import WorkspaceSecrets
 from app.settings import Settings
 from app.worker.context import WorkerContext
 from app.worker.inline import InlineRuns
@@ -42,7 +42,7 @@ class Runtime(WorkerContext):
             queue=runs,
             runs=runs,
             jobs=runs.app,
-            secrets=secrets_source(keyring),
+            secrets=WorkspaceSecrets(keyring),
             hub=EventHub(libpq_url(url)),
             keyring=keyring,
         )

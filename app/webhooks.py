@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.engine.executor import RunEnd
-from app.engine.journal import DuplicateRun
+from app.engine.journal import DuplicateRun, StaleBirth
 from app.errors import ErrorCode, InputErrors
 from app.events import follow
 from app.keyring import DecryptError
@@ -117,17 +117,32 @@ class HooksEndpoint:
         self.limiter = RateLimiter(
             self.settings.webhook_rate_per_second, self.settings.webhook_rate_burst
         )
+        self.targets = webhook_service.DeliveryTargets()
 
     async def handle(self, request: Request) -> Response:
         """The endpoint (a bound method: Starlette passes it the request)."""
-        received = await self._receive(request)
-        if isinstance(received, Response):
-            return received
-        async with self.runtime.sessions() as session:
-            return await self._accept(session, received)
+        body = await self._read(request)
+        if isinstance(body, Response):
+            return body
+        # A target kept in memory that changed since is found out when the run is written
+        # (nothing is): then the delivery is checked again against the stored webhook.
+        for fresh in (False, True):
+            received = await self._check(request, body, fresh=fresh)
+            if isinstance(received, Response):
+                return received
+            async with self.runtime.sessions() as session:
+                answer = await self._accept(session, received)
+            if answer is not None:
+                return answer
+        return _error(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The webhook is changing; send it again.",
+            **{"Retry-After": "1"},
+        )
 
-    async def _receive(self, request: Request) -> _Received | Response:
-        """The delivery, or the answer refusing it (nothing written)."""
+    async def _read(self, request: Request) -> bytes | Response:
+        """The body, or the answer refusing the request before any lookup (nothing written)."""
         settings = self.settings
         token = request.path_params["token"]
         if not TOKEN.fullmatch(token):
@@ -150,7 +165,12 @@ class HooksEndpoint:
                 "PAYLOAD_TOO_LARGE",
                 f"The body is over {settings.webhook_max_body_bytes} bytes.",
             )
-        target = await webhook_service.find_delivery_target(self.runtime.pool, token=token)
+        return body
+
+    async def _check(self, request: Request, body: bytes, *, fresh: bool) -> _Received | Response:
+        """The delivery, or the answer refusing it (nothing written)."""
+        token = request.path_params["token"]
+        target = await self.targets.find(self.runtime.pool, token=token, fresh=fresh)
         if target is None:
             return _error(404, "NOT_FOUND", "No such webhook.")
         if target.require_signature:
@@ -187,8 +207,11 @@ class HooksEndpoint:
             return _error(500, "INTERNAL", "The webhook's signing secret is unreadable.")
         return None if problem is None else _error(401, "UNAUTHENTICATED", problem)
 
-    async def _accept(self, session: AsyncSession, received: _Received) -> Response:
-        """Start the run here when this process has room, else queue it for a worker."""
+    async def _accept(self, session: AsyncSession, received: _Received) -> Response | None:
+        """Start the run here when this process has room, else queue it for a worker.
+
+        None when the run was not written because its webhook changed meanwhile.
+        """
         runtime = self.runtime
         inline = runtime.inline
         if inline is not None and inline.has_room():
@@ -209,6 +232,9 @@ class HooksEndpoint:
             driving = inline.start_born(new, plan, queue_first=not waits)
             if driving is not None:
                 return await self._answer_driven(session, received, driving, new.id)
+        current = await self.targets.find(runtime.pool, token=received.target.token, fresh=True)
+        if current != received.target:
+            return None  # changed since it was kept: check the delivery again
         try:
             accepted = await webhook_service.deliver(
                 session,
@@ -227,7 +253,7 @@ class HooksEndpoint:
 
     async def _answer_driven(
         self, session: AsyncSession, received: _Received, driving: Driving, run_id: uuid.UUID
-    ) -> Response:
+    ) -> Response | None:
         """Answer for a run driven in this process, once it is written (2xx means durable)."""
         task, waits = driving.task, received.target.wait_for_result
         if waits:  # (the task's own failure, e.g. a repeated delivery, is read below)
@@ -248,10 +274,13 @@ class HooksEndpoint:
 
     async def _not_written(
         self, session: AsyncSession, received: _Received, task: asyncio.Task[RunEnd | None]
-    ) -> Response:
-        """The run ended without being written: a repeated delivery id, or a fault."""
+    ) -> Response | None:
+        """The run ended without being written: a repeated delivery id, its webhook changed
+        (None: check the delivery again), or a fault."""
         try:
             task.result()
+        except StaleBirth:
+            return None
         except DuplicateRun:
             assert received.delivery is not None  # only an idempotency key can be taken
             try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,11 +15,20 @@ from app.engine.plan import RunPlan
 from app.engine.redact import NO_SECRETS, Redactor
 from app.models import Run, RunStep, StepStatus
 
-# Where a driver gets a workspace's secrets (decrypted) when it claims one of its runs.
-SecretsSource = Callable[[AsyncSession, uuid.UUID], Awaitable[Mapping[str, str]]]
+
+class SecretsSource(Protocol):
+    """Where a driver gets a workspace's secrets (decrypted) when it claims one of its runs."""
+
+    async def __call__(
+        self, session: AsyncSession, workspace_id: uuid.UUID, version: int | None = None
+    ) -> Mapping[str, str]:
+        """The secrets, as of ``version`` of them when the caller knows it (else the latest)."""
+        ...
 
 
-async def no_secrets(session: AsyncSession, workspace_id: uuid.UUID) -> Mapping[str, str]:
+async def no_secrets(
+    session: AsyncSession, workspace_id: uuid.UUID, version: int | None = None
+) -> Mapping[str, str]:
     """A secrets source for processes that hold no key: every workspace has none."""
     return {}
 

@@ -75,6 +75,8 @@ class NewRun:
     id: uuid.UUID
     birth: Birth
     input: Any
+    # The version of its workspace's secrets it runs with (None: the latest).
+    secrets_version: int | None = None
 
 
 class RunDriver:
@@ -163,9 +165,11 @@ class RunDriver:
             input=new.input,
             deadline_at=None,
         )
-        return await self._start(info, plan, journal)
+        return await self._start(info, plan, journal, new.secrets_version)
 
-    async def _start(self, run: RunInfo, plan: RunPlan, journal: Journal) -> str:
+    async def _start(
+        self, run: RunInfo, plan: RunPlan, journal: Journal, secrets_version: int | None = None
+    ) -> str:
         """Claim a run known to be QUEUED (the first claim) in the journal, and drive it."""
         now = self.now()
         deadline = now + timedelta(seconds=self.settings.run_timeout_seconds)
@@ -182,7 +186,7 @@ class RunDriver:
             values={"attempt": claim.number, "started_at": now, "deadline_at": deadline},
             event=STARTED,
         )
-        await self._open_secrets(claim)
+        await self._open_secrets(claim, secrets_version)
         return await self._drive(claim, journal)
 
     # --- claiming ----------------------------------------------------------------------
@@ -218,9 +222,8 @@ class RunDriver:
         rows = await session.scalars(select(RunStep).where(col(RunStep.run_id) == run.id))
         claim = Claim(run=RunInfo.of(run), plan=plan, number=run.attempt)
         claim.steps = {row.node_id: StepState.from_row(row) for row in rows}
-        if plan.needs_secrets:
-            claim.secrets = await self.secrets(session, run.workspace_id)
-            claim.redactor = redactor_for(claim.secrets)
+        claim.secrets = await self.secrets(session, run.workspace_id)
+        claim.redactor = redactor_for(claim.secrets)
         for node in plan.order:
             state = claim.steps[node.id]
             if state.status is StepStatus.FAILED and not node.policy.continue_on_fail:
@@ -241,11 +244,11 @@ class RunDriver:
         except PlanError:
             return None
 
-    async def _open_secrets(self, claim: Claim) -> None:
-        if claim.plan.needs_secrets:
-            async with self.sessions() as session:
-                claim.secrets = await self.secrets(session, claim.run.workspace_id)
-            claim.redactor = redactor_for(claim.secrets)
+    async def _open_secrets(self, claim: Claim, version: int | None) -> None:
+        """The workspace's secrets (as of ``version`` when known), and their redactor."""
+        async with self.sessions() as session:
+            claim.secrets = await self.secrets(session, claim.run.workspace_id, version)
+        claim.redactor = redactor_for(claim.secrets)
 
     # --- driving -----------------------------------------------------------------------
 

@@ -442,18 +442,6 @@ def _fill(template: CompiledTemplate, results: Mapping[str, Any]) -> object:
     return text
 
 
-def reads_variable(compiled: CompiledConfig, name: str) -> bool:
-    """Whether any expression of a compiled config reads the variable ``name``."""
-    found: list[bool] = []
-
-    def check(item: object, _: tuple[str, ...]) -> None:
-        if isinstance(item, CompiledTemplate):
-            found.extend(name in e.variables for e in item.expressions)
-
-    _walk(compiled.compiled, check)
-    return any(found)
-
-
 async def render_config(
     compiled: CompiledConfig, env: dict[str, Any], *, skip: tuple[str, ...] = ()
 ) -> object:

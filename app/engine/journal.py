@@ -21,6 +21,7 @@ taken (``DuplicateRun``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import uuid
 from collections.abc import Sequence
@@ -66,6 +67,10 @@ class DuplicateRun(Exception):
     """A run born in memory whose idempotency key another run already holds."""
 
 
+class StaleBirth(Exception):
+    """A run born in memory whose precondition no longer held: nothing was written."""
+
+
 @dataclass(slots=True)
 class Event:
     """One event, as noted: written with the next seq of its run at the flush."""
@@ -95,6 +100,11 @@ class Birth:
     created_by_id: uuid.UUID | None
     # (node id, node type) of each step, in the graph's order.
     nodes: Sequence[tuple[str, str]]
+    # What must still hold when the run is written (a boolean SQL expression of our own,
+    # its parameters named ``p_…``), e.g. that the webhook it came through is unchanged;
+    # when it does not, nothing is written and StaleBirth is raised.
+    precondition: str = "true"
+    precondition_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Journal:
@@ -215,13 +225,16 @@ class Journal:
                 if inserting:
                     raise DuplicateRun(str(params["key"]))
                 raise LeaseLost(f"run {self.run_id} is no longer held by claim {self.fence}")
+            if row[0] is None:
+                raise StaleBirth(str(self.run_id))
             self.fence = fence
             self.flushes += 1
             self.written.set()
 
     def _statement(self) -> tuple[str, dict[str, Any], bool]:
         if self.birth is not None:
-            return INSERT_SQL, self._insert_params(self.birth), True
+            statement = _insert_sql(self.birth.precondition)
+            return statement, self._insert_params(self.birth), True
         columns = tuple(sorted(self.run_values))
         return _update_sql(columns), self._update_params(columns), False
 
@@ -312,6 +325,7 @@ class Journal:
             },
             "types": [node_type for _, node_type in birth.nodes],
             "doc": self._document(nodes),
+            **birth.precondition_params,
         }
 
 
@@ -368,7 +382,7 @@ WITH d AS (SELECT %(doc)s::jsonb AS doc), r AS (
            jsonb_array_length(d.doc -> 'events'),
            (d.doc -> 'events' -> 0 ->> 'at')::timestamptz,
            %(r_started_at)s, %(r_finished_at)s
-    FROM d
+    FROM d WHERE {precondition}
     ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workspace_id, workflow_id, last_event_seq
 ), s AS (
@@ -386,10 +400,11 @@ WITH d AS (SELECT %(doc)s::jsonb AS doc), r AS (
            v.step_status, v.attempt, v.output, v.error
     FROM r, d, {events}
 )
-SELECT r.last_event_seq, pg_notify(%(channel)s, json_build_object(
+SELECT r.last_event_seq FROM r CROSS JOIN LATERAL pg_notify(%(channel)s, json_build_object(
     'run', r.id, 'seq', r.last_event_seq, 'workflow', r.workflow_id,
-    'type', %(notify_type)s::text)::text)
-FROM r
+    'type', %(notify_type)s::text)::text) AS n
+UNION ALL  -- not written, and not for its idempotency key: the precondition failed
+SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM r) AND NOT ({precondition})
 """
 
 
@@ -400,8 +415,14 @@ def _statement(template: str, **parts: str) -> str:
     return template
 
 
-INSERT_SQL = _statement(_INSERT_TEMPLATE, steps=_STEPS, events=_EVENTS)
+_INSERT_SQL = _statement(_INSERT_TEMPLATE, steps=_STEPS, events=_EVENTS)
+INSERT_SQL = _statement(_INSERT_SQL, precondition="true")
 _UPDATE_SQL = _statement(_UPDATE_TEMPLATE, steps=_STEPS, events=_EVENTS)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(precondition: str) -> str:
+    return _statement(_INSERT_SQL, precondition=precondition)
 
 
 @functools.lru_cache(maxsize=64)

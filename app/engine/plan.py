@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.engine.expressions import CompiledConfig, compile_config, reads_variable
+from app.engine.expressions import CompiledConfig, compile_config
 from app.engine.nodes.base import NodeConfig, NodeType, get_node_type
 from app.models import StepStatus
 
@@ -54,8 +54,6 @@ class RunPlan:
 
     order: list[NodePlan]
     nodes: dict[str, NodePlan]
-    # Whether any node can see a secret: when none can, a run opens none (and redacts none).
-    needs_secrets: bool = True
 
     @property
     def refs(self) -> list[tuple[str, str]]:
@@ -108,10 +106,7 @@ def _compile(graph: Any) -> RunPlan:
         nodes[edge["target"]].incoming.append(
             EdgePlan(source=edge["source"], source_handle=edge.get("sourceHandle"))
         )
-    needs_secrets = any(
-        n.node_type.uses_secrets or reads_variable(n.compiled, "secrets") for n in order
-    )
-    return RunPlan(order=order, nodes=nodes, needs_secrets=needs_secrets)
+    return RunPlan(order=order, nodes=nodes)
 
 
 def cached_plan(version_id: uuid.UUID) -> RunPlan | None:

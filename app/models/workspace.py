@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, Enum, String
+from sqlalchemy import CheckConstraint, Column, Enum, Integer, String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import timestamp, uuid_pk
@@ -38,6 +38,11 @@ class Workspace(SQLModel, table=True):
     id: uuid.UUID = uuid_pk()
     name: str = Field(sa_column=Column(String(200), nullable=False))
     created_at: datetime = timestamp()
+    # Goes up with every change of the workspace's secrets: what a process keeps of them
+    # decrypted is keyed by it.
+    secrets_version: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
 
 
 class Membership(SQLModel, table=True):

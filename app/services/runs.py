@@ -248,6 +248,7 @@ async def born_run(
     max_input_bytes: int,
     trigger: RunTrigger,
     created_by_id: uuid.UUID | None = None,
+    precondition: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[NewRun, RunPlan]:
     """A new run of a version in memory, for a driver to start at once (nothing written).
 
@@ -277,6 +278,8 @@ async def born_run(
         created_by_id=created_by_id,
         nodes=plan.refs,
     )
+    if precondition is not None:
+        birth.precondition, birth.precondition_params = precondition
     return NewRun(id=uuid.uuid4(), birth=birth, input=input), plan
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -14,10 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.auth.principal import Principal
-from app.engine.claim import SecretsSource
 from app.errors import ErrorCode, FieldError, InputErrors
 from app.keyring import DecryptError, Keyring, KeyringError, Sealed, secret_aad, webhook_aad
-from app.models import Role, Secret, Webhook
+from app.models import Role, Secret, Webhook, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,9 @@ async def set_secret(
         )
         .returning(Secret)
     )
-    return (await session.execute(statement)).scalar_one()
+    secret = (await session.execute(statement)).scalar_one()
+    await _changed(session, workspace_id)
+    return secret
 
 
 async def delete_secret(
@@ -189,6 +191,7 @@ async def delete_secret(
         raise InputErrors.single(
             ("input", "name"), ErrorCode.NOT_FOUND, f'No secret "{name}" in this workspace.'
         )
+    await _changed(session, workspace_id)
     return deleted
 
 
@@ -216,13 +219,51 @@ async def open_secrets(
     return values
 
 
-def secrets_source(keyring: Keyring) -> SecretsSource:
-    """Where a run's driver gets its workspace's secrets: decrypted with ``keyring``."""
+class WorkspaceSecrets:
+    """The decrypted secrets of workspaces, kept per process until they change.
 
-    async def source(session: AsyncSession, workspace_id: uuid.UUID) -> Mapping[str, str]:
-        return await open_secrets(session, keyring=keyring, workspace_id=workspace_id)
+    A workspace's ``secrets_version`` goes up with every set and delete; what is kept is
+    keyed by it, so a run never sees secrets older than the version it was given (or read).
+    """
 
-    return source
+    def __init__(self, keyring: Keyring, size: int = 256) -> None:
+        self.keyring = keyring
+        self.size = size
+        self._kept: OrderedDict[uuid.UUID, tuple[int, dict[str, str]]] = OrderedDict()
+
+    async def __call__(
+        self, session: AsyncSession, workspace_id: uuid.UUID, version: int | None = None
+    ) -> Mapping[str, str]:
+        """The secrets of a workspace, as of ``version`` when given, else the latest."""
+        kept = self._kept.get(workspace_id)
+        if kept is not None and version is not None and kept[0] == version:
+            self._kept.move_to_end(workspace_id)
+            return kept[1]
+        if version is None:
+            version = await session.scalar(
+                select(col(Workspace.secrets_version)).where(col(Workspace.id) == workspace_id)
+            )
+            if kept is not None and kept[0] == version:
+                return kept[1]
+        values = await open_secrets(session, keyring=self.keyring, workspace_id=workspace_id)
+        # Read in another statement than the version: keep them only if still that version.
+        now = await session.scalar(
+            select(col(Workspace.secrets_version)).where(col(Workspace.id) == workspace_id)
+        )
+        if now is not None and now == version:
+            self._kept[workspace_id] = (now, values)
+            if len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return values
+
+
+async def _changed(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    # What every process keeps of the workspace's secrets is from now on out of date.
+    await session.execute(
+        update(Workspace)
+        .where(col(Workspace.id) == workspace_id)
+        .values(secrets_version=col(Workspace.secrets_version) + 1)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +136,7 @@ async def update_webhook(
 class Delivery:
     """An enabled webhook found by its URL id, with what a delivery needs of it."""
 
+    token: str
     webhook_id: uuid.UUID
     workspace_id: uuid.UUID
     workflow_id: uuid.UUID
@@ -143,12 +147,16 @@ class Delivery:
     signing_ciphertext: bytes | None
     # The version a delivery runs.
     version: int
+    # The version of its workspace's secrets (what the run is given and redacts).
+    secrets_version: int
 
 
 FIND_TARGET = """
-SELECT h.id, h.workspace_id, h.workflow_id, h.require_signature, h.wait_for_result,
-       h.signing_key_id, h.signing_nonce, h.signing_ciphertext, w.current_version
+SELECT h.token, h.id, h.workspace_id, h.workflow_id, h.require_signature, h.wait_for_result,
+       h.signing_key_id, h.signing_nonce, h.signing_ciphertext, w.current_version,
+       s.secrets_version
 FROM webhooks h JOIN workflows w ON w.id = h.workflow_id
+JOIN workspaces s ON s.id = h.workspace_id
 WHERE h.token = %s AND h.enabled
 """
 
@@ -158,6 +166,61 @@ async def find_delivery_target(pool: Pool, *, token: str) -> Delivery | None:
     async with pool.connection() as conn:
         row = await (await conn.execute(FIND_TARGET, (token,))).fetchone()
     return None if row is None else Delivery(*row)
+
+
+# A delivery's run is written only while its webhook, workflow and secrets are still as the
+# target found them: never from a disabled hook, an old signing secret or an old version, nor
+# redacted with secrets that changed since.
+STILL_TARGET = """EXISTS (
+    SELECT 1 FROM webhooks h JOIN workflows w ON w.id = h.workflow_id
+    JOIN workspaces s ON s.id = h.workspace_id
+    WHERE h.id = %(p_hook)s AND h.token = %(p_token)s AND h.enabled
+      AND h.require_signature = %(p_signed)s AND h.wait_for_result = %(p_wait)s
+      AND h.signing_nonce IS NOT DISTINCT FROM %(p_nonce)s
+      AND w.current_version = %(p_version)s AND s.secrets_version = %(p_secrets)s)"""
+
+
+def still_target(target: Delivery) -> tuple[str, dict[str, Any]]:
+    """The precondition a delivery's run is written under, and its parameters."""
+    return STILL_TARGET, {
+        "p_hook": target.webhook_id,
+        "p_token": target.token,
+        "p_signed": target.require_signature,
+        "p_wait": target.wait_for_result,
+        "p_nonce": target.signing_nonce,
+        "p_version": target.version,
+        "p_secrets": target.secrets_version,
+    }
+
+
+class DeliveryTargets:
+    """Webhook targets by URL id, kept a few seconds per process.
+
+    Safe to be stale: a run from a kept target is written only under ``still_target`` (in
+    the same statement), and a target found changed is looked up again. Unknown URL ids are
+    not kept (a stranger's guesses would fill the memory).
+    """
+
+    def __init__(self, seconds: float = 5.0, size: int = 10_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._kept: OrderedDict[str, tuple[float, Delivery]] = OrderedDict()
+
+    async def find(self, pool: Pool, *, token: str, fresh: bool = False) -> Delivery | None:
+        """The target of a URL id, from memory when it was found less than ``seconds`` ago."""
+        now = time.monotonic()
+        kept = None if fresh else self._kept.get(token)
+        if kept is not None and now - kept[0] < self.seconds:
+            return kept[1]
+        target = await find_delivery_target(pool, token=token)
+        if target is None:
+            self._kept.pop(token, None)
+            return None
+        self._kept[token] = (now, target)
+        self._kept.move_to_end(token)
+        if len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return target
 
 
 def verify_signature(
@@ -238,8 +301,9 @@ async def new_delivery_run(
     max_input_bytes: int,
 ) -> tuple[NewRun, RunPlan]:
     """A delivery's run, in memory, for a driver here to start (InputErrors: it cannot run)."""
-    return await born_run(
+    new, plan = await born_run(
         session,
+        precondition=still_target(target),
         workspace_id=target.workspace_id,
         workflow_id=target.workflow_id,
         version=target.version,
@@ -249,6 +313,7 @@ async def new_delivery_run(
         max_input_bytes=max_input_bytes,
         trigger=RunTrigger.WEBHOOK,
     )
+    return dataclasses.replace(new, secrets_version=target.secrets_version), plan
 
 
 async def earlier_delivery(

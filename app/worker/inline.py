@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.executor import NewRun, RunDriver, RunEnd
-from app.engine.journal import DuplicateRun
+from app.engine.journal import DuplicateRun, StaleBirth
 from app.engine.plan import RunPlan
 from app.models import Run
 from app.worker.context import WorkerContext
@@ -136,8 +136,8 @@ class InlineRuns:
         async def drive() -> RunEnd | None:
             try:
                 outcome = await driving
-            except DuplicateRun:
-                raise
+            except (DuplicateRun, StaleBirth):
+                raise  # never written: the caller answers for it
             except asyncio.CancelledError:
                 raise
             except Exception:  # the lease or the workers take the run from here

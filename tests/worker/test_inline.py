@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.main import create_app
+from app.services.webhooks import signature
 from app.settings import Settings
 from tests.factories import Factory
 from tests.runs import create_workflow, edge, execute, node, read_run, wait_for, wait_step
+from tests.secrets import set_secret
 from tests.servers import LocalHTTP
 
 UPDATE = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
@@ -289,3 +292,105 @@ async def test_past_its_capacity_a_process_hands_new_runs_to_the_workers(
             assert await factory.scalar("SELECT count(*) FROM procrastinate_jobs") == 1
             jobs = await factory.scalar("SELECT count(*) FROM runs WHERE job_id IS NOT NULL")
             assert jobs == 1
+
+
+SAVE = """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) {
+  workflow { currentVersion { number } } userErrors { code message } } }"""
+SIGNED = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
+  webhook { url signingSecret } userErrors { code message } } }"""
+
+
+def greeting(word: str) -> dict[str, Any]:
+    return {
+        "nodes": [
+            node("t", "trigger"),
+            node("say", "text.format", template=f"{word} {{{{ input.name }}}}"),
+            node("out", "output", value="{{ input }}"),
+        ],
+        "edges": [edge("t", "say", "out"), edge("say", "out", "out")],
+    }
+
+
+async def test_a_delivery_right_after_a_save_runs_the_new_version(here: Factory) -> None:
+    # Given a webhook whose target this process has just looked up (and kept)
+    owner = await here.owner()
+    workflow_id = await create_workflow(here, owner, greeting("Hello"))
+    path = await webhook(here, owner, workflow_id, waitForResult=True)
+    first = (await here.client.post(path, json={"name": "Ada"})).json()
+    # When the workflow is saved and a delivery comes at once
+    saved = await here.gql(
+        SAVE,
+        {"i": {"workflowId": workflow_id, "graph": greeting("Goodbye"), "baseVersion": 1}},
+        token=owner.token,
+    )
+    assert saved["data"]["workflowSave"]["userErrors"] == []
+    second = (await here.client.post(path, json={"name": "Ada"})).json()
+    # Then it runs version 2, though the kept target said 1
+    assert (first["output"], second["output"]) == ("Hello Ada", "Goodbye Ada")
+    versions = await here.scalar("SELECT json_agg(version_number ORDER BY queued_at) FROM runs")
+    assert versions == [1, 2]
+
+
+async def test_a_kept_target_never_outlives_a_disabled_hook_or_a_rotated_secret(
+    here: Factory,
+) -> None:
+    owner = await here.owner()
+    workflow_id = await create_workflow(here, owner, THREE)
+    body = await here.gql(
+        SIGNED,
+        {"i": {"workflowId": workflow_id, "enabled": True, "requireSignature": True}},
+        token=owner.token,
+    )
+    hook = body["data"]["workflowWebhookUpdate"]["webhook"]
+    path = hook["url"].removeprefix("http://flowdeck.test")
+    payload = b'{"n": 3}'
+
+    def signed(secret: str) -> dict[str, str]:
+        at = str(int(time.time()))
+        return {
+            "content-type": "application/json",
+            "x-flowdeck-timestamp": at,
+            "x-flowdeck-signature": signature(secret, at, payload),
+        }
+
+    assert (
+        await here.client.post(path, content=payload, headers=signed(hook["signingSecret"]))
+    ).status_code == 202
+    # When the signing secret is rotated, the old one is refused at once
+    rotated = await here.gql(
+        SIGNED,
+        {"i": {"workflowId": workflow_id, "enabled": True, "rotateSigningSecret": True}},
+        token=owner.token,
+    )
+    new_secret = rotated["data"]["workflowWebhookUpdate"]["webhook"]["signingSecret"]
+    old = await here.client.post(path, content=payload, headers=signed(hook["signingSecret"]))
+    assert (old.status_code, old.json()["error"]["code"]) == (401, "UNAUTHENTICATED")
+    assert (
+        await here.client.post(path, content=payload, headers=signed(new_secret))
+    ).status_code == 202
+    # And once the hook is disabled, a delivery is 404 and writes nothing
+    await here.gql(SIGNED, {"i": {"workflowId": workflow_id, "enabled": False}}, token=owner.token)
+    before = await here.snapshot()
+    gone = await here.client.post(path, content=payload, headers=signed(new_secret))
+    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "NOT_FOUND")
+    assert await here.snapshot() == before
+    assert await here.scalar("SELECT count(*) FROM runs") == 2
+
+
+async def test_a_secret_set_after_a_delivery_is_redacted_in_the_next(here: Factory) -> None:
+    owner = await here.owner()
+    graph = {
+        "nodes": [node("t", "trigger"), node("out", "output", value="{{ input }}")],
+        "edges": [edge("t", "out", "out")],
+    }
+    workflow_id = await create_workflow(here, owner, graph)
+    path = await webhook(here, owner, workflow_id, waitForResult=True)
+    before = (await here.client.post(path, json={"key": "sk-live-4242"})).json()
+
+    assert (await set_secret(here, owner, "KEY", "sk-live-4242"))["userErrors"] == []
+    after = (await here.client.post(path, json={"key": "sk-live-4242"})).json()
+
+    assert before["output"] == {"key": "sk-live-4242"}  # not a secret yet
+    assert after["output"] == {"key": "[secret:KEY]"}
+    stored = await here.scalar("SELECT output::text FROM runs ORDER BY queued_at DESC LIMIT 1")
+    assert "sk-live-4242" not in stored

@@ -194,6 +194,5 @@ NODE_TYPE = register(
         "vLLM, …) for an answer to a prompt; output its text and token usage.",
         config_model=AiGenerateConfig,
         run=run,
-        uses_secrets=True,
     )
 )

@@ -122,8 +122,6 @@ class NodeType:
     # Pure: no effect outside the run (no call, no wait), so running it again after a crash
     # is invisible and its step may be recorded together with the next write.
     pure: bool = False
-    # Reads a workspace secret by name itself (ctx.secret), not only through expressions.
-    uses_secrets: bool = False
 
     def output_handles(self, data: dict[str, Any]) -> tuple[str, ...]:
         """The output handles of a node of this type with this config."""
