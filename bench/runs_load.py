@@ -297,6 +297,18 @@ def execute_to_running(system: System, workflow_id: str, count: int = 200) -> li
     return [float(r[0]) for r in rows[10:] if r[0] is not None]
 
 
+def wal_per_run(system: System, path: str, count: int = 200) -> float:
+    """WAL bytes written per delivery run (sent one at a time, the system otherwise idle)."""
+    base = system.apis[0].base_url
+    with psycopg.connect(system.url, autocommit=True) as conn:
+        start = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        for n in range(count):
+            httpx.post(base + path, json={"n": n}, timeout=30)
+        end = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", start).fetchone()
+    assert end is not None
+    return float(end[0]) / count
+
+
 def report(rows: list[RunMeasurement], floors: dict[str, RunMeasurement]) -> str:
     """The table: runs/s, latency and CPU per run by process, beside the floor."""
     lines = [
@@ -366,6 +378,16 @@ def main() -> None:
             if counted is not None:
                 extra.append(f"statements per 3-node delivery: {counted.per_request:.1f}")
                 extra += [f"  {calls:5.1f}  {query[:110]}" for calls, query in counted.by_statement]
+            for label, path in (("3-node", three), ("10-node", ten)):
+                extra.append(f"WAL per {label} run: {wal_per_run(system, path):.0f} bytes")
+                counted = statements_per_request(
+                    url, lambda p=path: httpx.post(base + p, json={"n": 1}, timeout=30)
+                )
+                if counted is not None:
+                    extra.append(
+                        f"statements per {label} run: {counted.queries:.2f} "
+                        f"(with BEGIN/COMMIT/SET: {counted.per_request:.2f})"
+                    )
             latencies = execute_to_running(system, three_id)
             extra.append(
                 f"workflowExecute → RUNNING, idle, one at a time: p50 "
