@@ -14,6 +14,7 @@ FLOWDECK_BENCH_SECONDS sets each measurement's length (default 15).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -297,6 +298,10 @@ def execute_to_running(system: System, workflow_id: str, count: int = 200) -> li
     return [float(r[0]) for r in rows[10:] if r[0] is not None]
 
 
+def _deliver(url: str) -> None:
+    httpx.post(url, json={"n": 1}, timeout=30)
+
+
 def wal_per_run(system: System, path: str, count: int = 200) -> float:
     """WAL bytes written per delivery run (sent one at a time, the system otherwise idle)."""
     base = system.apis[0].base_url
@@ -380,9 +385,7 @@ def main() -> None:
                 extra += [f"  {calls:5.1f}  {query[:110]}" for calls, query in counted.by_statement]
             for label, path in (("3-node", three), ("10-node", ten)):
                 extra.append(f"WAL per {label} run: {wal_per_run(system, path):.0f} bytes")
-                counted = statements_per_request(
-                    url, lambda p=path: httpx.post(base + p, json={"n": 1}, timeout=30)
-                )
+                counted = statements_per_request(url, functools.partial(_deliver, base + path))
                 if counted is not None:
                     extra.append(
                         f"statements per {label} run: {counted.queries:.2f} "
