@@ -24,6 +24,7 @@ from schema.runs.queries import RunQueries
 from schema.runs.subscriptions import RunSubscriptions
 from schema.schedules.mutations import ScheduleMutations
 from schema.secrets.mutations import SecretMutations
+from schema.strings import StorableStrings
 from schema.templates.mutations import TemplateMutations
 from schema.templates.queries import TemplateQueries
 from schema.webhooks.mutations import WebhookMutations
@@ -76,6 +77,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         extensions=[
             ErrorPolicy,
             RequireSignIn,
+            StorableStrings,
             lambda: AddValidationRules(limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ParserCache(maxsize=256),

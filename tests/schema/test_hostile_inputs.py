@@ -38,6 +38,7 @@ from tests.hostile import (
     user_error,
     validation_failure,
 )
+from tests.unstorable import problem_of, unstorable
 
 # --- operations ---------------------------------------------------------------------------
 
@@ -633,13 +634,16 @@ BAD_NAMES = [
     pytest.param("\u3000\u00a0", BLANK, id="unicode-spaces"),
     pytest.param("x" * 201, TOO_LONG, id="201-chars"),
     pytest.param("x" * 1_000_000, TOO_LONG, id="1M-chars"),
-    pytest.param("a\x00b", CONTROL, id="nul"),
     pytest.param("a\x1bb", CONTROL, id="escape"),
     pytest.param("a\nb", CONTROL, id="inner-newline"),
     pytest.param("a\x7fb", CONTROL, id="delete"),
     pytest.param("a\x85b", CONTROL, id="c1-control"),
-    pytest.param("\ud800", CONTROL, id="lone-high-surrogate"),
-    pytest.param("a\udfffb", CONTROL, id="lone-low-surrogate"),
+]
+# Not storable at all: refused for every String argument before anything runs.
+UNSTORABLE_TEXTS = [
+    pytest.param("a\x00b", id="nul"),
+    pytest.param("\ud800", id="lone-high-surrogate"),
+    pytest.param("a\udfffb", id="lone-low-surrogate"),
 ]
 GOOD_NAMES = {
     "200-chars": ("x" * 200, "x" * 200),
@@ -685,6 +689,18 @@ async def test_bad_name_is_refused_everywhere_and_writes_nothing(
     assert results == {
         m: refused(m, user_error(("input", "name"), "INVALID", message)) for m in NAMED
     }
+    assert await api.state() == before
+
+
+@pytest.mark.parametrize("name", UNSTORABLE_TEXTS)
+async def test_unstorable_name_is_refused_everywhere_and_writes_nothing(api, owner, workflow, name):
+    # Given a name PostgreSQL cannot store (NUL, a lone surrogate)
+    calls = {m: named_call(m, owner, workflow, name) for m in NAMED}
+    before = await api.state()
+    # When each mutation that takes a name gets it
+    results = await send_all(api, calls, owner.token)
+    # Then each is refused before it runs, naming input.name, and nothing was written
+    assert results == {m: unstorable(m, ("input", "name"), problem_of(name)) for m in NAMED}
     assert await api.state() == before
 
 
@@ -737,12 +753,17 @@ async def test_same_name_in_another_workspace_is_fine(api, owner, workflow):
 
 BAD_TEXTS = [
     pytest.param("description", "d" * 10_001, "At most 10000 characters.", id="description-10001"),
-    pytest.param("description", "a\x00b", CONTROL, id="description-nul"),
     pytest.param("description", "a\x1b[31m", CONTROL, id="description-escape"),
-    pytest.param("description", "\ud800", CONTROL, id="description-lone-surrogate"),
+    pytest.param("description", "\x7f", CONTROL, id="description-delete"),
     pytest.param("message", "m" * 2_001, "At most 2000 characters.", id="message-2001"),
-    pytest.param("message", "a\x00b", CONTROL, id="message-nul"),
-    pytest.param("message", "\udfff", CONTROL, id="message-lone-surrogate"),
+    pytest.param("message", "a\x1bb", CONTROL, id="message-escape"),
+    pytest.param("message", "a\x85b", CONTROL, id="message-c1-control"),
+]
+UNSTORABLE_FIELD_TEXTS = [
+    pytest.param("description", "a\x00b", id="description-nul"),
+    pytest.param("description", "\ud800", id="description-lone-surrogate"),
+    pytest.param("message", "a\x00b", id="message-nul"),
+    pytest.param("message", "\udfff", id="message-lone-surrogate"),
 ]
 
 
@@ -759,6 +780,19 @@ async def test_bad_description_or_message_is_refused(api, owner, workflow, field
     assert results == {
         m: refused(m, user_error(("input", field), "INVALID", message)) for m in mutations
     }
+    assert await api.state() == before
+
+
+@pytest.mark.parametrize(("field", "value"), UNSTORABLE_FIELD_TEXTS)
+async def test_unstorable_description_or_message_is_refused(api, owner, workflow, field, value):
+    mutations = ["workflowSave"] if field == "message" else ["workflowCreate", "workflowSave"]
+    calls = {}
+    for mutation in mutations:
+        query, variables = call(mutation, owner.workspace_id, workflow)
+        calls[mutation] = (query, {"input": {**variables["input"], field: value}})
+    before = await api.state()
+    results = await send_all(api, calls, owner.token)
+    assert results == {m: unstorable(m, ("input", field), problem_of(value)) for m in mutations}
     assert await api.state() == before
 
 
@@ -787,7 +821,7 @@ async def test_longest_description_and_message_with_newlines_and_sql_are_saved_e
 
 
 async def test_every_problem_of_a_save_is_reported_at_once(api, owner, workflow):
-    fields = {"workflowId": workflow, "baseVersion": 1, "name": " ", "message": "\x00"}
+    fields = {"workflowId": workflow, "baseVersion": 1, "name": " ", "message": "\x1b"}
     variables_json = with_raw_graph(
         {"input": {**fields, "description": "d" * 10_001}}, one_value("NaN")
     )
@@ -808,21 +842,30 @@ async def test_bad_template_category_is_refused(api, owner, workflow):
         "empty": ("", BLANK),
         "blank": (" \t ", BLANK),
         "101-chars": ("c" * 101, "At most 100 characters."),
-        "nul": ("a\x00", CONTROL),
-        "lone-surrogate": ("\ud800", CONTROL),
+        "escape": ("a\x1b", CONTROL),
     }
+    unstorable_categories = {"nul": "a\x00", "lone-surrogate": "\ud800"}
     calls = {
         label: (
             SET_TEMPLATE,
             {"input": {"workflowId": workflow, "isTemplate": True, "category": c}},
         )
-        for label, (c, _) in categories.items()
+        for label, c in {
+            **{label: c for label, (c, _) in categories.items()},
+            **unstorable_categories,
+        }.items()
     }
     before = await api.state()
     results = await send_all(api, calls, owner.token)
     assert results == {
-        label: refused("workflowSetTemplate", user_error(("input", "category"), "INVALID", m))
-        for label, (_, m) in categories.items()
+        **{
+            label: refused("workflowSetTemplate", user_error(("input", "category"), "INVALID", m))
+            for label, (_, m) in categories.items()
+        },
+        **{
+            label: unstorable("workflowSetTemplate", ("input", "category"), problem_of(c))
+            for label, c in unstorable_categories.items()
+        },
     }
     assert await api.state() == before
 
@@ -1120,9 +1163,7 @@ BAD_EMAILS = {
     "two-ats": "a@@example.com",
     "inner-space": "a b@example.com",
     "empty-tld": "a@example.",
-    "nul": "a\x00@example.com",
     "control": "a\x1f@example.com",
-    "lone-surrogate": "a\ud800@example.com",
     "321-chars": "x" * 309 + "@example.com",
     "sql-injection": SQL_INJECTION,
 }
@@ -1143,6 +1184,24 @@ async def test_member_with_an_invalid_email_is_refused(api, owner):
     # Then each is INVALID on input.email, and no user or membership was written
     invalid = refused("memberSet", user_error(("input", "email"), "INVALID", BAD_EMAIL))
     assert results == dict.fromkeys(BAD_EMAILS, invalid)
+    assert await api.state() == before
+
+
+async def test_member_with_an_unstorable_email_is_refused_before_anything_runs(api, owner):
+    emails = {"nul": "a\x00@example.com", "lone-surrogate": "a\ud800@example.com"}
+    calls = {
+        label: (
+            MEMBER_SET,
+            {"input": {"workspaceId": owner.workspace_id, "email": e, "role": "VIEWER"}},
+        )
+        for label, e in emails.items()
+    }
+    before = await api.state()
+    results = await send_all(api, calls, owner.token)
+    assert results == {
+        label: unstorable("memberSet", ("input", "email"), problem_of(e))
+        for label, e in emails.items()
+    }
     assert await api.state() == before
 
 
@@ -1282,8 +1341,6 @@ CURSORS = {
         "empty": "",
         "501-chars": "c" * 501,
         "non-ascii": "\u00e9",
-        "lone-surrogate": "\ud800",
-        "nul": "a\x00b",
         "object": cursor({}),
         "null": cursor(None),
         "one-key": cursor([1]),
@@ -1319,6 +1376,28 @@ async def test_cursor_the_api_did_not_issue_is_bad_input(api, owner, workflow, w
     results = await send_all(api, calls, owner.token)
     # Then each is an INVALID `after`
     assert results == dict.fromkeys(CURSORS[which], list_error(which, "after", INVALID_CURSOR))
+
+
+async def test_unstorable_cursor_or_search_is_refused_before_anything_runs(api, owner, workflow):
+    # Given text no cursor or name can hold: a NUL, a lone surrogate
+    calls = {
+        ("after", text): list_call("workflows", owner, workflow, first=10, after=text)
+        for text in ("a\x00b", "\ud800")
+    }
+    calls |= {
+        ("search", text): (
+            WORKFLOW_LIST,
+            {"id": owner.workspace_id, "first": 10, "search": text},
+        )
+        for text in ("a\x00b", "\ud800")
+    }
+    # When each is used
+    results = await send_all(api, calls, owner.token)
+    # Then each is one BAD_USER_INPUT error naming the argument, and no data
+    assert results == {
+        (argument, text): unstorable("workflows", (argument,), problem_of(text))
+        for argument, text in calls
+    }
 
 
 async def test_workflow_pages_follow_their_cursors(api, owner):
@@ -1374,9 +1453,6 @@ SEARCHES = {
     "SNAKE": ["snake_case", "snakeXcase"],
     "%_\\": [],
     "s" * 200: [],
-    # No name can contain NUL or a lone surrogate, so nothing matches them.
-    "a\x00b": [],
-    "\ud800": [],
     "": SEARCH_NAMES,
 }
 

@@ -140,7 +140,7 @@ FIVE_FIELDS = "A cron expression has 5 fields (minute hour day-of-month month da
         ("0 0 30 2 *", "This expression never fires."),
         ("0 0 31 4,6 *", "This expression never fires."),
         ("0 " * 100 + "0", "At most 200 characters."),
-        ("0 9 * * *\x00", "Only printable ASCII characters, spaces and tabs."),
+        ("0 9 * * *\x7f", "Only printable ASCII characters, spaces and tabs."),
         ("0 9 * * \uff2dON", "Only printable ASCII characters, spaces and tabs."),
     ],
     ids=[
@@ -154,7 +154,7 @@ FIVE_FIELDS = "A cron expression has 5 fields (minute hour day-of-month month da
         "feb-30",
         "31st-of-30-day-months",
         "201-chars",
-        "nul",
+        "delete",
         "fullwidth",
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from tests.factories import Account, Factory, gid
 from tests.hostile import nothing_written, user_error
 from tests.runs import create_workflow, execute
 from tests.schedules import GRAPH, LEAP_MONDAY
+from tests.unstorable import NUL, SURROGATE, unstorable, without_locations
 
 UPDATE = """
 mutation($i: WorkflowScheduleUpdateInput!) {
@@ -123,7 +125,7 @@ NEVER = "This expression never fires."
         ("0 9 * * \u0661", BAD_CHARACTERS),
         ("0\x0b9 * * *", BAD_CHARACTERS),
         ("0\n9 * * *", BAD_CHARACTERS),
-        ("\x00" * 200, BAD_CHARACTERS),
+        ("\x01" * 200, BAD_CHARACTERS),
         ("🙂" * 201, "At most 200 characters."),
         ("*" * 10_000, "At most 200 characters."),
     ],
@@ -143,7 +145,7 @@ NEVER = "This expression never fires."
         "arabic-digit",
         "vertical-tab",
         "newline",
-        "200-nuls",
+        "200-controls",
         "201-emoji",
         "10k",
     ],
@@ -173,7 +175,7 @@ async def test_a_hostile_cron_is_refused_and_nothing_changes(
         "/etc/localtime",
         "Etc/GMT+14",
         "UTC ",
-        "Europe/Berlin\x00",
+        "Europe/Berlin\x01",
         "posixrules",
         "right/UTC",
         "posix/UTC",
@@ -204,6 +206,41 @@ async def test_an_invalid_or_hostile_timezone_is_refused_and_nothing_changes(
             }
         }
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("cron", "\x00" * 200, NUL),
+        ("cron", "0 9 * * *\ud800", SURROGATE),
+        ("timezone", "Europe/Berlin\x00", NUL),
+        ("timezone", "\udfff", SURROGATE),
+    ],
+    ids=["200-nuls", "cron-surrogate", "timezone-nul", "timezone-surrogate"],
+)
+async def test_an_unstorable_cron_or_timezone_is_refused_before_anything_runs(
+    factory: Factory,
+    owner: Account,
+    workflow_id: str,
+    daily_at_nine: None,
+    field: str,
+    value: str,
+    problem: str,
+) -> None:
+    fields = {"cron": "0 9 * * *", "timezone": "UTC", "enabled": False, field: value}
+    async with nothing_written(factory):
+        # json.dumps escapes NUL and lone surrogates as \u escapes (httpx's json= cannot).
+        response = await factory.client.post(
+            "/graphql",
+            content=json.dumps(
+                {"query": UPDATE, "variables": {"i": {"workflowId": workflow_id, **fields}}}
+            ),
+            headers={"authorization": f"Bearer {owner.token}", "content-type": "application/json"},
+        )
+
+    assert without_locations(response.json()) == unstorable(
+        "workflowScheduleUpdate", ("input", field), problem
+    )
 
 
 INVALID = "Variable '$i' has invalid value at ."

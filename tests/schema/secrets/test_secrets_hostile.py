@@ -44,6 +44,7 @@ from tests.secrets import (
     set_secret,
 )
 from tests.servers import LocalHTTP
+from tests.unstorable import problem_of, unstorable, without_locations
 
 
 def encodings(value: str) -> dict[str, str]:
@@ -484,9 +485,6 @@ async def test_a_value_of_the_wrong_type_is_refused_and_writes_nothing(
         pytest.param(
             "KEY", "\n\t \r\n", "value", "A secret's value cannot be only whitespace", id="ws"
         ),
-        pytest.param(
-            "KEY", "abcd\ud800", "value", "A secret's value cannot contain NUL", id="surrogate"
-        ),
     ],
 )
 async def test_lookalike_and_unusable_names_and_blank_values_are_refused(
@@ -500,6 +498,26 @@ async def test_lookalike_and_unusable_names_and_blank_values_are_refused(
     [error] = payload["userErrors"]
     assert (error["field"], error["code"]) == (["input", field], "INVALID")
     assert error["message"].startswith(message), error["message"]
+    assert await factory.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        pytest.param("KEY", "abcd\ud800", "value", id="surrogate-value"),
+        pytest.param("KEY", "abcd\u0000", "value", id="nul-value"),
+        pytest.param("K\udfffEY", "abcd", "name", id="surrogate-name"),
+        pytest.param("\u0000", "abcd", "name", id="nul-name"),
+    ],
+)
+async def test_unstorable_names_and_values_are_refused_before_anything_runs(
+    factory: Factory, name: str, value: str, field: str
+) -> None:
+    owner = await factory.owner()
+    before = await factory.snapshot()
+    body = await raw_set(factory, owner, json.dumps(value), json.dumps(name))
+    text = name if field == "name" else value
+    assert without_locations(body) == unstorable("secretSet", ("input", field), problem_of(text))
     assert await factory.snapshot() == before
 
 
