@@ -5,7 +5,8 @@ shape (404), the per-webhook rate (429), the body size (413), the webhook (404 w
 unknown or disabled), the signature and its timestamp (401), the media type (415), the
 JSON (400), the delivery id (400). A 202 is sent only after the run, its steps and its job
 are committed: a 2xx means the run is durable. A repeated delivery id answers with the
-first delivery's run. With ``waitForResult`` the answer waits (at most
+first delivery's run; so does a signed delivery without one replayed as it was (its id is
+then the digest of what its signature covers). With ``waitForResult`` the answer waits (at most
 ``FLOWDECK_WEBHOOK_WAIT_SECONDS``) for the run to end and carries its output.
 """
 
@@ -184,6 +185,11 @@ class HooksEndpoint:
             delivery = webhook_service.delivery_id(request.headers)
         except InputErrors as error:
             return _error(400, "BAD_REQUEST", str(error))
+        if delivery is None and target.require_signature:
+            # Without an id, a signed delivery is known by its signed message: replayed within
+            # the window as it was, it answers with the first delivery's run.
+            timestamp = request.headers["x-flowdeck-timestamp"]
+            delivery = webhook_service.signed_delivery_id(timestamp, body)
         return _Received(target=target, input=parsed, delivery=delivery)
 
     def _check_signature(

@@ -277,6 +277,12 @@ def delivery_id(headers: Mapping[str, str]) -> str | None:
     return found
 
 
+def signed_delivery_id(timestamp: str, body: bytes) -> str:
+    """The delivery id of a signed delivery sent without one: the digest of what its signature
+    covers ("<timestamp>.<body>"), so a replay of it, as it was, is a repeat of it."""
+    return "signed:" + hashlib.sha256(timestamp.encode() + b"." + body).hexdigest()
+
+
 def idempotency_key(delivery: str | None) -> str | None:
     """The run idempotency key of a delivery id."""
     return None if delivery is None else f"webhook:{delivery}"

@@ -115,6 +115,66 @@ async def test_a_repeated_delivery_id_starts_one_run(
     assert other.json()["runId"] != first.json()["runId"]
 
 
+async def test_a_replayed_signed_delivery_without_a_delivery_id_starts_one_run(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    # Given a signing webhook and one signed delivery that carries no delivery id
+    _owner, _workflow_id, hook = await hooked_workflow(factory, GREETING, requireSignature=True)
+    path = path_of(hook["url"])
+    body = b'{"name": "Ada"}'
+    headers = signed(hook["signingSecret"], body)
+    first = await client.post(path, content=body, headers=headers)
+    assert (first.status_code, first.json()["duplicate"]) == (202, False)
+    runs = await factory.scalar("SELECT count(*) FROM runs")
+    # When it is replayed within the window as it was, after it and concurrently
+    replays = [await client.post(path, content=body, headers=headers)]
+    replays += await asyncio.gather(
+        *(client.post(path, content=body, headers=headers) for _ in range(4))
+    )
+    # Then every replay answers with the first run, and no run was added
+    assert [(r.status_code, r.json()["runId"], r.json()["duplicate"]) for r in replays] == [
+        (202, first.json()["runId"], True)
+    ] * 5
+    assert await factory.scalar("SELECT count(*) FROM runs") == runs == 1
+    # ... while another body, or the same body signed at another time, is a new delivery
+    other_body = b'{"name": "Eve"}'
+    other = await client.post(
+        path, content=other_body, headers=signed(hook["signingSecret"], other_body)
+    )
+    earlier = int(headers["x-flowdeck-timestamp"]) - 1
+    resigned = await client.post(
+        path, content=body, headers=signed(hook["signingSecret"], body, at=earlier)
+    )
+    assert (other.json()["duplicate"], resigned.json()["duplicate"]) == (False, False)
+    assert await factory.scalar("SELECT count(*) FROM runs") == 3
+
+
+async def test_a_signed_delivery_id_survives_re_signing(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    # Given a signed delivery with a delivery id, re-signed for its retry (a new timestamp)
+    _owner, _workflow_id, hook = await hooked_workflow(factory, GREETING, requireSignature=True)
+    path = path_of(hook["url"])
+    body = b'{"name": "Ada"}'
+    now = int(time.time())
+    first = await client.post(
+        path,
+        content=body,
+        headers={**signed(hook["signingSecret"], body, at=now), "x-flowdeck-delivery": "evt_1"},
+    )
+    retry = await client.post(
+        path,
+        content=body,
+        headers={
+            **signed(hook["signingSecret"], body, at=now + 1),
+            "x-flowdeck-delivery": "evt_1",
+        },
+    )
+    # Then the delivery id makes it the same delivery
+    assert (retry.json()["runId"], retry.json()["duplicate"]) == (first.json()["runId"], True)
+    assert await factory.scalar("SELECT count(*) FROM runs") == 1
+
+
 async def test_refused_deliveries_write_nothing(
     factory: Factory, client: httpx.AsyncClient, settings
 ) -> None:
