@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         le=300,
         description="Longest a waitForResult webhook waits for its run before answering 202.",
     )
+    max_step_io_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest input or output of one step that is stored, in bytes of compact "
+        "JSON; longer strings and lists are cut and end with a [truncated: …] marker.",
+    )
     pdf_max_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="Largest PDF pdf.extract_text reads, in bytes."
     )

@@ -16,6 +16,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from app.engine import outbound
+from app.engine.caps import cap_output
 from app.engine.expressions import to_text
 from app.engine.nodes.base import (
     NodeConfig,
@@ -86,7 +87,8 @@ async def run(ctx: NodeContext, config: AiGenerateConfig, input: Any) -> NodeOut
     )
     if not 200 <= response.status <= 299:
         raise NodeFailure(_status_message(response, api_key))
-    return NodeOutcome(_completion_output(response, config.model))
+    # A completion of megabytes (an endpoint ignoring maxTokens) is cut to the step cap.
+    return NodeOutcome(await cap_output(_completion_output(response, config.model), ctx.settings))
 
 
 def _request_headers(ctx: NodeContext, api_key: str | None) -> dict[str, str]:

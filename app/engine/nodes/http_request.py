@@ -2,7 +2,8 @@
 
 The request goes through ``app.engine.outbound``, which refuses loopback, private, link-local
 and metadata addresses (unless configuration allows them), checks every redirect, and caps
-the response's size and time. The output is ``{status, headers, body}``; a status the node
+the response's size and time. The output is ``{status, headers, body}``, cut to the stored
+step cap (``app.engine.caps``) when larger; a status the node
 does not expect fails the step, with that output kept on the error.
 """
 
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from app.engine import outbound
+from app.engine.caps import cap_output
 from app.engine.nodes.base import (
     NodeConfig,
     NodeContext,
@@ -100,11 +102,11 @@ async def run(ctx: NodeContext, config: HttpRequestConfig, input: Any) -> NodeOu
         json=None if text_body is not None else config.body,
         follow_redirects=config.follow_redirects,
     )
-    output = {
-        "status": response.status,
-        "headers": response.headers,
-        "body": _parsed_body(response),
-    }
+    # Capped here, so the output later nodes get is the one stored (FLOWDECK_MAX_STEP_IO_BYTES).
+    output = await cap_output(
+        {"status": response.status, "headers": response.headers, "body": _parsed_body(response)},
+        ctx.settings,
+    )
     if not _is_expected(response.status, config.expect_status):
         excerpt = _excerpt(response.text())
         message = f"HTTP {response.status} from {response.host}"

@@ -28,6 +28,7 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import PyPdfError
 
 from app.engine import outbound
+from app.engine.caps import cap_output
 from app.engine.nodes.base import (
     NodeConfig,
     NodeContext,
@@ -81,7 +82,9 @@ async def run(ctx: NodeContext, config: PdfExtractTextConfig, input: Any) -> Nod
     finally:
         stop.set()  # a cancelled or timed-out step: the thread ends at the next page
     pages = [{"page": number, "text": text} for number, text in enumerate(texts, start=1)]
-    return NodeOutcome({"pages": pages, "text": "\n\n".join(texts), "pageCount": len(texts)})
+    output = {"pages": pages, "text": "\n\n".join(texts), "pageCount": len(texts)}
+    # A book's text is cut to the step cap: pages and text each keep their beginning.
+    return NodeOutcome(await cap_output(output, ctx.settings))
 
 
 async def _download(ctx: NodeContext, url: str, max_bytes: int) -> bytes:
