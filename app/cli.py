@@ -48,7 +48,7 @@ async def _migrate(settings: Settings, url: str) -> None:
     from app.db import create_engine
     from app.migrate import migrate as apply_migrations
 
-    engine = create_engine(url, settings)
+    engine = create_engine(url, settings, statement_timeout=False)
     try:
         await apply_migrations(engine)
     finally:

@@ -23,6 +23,7 @@ import psutil
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -313,33 +314,96 @@ def libpq_url(url: str) -> str:
     return "postgresql://" + async_url(url)[len("postgresql+psycopg://") :]
 
 
-def create_engine(url: str, settings: Settings) -> AsyncEngine:
-    """An async engine over psycopg 3 with the configured pool."""
+def create_engine(url: str, settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:
+    """An async engine over psycopg 3 with the configured pool and statement timeout.
+
+    ``statement_timeout=False`` is for migrations: an index build or the wait for another
+    replica's migration lock may rightly take longer than any request.
+    """
+    connect_args: dict[str, Any] = {"application_name": "flowdeck"}
+    if statement_timeout:
+        connect_args |= statement_timeout_option(settings)
     return create_async_engine(
         async_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_overflow,
+        # Waiting longer for a pooled connection than this answers 503, not a hung request.
+        pool_timeout=settings.db_pool_timeout_seconds,
         pool_pre_ping=True,
         # A failed statement's error (logged, and raised to callers) would otherwise carry
         # its parameters: secrets' ciphertext, webhook URL ids, API token hashes, run inputs.
         hide_parameters=True,
-        connect_args={"application_name": "flowdeck"},
+        connect_args=connect_args,
     )
+
+
+def statement_timeout_option(settings: Settings) -> dict[str, str]:
+    """The libpq ``options`` setting FLOWDECK_DB_STATEMENT_TIMEOUT_SECONDS (none when 0).
+
+    A connection option, so it holds for every statement of every transaction: one tenant's
+    slow statements (or lock waits) cannot hold the pool's connections for long.
+    """
+    if settings.db_statement_timeout_seconds <= 0:
+        return {}
+    milliseconds = round(settings.db_statement_timeout_seconds * 1000)
+    return {"options": f"-c statement_timeout={milliseconds}"}
 
 
 def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
     """Plain psycopg connections for the lean paths (autocommit; opened by ``open()``).
 
-    Each statement prepares itself server-side after a few uses (psycopg's default).
+    Each statement prepares itself server-side after a few uses (psycopg's default). The same
+    statement timeout and pool wait as the engine's: a wait past it is a PoolTimeout (503).
     """
     return AsyncConnectionPool(
         libpq_url(url),
         min_size=1,
         max_size=settings.db_pool_size,
-        kwargs={"autocommit": True, "application_name": "flowdeck"},
+        kwargs={"autocommit": True, "application_name": "flowdeck"}
+        | statement_timeout_option(settings),
+        timeout=settings.db_pool_timeout_seconds,
         open=False,
         name="flowdeck",
     )
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) says the database cannot serve right now.
+
+    Refused or dropped connections, a terminated backend, a shutdown, a statement timeout,
+    a serialization failure or deadlock (all psycopg OperationalErrors), an exhausted pool,
+    and a session left unusable by one of those. Such a failure is the service's, not the
+    caller's: retrying later can succeed. Programming errors are not in this set.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            psycopg.OperationalError | sa_exc.TimeoutError | sa_exc.PendingRollbackError,
+        ):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def database_error_summary(error: BaseException) -> dict[str, str]:
+    """What a log line may say about a database failure: its class and SQLSTATE, no text.
+
+    The driver's message quotes the server, host names, SQL and sometimes the values of a
+    row; the class and code are enough to tell an outage from a timeout from a deadlock.
+    """
+    original: BaseException = error
+    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
+        original = error.orig
+    summary = {"error_class": type(original).__name__}
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        summary["sqlstate"] = sqlstate
+    return summary
 
 
 class SerializedSession(AsyncSession):

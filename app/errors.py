@@ -76,3 +76,12 @@ class NotFound(AccessError):
 
     def __init__(self, what: str = "Object") -> None:
         super().__init__(f"{what} not found.")
+
+
+# A database failure (outage, timeout, exhausted pool) as every client sees it: this code,
+# this message and the request id; never the driver's text. HTTP answers 503 + Retry-After.
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+UNAVAILABLE_MESSAGE = (
+    "The service cannot reach its database right now. Retry shortly; "
+    "quote the request id if it persists."
+)

@@ -41,6 +41,8 @@ from strawberry.http.typevars import Context, RootValue
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from app.errors import SERVICE_UNAVAILABLE
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 PARTIAL_SUCCESS = 294  # the spec's own status for a response with both data and errors
@@ -156,6 +158,8 @@ def result_status(result: ExecutionResult) -> int:
     errors = result.errors or []
     if not errors:
         return 200
+    if any((error.extensions or {}).get("code") == SERVICE_UNAVAILABLE for error in errors):
+        return 503  # the database failed the request: retry later (Retry-After is set)
     if result.data is not None or any(error.path for error in errors):
         return PARTIAL_SUCCESS  # execution ran: a field error, not a request error
     if any(isinstance(error, GraphQLSyntaxError) for error in errors):

@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from app.db import database_error_summary, database_unavailable
+
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
@@ -66,6 +68,44 @@ def wants_json(json: bool | None, *, production: bool) -> bool:
     return production or not sys.stderr.isatty()
 
 
+class SummarizeDatabaseFailures(logging.Filter):
+    """Make any log line at INFO or above say what a database failure was, not its text.
+
+    Libraries log an outage their own way (SQLAlchemy's pool, psycopg's pool, uvicorn, the
+    queue): a traceback or the driver's message, which quotes SQL, host names and rows. On
+    our handler such a record keeps its message and gains ``error_class`` and ``sqlstate``;
+    the exception's text and traceback stay at DEBUG only.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            return True
+        failure = record.exc_info[1] if record.exc_info else None
+        if failure is not None and database_unavailable(failure):
+            record.exc_info = None
+            record.exc_text = None
+            record.__dict__.update(database_error_summary(failure))
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, BaseException) and database_unavailable(arg) for arg in record.args
+        ):
+            record.args = tuple(_summary_text(arg) for arg in record.args)
+        return True
+
+
+def _summary_text(value: object) -> object:
+    if isinstance(value, BaseException) and database_unavailable(value):
+        return " ".join(f"{k}={v}" for k, v in database_error_summary(value).items())
+    return value
+
+
+def log_database_unavailable(
+    logger: logging.Logger, message: str, error: BaseException, **extra: Any
+) -> None:
+    """One WARNING line for a database failure (its class and SQLSTATE); its text at DEBUG."""
+    logger.warning(message, extra={**database_error_summary(error), **extra})
+    logger.debug(message, exc_info=(type(error), error, error.__traceback__), extra=extra)
+
+
 def configure_logging(
     level: str = "INFO", json: bool | None = True, *, production: bool = False
 ) -> None:
@@ -94,6 +134,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(SummarizeDatabaseFailures())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

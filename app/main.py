@@ -24,13 +24,24 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from app import graphiql
-from app.errors import Unauthenticated
+from app.db import database_unavailable
+from app.encoding import dumps
+from app.engine.nodes.base import load_catalogue
+from app.errors import SERVICE_UNAVAILABLE, Unauthenticated
 from app.graphql_http import GraphQLOverHTTP
-from app.middleware import BodySizeLimit, RequestContext
+from app.logs import current_request_id, log_database_unavailable
+from app.metrics import watch_event_loop
+from app.middleware import BodySizeLimit, RequestContext, unexpected_error_body
 from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
 from app.services.secrets import check_keyring
@@ -39,11 +50,13 @@ from app.webhooks import HooksEndpoint
 from app.worker.runner import run_worker
 from schema import build_schema
 from schema.context import Context, bearer_token
+from schema.errors import shape_error
 from schema.ids import encode_id
 
 SOCKET_USER_KEY = "flowdeck.socket_user"
 SLOW_PEER_CODE = 4408
 SLOW_PEER_REASON = "Too slow to keep up: reconnect and resume with afterSeq."
+TRY_AGAIN_LATER = 1013  # RFC 6455's registry: the server is overloaded or cannot serve now
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +102,28 @@ class SlowPeerGuard:
         return {"type": "websocket.disconnect", "code": SLOW_PEER_CODE}
 
 
+class SocketUnavailable(Exception):
+    """Raised by on_ws_connect when the database cannot sign the socket in."""
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, closing with 1013 (try again later) when sign-in cannot reach
+    the database, instead of 4403 (which says the token is bad) or a crash."""
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketUnavailable:
+            request_id = current_request_id() or ""
+            # A close reason is at most 123 bytes: the code and the request id fit.
+            reason = f"{SERVICE_UNAVAILABLE} request {request_id}"[:123]
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason=reason)
+
+
 class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
     """Strawberry's ASGI view with Flowdeck's per-request context, over HTTP as the spec says."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -129,6 +162,11 @@ class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
             principal = await context.principal()
         except Unauthenticated as error:
             raise ConnectionRejectionError({"reason": str(error)}) from error
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            log_database_unavailable(log, "database unavailable in websocket sign-in", error)
+            raise SocketUnavailable from error
         limit = self.runtime.settings.max_connections_per_user
         if self.sockets_per_user[principal.user_id] >= limit:
             raise ConnectionRejectionError({"reason": f"At most {limit} connections per user."})
@@ -169,14 +207,46 @@ class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         token = bearer_token(request.headers.get("authorization"))
-        return Context(self.runtime, request, token)
+        streaming = self._get_stream_transport_from_headers(request.headers) is not None
+        return Context(self.runtime, request, token, streaming=streaming)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.page_response()  # served from the package: no CDN
 
     def encode_json(self, data: object) -> str:
         # orjson: fast, and it splices stored graphs (orjson.Fragment) in without re-encoding.
-        return orjson.dumps(data).decode()
+        # dumps() also takes the lone surrogates an error message may quote back.
+        try:
+            return dumps(data).decode()
+        except orjson.JSONEncodeError:
+            log.error("a GraphQL response could not be encoded", exc_info=True)
+            return dumps(unexpected_error_body()).decode()
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # ErrorPolicy shapes what execution returns; an error raised around it (an extension's
+        # hook) reaches here unshaped. Shaping is idempotent.
+        if result.errors:
+            result.errors = [shape_error(error) for error in result.errors]
+        return await super().process_result(request, result)
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        answers = response_data if isinstance(response_data, list) else [response_data]
+        codes = {
+            extensions.get("code")
+            for answer in answers
+            for error in answer.get("errors") or ()
+            if isinstance(error, dict) and isinstance(extensions := error.get("extensions"), dict)
+        }
+        if SERVICE_UNAVAILABLE in codes:
+            # The database failed this request: tell clients and proxies to retry, and when.
+            response.status_code = 503
+            response.headers["retry-after"] = str(self.runtime.settings.retry_after_seconds)
+        return response
 
 
 @lru_cache(maxsize=256)
@@ -211,10 +281,14 @@ def create_app(
         async with runtime.sessions() as session:
             await check_keyring(session, keyring=runtime.keyring)
         await runtime.hub.start()
+        # Importing the node types (pypdf, CEL, jsonschema…) took 0.7-1.9 s of the first save's
+        # time on the event loop, stalling every other request: do it before serving.
+        load_catalogue()
         # Everything loaded at start-up lives as long as the process: keep it out of the
         # collector's way (full collections over it showed as 100+ ms request stalls).
         gc.collect()
         gc.freeze()
+        loop_watch = asyncio.create_task(watch_event_loop())
         async with runtime.opened():
             worker = (
                 asyncio.create_task(run_worker(runtime, install_signal_handlers=False))
@@ -228,6 +302,7 @@ def create_app(
                     worker.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await worker
+                loop_watch.cancel()
         await runtime.hub.stop()
         if own_engine:
             await engine.dispose()
@@ -248,7 +323,7 @@ def create_app(
             Route("/", _root),
         ],
         middleware=[
-            Middleware(RequestContext),
+            Middleware(RequestContext, retry_after=settings.retry_after_seconds),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         ],
         lifespan=lifespan,

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import bind_request_id, reset_request_id
+from app.db import database_unavailable
+from app.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
+from app.logs import (
+    bind_request_id,
+    current_request_id,
+    log_database_unavailable,
+    reset_request_id,
+)
 from app.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("flowdeck.http")
@@ -18,6 +27,8 @@ log = logging.getLogger("flowdeck.http")
 REQUEST_ID_HEADER = "x-request-id"
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CLEANUPS_KEY = "flowdeck.cleanups"
+STARTED_KEY = "flowdeck.response_started"
+UNEXPECTED_MESSAGE = "Unexpected error. It has been logged; quote the request id when reporting it."
 KNOWN_ROUTES = ("/graphql", "/healthz", "/readyz", "/metrics")
 
 
@@ -27,8 +38,9 @@ HOOKS_PREFIX = "/hooks/"
 class RequestContext:
     """Give each request an id (echoed in X-Request-ID), log it, time it, run its cleanups."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, retry_after: int = 5) -> None:
         self.app = app
+        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -45,6 +57,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                scope[STARTED_KEY] = True
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message = {**message, "headers": headers}
@@ -52,9 +65,14 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:  # nothing raw reaches a client, whatever raised it
+            status = await self._answer_failure(scope, send_with_id, error, status, request_id)
         finally:
             for cleanup in reversed(scope[CLEANUPS_KEY]):
-                await cleanup()
+                try:
+                    await cleanup()
+                except Exception as error:  # the answer is out: log it, keep serving
+                    _log_failure("request cleanup failed", error)
             elapsed = time.perf_counter() - started
             path = scope.get("path", "")
             route = path if path in KNOWN_ROUTES else "other"
@@ -75,6 +93,56 @@ class RequestContext:
                     },
                 )
             reset_request_id(token)
+
+    async def _answer_failure(
+        self, scope: Scope, send: Send, error: Exception, status: int, request_id: str
+    ) -> int:
+        """Answer an exception no handler caught: 503 for the database, else a masked 500."""
+        unavailable = database_unavailable(error)
+        _log_failure("unhandled error", error)
+        if scope["type"] == "websocket":
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": 1013 if unavailable else 1011})
+            return status
+        if scope.get(STARTED_KEY):
+            return status  # the response had begun: it can only be cut short
+        code, message, answer = (
+            (SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, 503)
+            if unavailable
+            else ("INTERNAL_SERVER_ERROR", UNEXPECTED_MESSAGE, 500)
+        )
+        headers = {"retry-after": str(self.retry_after)} if unavailable else None
+        path = scope.get("path", "")
+        body: dict[str, Any] = (
+            _graphql_error_body(code, message, request_id)
+            if path == "/graphql"
+            else {"error": {"code": code, "message": message, "requestId": request_id}}
+        )
+        await JSONResponse(body, status_code=answer, headers=headers)(scope, _no_body, send)
+        return answer
+
+
+def _graphql_error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
+    return {
+        "data": None,
+        "errors": [{"message": message, "extensions": {"code": code, "requestId": request_id}}],
+    }
+
+
+def unexpected_error_body() -> dict[str, Any]:
+    """A GraphQL response body saying only that something unexpected failed (logged)."""
+    return _graphql_error_body("INTERNAL_SERVER_ERROR", UNEXPECTED_MESSAGE, current_request_id())
+
+
+def _log_failure(message: str, error: Exception) -> None:
+    if database_unavailable(error):
+        log_database_unavailable(log, f"{message}: database unavailable", error)
+    else:
+        log.error(message, exc_info=(type(error), error, error.__traceback__))
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class BodySizeLimit:

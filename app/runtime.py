@@ -27,6 +27,8 @@ class Runtime(WorkerContext):
     hub: EventHub
     keyring: Keyring
     runs: ProcrastinateRunQueue
+    # The database's URL (postgresql://), for what needs a connection of its own (/readyz).
+    url: str
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine, url: str) -> Runtime:
@@ -45,6 +47,7 @@ class Runtime(WorkerContext):
             secrets=WorkspaceSecrets(keyring),
             hub=EventHub(libpq_url(url)),
             keyring=keyring,
+            url=url,
         )
 
     @property

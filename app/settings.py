@@ -60,6 +60,32 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(10, ge=1, le=200, description="Database connections per process.")
     db_pool_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load.")
+    db_pool_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Longest a request waits for a free database connection before it is "
+        "answered 503 SERVICE_UNAVAILABLE (with Retry-After).",
+    )
+    db_statement_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="PostgreSQL statement_timeout of every connection (lock waits included), "
+        "so slow statements cannot hold the pool; 0 turns it off. Migrations run without it.",
+    )
+    retry_after_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="Retry-After of a 503 answered while the database is unavailable.",
+    )
+    readiness_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="Longest /readyz waits for the database before it answers 503.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest accepted HTTP request body, in bytes."
     )

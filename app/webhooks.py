@@ -28,11 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from app.db import database_unavailable
+from app.encoding import dumps
 from app.engine.executor import RunEnd
 from app.engine.journal import DuplicateRun, StaleBirth
-from app.errors import ErrorCode, InputErrors
+from app.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, ErrorCode, InputErrors
 from app.events import follow
 from app.keyring import DecryptError
+from app.logs import current_request_id, log_database_unavailable
 from app.models import RunStatus
 from app.runtime import Runtime
 from app.services import webhooks as webhook_service
@@ -77,13 +80,14 @@ class RateLimiter:
 
 def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     WEBHOOK_REQUESTS.labels(str(status)).inc()
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
+    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    return _answer(status, {"error": {"code": code, "message": message}}, headers or None)
+    error = {"code": code, "message": message}
+    if status >= 500:
+        error["requestId"] = current_request_id() or ""
+    return _answer(status, {"error": error}, headers or None)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -122,6 +126,21 @@ class HooksEndpoint:
 
     async def handle(self, request: Request) -> Response:
         """The endpoint (a bound method: Starlette passes it the request)."""
+        try:
+            return await self._handle(request)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            # Senders retry on 503: the delivery was not accepted, nothing of it was kept.
+            log_database_unavailable(log, "webhook delivery: database unavailable", error)
+            return _error(
+                503,
+                SERVICE_UNAVAILABLE,
+                UNAVAILABLE_MESSAGE,
+                **{"Retry-After": str(self.settings.retry_after_seconds)},
+            )
+
+    async def _handle(self, request: Request) -> Response:
         body = await self._read(request)
         if isinstance(body, Response):
             return body

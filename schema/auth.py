@@ -8,6 +8,7 @@ from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 
 from app.errors import Unauthenticated
+from schema.errors import shape_error
 
 
 def introspection_only(operation: OperationDefinitionNode | None) -> bool:
@@ -43,5 +44,10 @@ class RequireSignIn(SchemaExtension):
                 execution.result = ExecutionResult(
                     data=None,
                     errors=[GraphQLError(str(error), extensions={"code": error.code})],
+                )
+            except Exception as error:  # e.g. the database is down: shaped, never its text
+                failure = GraphQLError(str(error), original_error=error)
+                execution.result = ExecutionResult(
+                    data=None, errors=[shape_error(failure, where="sign-in")]
                 )
         yield

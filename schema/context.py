@@ -48,10 +48,20 @@ _operation: ContextVar[OperationScope | None] = ContextVar("flowdeck_operation",
 class Context:
     """Everything a resolver needs, built per HTTP request (per operation on a socket)."""
 
-    def __init__(self, runtime: Runtime, connection: HTTPConnection, token: str | None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        connection: HTTPConnection,
+        token: str | None,
+        *,
+        streaming: bool = False,
+    ) -> None:
         self.runtime = runtime
         self.connection = connection
         self._token = token
+        # A socket, or an HTTP request answered as a stream (graphql-sse): it lasts as long
+        # as its subscription, so it must not hold a pooled connection meanwhile.
+        self.streaming = streaming or isinstance(connection, WebSocket)
         self._session: AsyncSession | None = None
         self._principal: Principal | None = None
         self._loaders: Loaders = build_loaders(lambda: self.session)
@@ -151,8 +161,9 @@ class Context:
         if self._principal is None:
             if not self._token:
                 raise Unauthenticated()
-            if isinstance(self.connection, WebSocket):
-                # A short session of its own: a socket must not hold one open.
+            if self.streaming:
+                # A short session of its own: a stream must not hold one open (an SSE
+                # subscription kept its sign-in transaction idle for as long as it ran).
                 async with self.runtime.sessions() as session:
                     self._principal = await authenticate(session, token=self._token)
             else:

@@ -11,8 +11,15 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from app.errors import AccessError, ErrorCode, InputErrors
-from app.logs import current_request_id
+from app.db import database_unavailable
+from app.errors import (
+    SERVICE_UNAVAILABLE,
+    UNAVAILABLE_MESSAGE,
+    AccessError,
+    ErrorCode,
+    InputErrors,
+)
+from app.logs import current_request_id, log_database_unavailable
 
 log = logging.getLogger("flowdeck.graphql")
 
@@ -48,19 +55,8 @@ def user_errors(error: InputErrors) -> list[UserError]:
 def graphql_error(error: Exception) -> GraphQLError:
     """The client's view of an error raised outside a resolver's reach (subscriptions)."""
     if isinstance(error, GraphQLError):
-        return error
-    if isinstance(error, AccessError):
-        return GraphQLError(str(error), extensions={"code": error.code})
-    request_id = current_request_id()
-    log.error(
-        "unexpected error in subscription",
-        exc_info=(type(error), error, error.__traceback__),
-        extra={"request_id": request_id},
-    )
-    return GraphQLError(
-        "Unexpected error. It has been logged; quote the request id when reporting it.",
-        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-    )
+        return shape_error(error)
+    return shape_error(GraphQLError(str(error), original_error=error), where="subscription")
 
 
 async def guarded(source: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -72,6 +68,54 @@ async def guarded(source: AsyncIterator[T]) -> AsyncIterator[T]:
         raise graphql_error(error) from error
 
 
+def shape_error(error: GraphQLError, where: str = "resolver") -> GraphQLError:
+    """Give access errors their code; mask and log database failures and anything unexpected.
+
+    Syntax and validation errors pass as they are; so does an error shaped already (it has
+    no original error), so shaping twice changes nothing.
+    """
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return error
+    if isinstance(original, AccessError):
+        return GraphQLError(
+            str(original), nodes=error.nodes, path=error.path, extensions={"code": original.code}
+        )
+    if isinstance(original, InputErrors):
+        first = original.errors[0]
+        return GraphQLError(
+            str(original),
+            nodes=error.nodes,
+            path=error.path,
+            extensions={
+                "code": "BAD_USER_INPUT",
+                "reason": first.code.value,
+                "field": list(first.field or ()),
+            },
+        )
+    request_id = current_request_id()
+    if database_unavailable(original):
+        located = {"path": error.path} if error.path else {}
+        log_database_unavailable(log, f"database unavailable in {where}", original, **located)
+        return GraphQLError(
+            UNAVAILABLE_MESSAGE,
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": SERVICE_UNAVAILABLE, "requestId": request_id},
+        )
+    log.error(
+        f"unexpected error in {where}",
+        exc_info=(type(original), original, original.__traceback__),
+        extra={"path": error.path, "request_id": request_id},
+    )
+    return GraphQLError(
+        "Unexpected error. It has been logged; quote the request id when reporting it.",
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+    )
+
+
 class ErrorPolicy(SchemaExtension):
     """Give access errors their ``extensions.code``; mask and log everything unexpected."""
 
@@ -80,40 +124,4 @@ class ErrorPolicy(SchemaExtension):
         result = self.execution_context.result
         if result is None or not getattr(result, "errors", None):
             return
-        result.errors = [self._shape(error) for error in result.errors]  # type: ignore[union-attr]
-
-    def _shape(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if original is None or isinstance(original, GraphQLError):
-            return error  # syntax and validation errors: shown as they are
-        if isinstance(original, AccessError):
-            return GraphQLError(
-                str(original),
-                nodes=error.nodes,
-                path=error.path,
-                extensions={"code": original.code},
-            )
-        if isinstance(original, InputErrors):
-            first = original.errors[0]
-            return GraphQLError(
-                str(original),
-                nodes=error.nodes,
-                path=error.path,
-                extensions={
-                    "code": "BAD_USER_INPUT",
-                    "reason": first.code.value,
-                    "field": list(first.field or ()),
-                },
-            )
-        request_id = current_request_id()
-        log.error(
-            "unexpected error in resolver",
-            exc_info=(type(original), original, original.__traceback__),
-            extra={"path": error.path, "request_id": request_id},
-        )
-        return GraphQLError(
-            "Unexpected error. It has been logged; quote the request id when reporting it.",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-        )
+        result.errors = [shape_error(error) for error in result.errors]  # type: ignore[union-attr]

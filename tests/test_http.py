@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
+import json
 
+import httpx
+import orjson
+import psycopg
+import pytest
+
+from app.encoding import dumps
+from app.errors import UNAVAILABLE_MESSAGE
+from app.middleware import UNEXPECTED_MESSAGE, RequestContext
 from tests.factories import Factory
 
 
@@ -185,3 +193,95 @@ async def test_database_errors_in_logs_carry_neither_parameters_nor_row_details(
     assert "DETAIL: [hidden]" in line
     assert secret_id not in line
     assert "null value in column" in line
+
+
+async def test_an_error_quoting_a_lone_surrogate_back_is_still_json(
+    factory: Factory, client: httpx.AsyncClient
+) -> None:
+    # Given a DateTime argument that is a lone surrogate (its parse error quotes the value;
+    # orjson refuses to encode it, which made the answer a plain-text 500)
+    owner = await factory.owner()
+    query = "mutation($i: ApiTokenCreateInput!) { apiTokenCreate(input: $i) { token } }"
+    body = {"query": query, "variables": {"i": {"name": "x", "expiresAt": "\ud800"}}}
+    before = await factory.snapshot()
+    # When it is sent (json.dumps writes the surrogate as a \ud800 escape)
+    response = await client.post(
+        "/graphql",
+        content=json.dumps(body),
+        headers={"authorization": f"Bearer {owner.token}", "content-type": "application/json"},
+    )
+    # Then the answer is JSON, the surrogate shown as U+FFFD, and no token was made
+    assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+    assert response.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": "Variable '$i' has invalid value at .expiresAt: Value cannot "
+                'represent a DateTime: "\ufffd". ISO-8601 strings should contain only ASCII '
+                "characters",
+                "locations": [{"line": 1, "column": 10}],
+            }
+        ],
+    }
+    assert await factory.snapshot() == before
+
+
+def test_the_response_encoder_takes_what_orjson_refuses() -> None:
+    # Lone surrogates (values and keys) become U+FFFD; integers past 64 bits stay exact;
+    # stored JSON spliced in as orjson.Fragment passes through untouched.
+    value = {"a\udfff": ["x\ud800y", 2**70, -(2**70), orjson.Fragment(b'{"z":[1]}')], "n": 1}
+
+    assert (
+        dumps(value)
+        == (
+            '{"a\ufffd":["x\ufffdy",1180591620717411303424,-1180591620717411303424,{"z":[1]}],"n":1}'
+        ).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "status", "code"),
+    [
+        (
+            "/graphql",
+            psycopg.OperationalError("connection failed: secret host"),
+            503,
+            "SERVICE_UNAVAILABLE",
+        ),
+        (
+            "/hooks/x",
+            psycopg.OperationalError("connection failed: secret host"),
+            503,
+            "SERVICE_UNAVAILABLE",
+        ),
+        ("/graphql", RuntimeError("SELECT secret FROM somewhere"), 500, "INTERNAL_SERVER_ERROR"),
+        ("/other", RuntimeError("SELECT secret FROM somewhere"), 500, "INTERNAL_SERVER_ERROR"),
+    ],
+    ids=["graphql-database", "hooks-database", "graphql-bug", "other-bug"],
+)
+async def test_an_exception_no_handler_caught_is_answered_masked_with_its_request_id(
+    path: str, error: Exception, status: int, code: str
+) -> None:
+    # Given an app behind the request middleware that raises whatever it is asked
+    async def failing(scope: dict, receive: object, send: object) -> None:
+        raise error
+
+    app = RequestContext(failing, retry_after=7)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as client:
+        # When a request reaches it
+        response = await client.post(path, json={})
+    # Then the answer is JSON in the path's shape, with the code and the request id only
+    request_id = response.headers["x-request-id"]
+    message = UNAVAILABLE_MESSAGE if status == 503 else UNEXPECTED_MESSAGE
+    expected: dict = (
+        {
+            "data": None,
+            "errors": [{"message": message, "extensions": {"code": code, "requestId": request_id}}],
+        }
+        if path == "/graphql"
+        else {"error": {"code": code, "message": message, "requestId": request_id}}
+    )
+    assert (response.status_code, response.json()) == (status, expected)
+    assert response.headers.get("retry-after") == ("7" if status == 503 else None)
+    assert "secret" not in response.text

@@ -21,6 +21,7 @@ from typing import TypeVar
 import psycopg
 
 from app.engine.event_log import CHANNEL
+from app.logs import log_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ class EventHub:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected.set()
+                    if failures:
+                        log.info("event listener reconnected", extra={"attempts": failures})
                     if failures or self.reconnects:
                         self._wake_everyone()
                     failures = 0
@@ -162,10 +165,13 @@ class EventHub:
             except (psycopg.Error, OSError) as error:
                 self.connected.clear()
                 delay = RECONNECT_DELAY_SECONDS[min(failures, len(RECONNECT_DELAY_SECONDS) - 1)]
+                if failures == 0:
+                    # Once per outage, without the driver's text; each retry only at DEBUG.
+                    log_database_unavailable(
+                        log, "event listener lost its connection; reconnecting", error
+                    )
+                else:
+                    log.debug("event listener still reconnecting", extra={"retry_in": delay})
                 failures += 1
                 self.reconnects += 1
-                log.warning(
-                    "event listener lost its connection; reconnecting",
-                    extra={"error": str(error), "retry_in": delay},
-                )
                 await asyncio.sleep(delay)
