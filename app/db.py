@@ -23,7 +23,6 @@ import psutil
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -365,45 +364,6 @@ def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.Asy
         open=False,
         name="flowdeck",
     )
-
-
-def database_unavailable(error: BaseException) -> bool:
-    """True when ``error`` (or what caused it) says the database cannot serve right now.
-
-    Refused or dropped connections, a terminated backend, a shutdown, a statement timeout,
-    a serialization failure or deadlock (all psycopg OperationalErrors), an exhausted pool,
-    and a session left unusable by one of those. Such a failure is the service's, not the
-    caller's: retrying later can succeed. Programming errors are not in this set.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(
-            current,
-            psycopg.OperationalError | sa_exc.TimeoutError | sa_exc.PendingRollbackError,
-        ):
-            return True
-        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def database_error_summary(error: BaseException) -> dict[str, str]:
-    """What a log line may say about a database failure: its class and SQLSTATE, no text.
-
-    The driver's message quotes the server, host names, SQL and sometimes the values of a
-    row; the class and code are enough to tell an outage from a timeout from a deadlock.
-    """
-    original: BaseException = error
-    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
-        original = error.orig
-    summary = {"error_class": type(original).__name__}
-    sqlstate = getattr(original, "sqlstate", None)
-    if isinstance(sqlstate, str):
-        summary["sqlstate"] = sqlstate
-    return summary
 
 
 class SerializedSession(AsyncSession):

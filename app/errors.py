@@ -1,10 +1,14 @@
-"""Domain errors: expected input failures (user errors) and access failures."""
+"""Domain errors: expected input failures (user errors), access failures, and what counts
+as the database being unavailable."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import psycopg
+from sqlalchemy import exc as sa_exc
 
 
 class ErrorCode(StrEnum):
@@ -85,3 +89,42 @@ UNAVAILABLE_MESSAGE = (
     "The service cannot reach its database right now. Retry shortly; "
     "quote the request id if it persists."
 )
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) says the database cannot serve right now.
+
+    Refused or dropped connections, a terminated backend, a shutdown, a statement timeout,
+    a serialization failure or deadlock (all psycopg OperationalErrors), an exhausted pool,
+    and a session left unusable by one of those. Such a failure is the service's, not the
+    caller's: retrying later can succeed. Programming errors are not in this set.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            psycopg.OperationalError | sa_exc.TimeoutError | sa_exc.PendingRollbackError,
+        ):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def database_error_summary(error: BaseException) -> dict[str, str]:
+    """What a log line may say about a database failure: its class and SQLSTATE, no text.
+
+    The driver's message quotes the server, host names, SQL and sometimes the values of a
+    row; the class and code are enough to tell an outage from a timeout from a deadlock.
+    """
+    original: BaseException = error
+    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
+        original = error.orig
+    summary = {"error_class": type(original).__name__}
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        summary["sqlstate"] = sqlstate
+    return summary

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from app.db import database_error_summary, database_unavailable
+from app.errors import database_error_summary, database_unavailable
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 

@@ -34,10 +34,9 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from app import graphiql
-from app.db import database_unavailable
 from app.encoding import dumps
 from app.engine.nodes.base import load_catalogue
-from app.errors import SERVICE_UNAVAILABLE, Unauthenticated
+from app.errors import SERVICE_UNAVAILABLE, Unauthenticated, database_unavailable
 from app.graphql_http import GraphQLOverHTTP
 from app.logs import current_request_id, log_database_unavailable
 from app.metrics import watch_event_loop

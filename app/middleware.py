@@ -12,8 +12,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import database_unavailable
-from app.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
+from app.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, database_unavailable
 from app.logs import (
     bind_request_id,
     current_request_id,

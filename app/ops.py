@@ -10,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.db import database_error_summary, libpq_url
+from app.db import libpq_url
+from app.errors import database_error_summary
 from app.migrate import head_revision
 from app.runtime import Runtime
 

@@ -28,11 +28,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from app.db import database_unavailable
 from app.encoding import dumps
 from app.engine.executor import RunEnd
 from app.engine.journal import DuplicateRun, StaleBirth
-from app.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, ErrorCode, InputErrors
+from app.errors import (
+    SERVICE_UNAVAILABLE,
+    UNAVAILABLE_MESSAGE,
+    ErrorCode,
+    InputErrors,
+    database_unavailable,
+)
 from app.events import follow
 from app.keyring import DecryptError
 from app.logs import current_request_id, log_database_unavailable

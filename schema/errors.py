@@ -11,13 +11,13 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from app.db import database_unavailable
 from app.errors import (
     SERVICE_UNAVAILABLE,
     UNAVAILABLE_MESSAGE,
     AccessError,
     ErrorCode,
     InputErrors,
+    database_unavailable,
 )
 from app.logs import current_request_id, log_database_unavailable
 

@@ -161,7 +161,7 @@ def unstorable_arguments(
     variables: dict[str, Any],
 ) -> list[GraphQLError]:
     """A BAD_USER_INPUT error for each String argument value PostgreSQL cannot store."""
-    defaults = {
+    defaults: dict[str, ValueNode] = {
         definition.variable.name.value: definition.default_value
         for definition in operation.variable_definitions or ()
         if definition.default_value is not None
