@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -43,7 +44,12 @@ RAW_MARKERS = (
     "sqlalche.me",
     "(psycopg.",
     "psycopg.errors",
-    "Error)",
+    "OperationalError)",
+    "InterfaceError)",
+    "ProgrammingError)",
+    "IntegrityError)",
+    "DataError)",
+    "InternalError)",
     "connection failed",
     "connection to server",
     "server closed the connection",
@@ -198,6 +204,15 @@ class FlowdeckProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def database_ports(self) -> list[int]:
+        """The local ports of its TCP connections to PostgreSQL (pg_stat_activity.client_port)."""
+        server_port = urlsplit(self.env["DATABASE_URL"]).port or 5432
+        return [
+            c.laddr.port
+            for c in psutil.Process(self.pid).net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == server_port
+        ]
 
     def rss(self) -> int:
         """Resident memory of the process, in bytes."""

@@ -436,8 +436,9 @@ async def test_open_sse_subscriptions_hold_no_pooled_connection(
             first = json.loads(line.removeprefix("data: "))
             assert first == {"data": {"runProgress": {"seq": 1, "type": "RUN_QUEUED"}}}
         held = await on_faulty.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = 'flowdeck' AND state = 'idle in transaction'"
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+            " AND client_port = ANY(:ports)",
+            ports=pool_api.database_ports(),
         )
         # Then no connection is held in an open transaction (a stream kept its sign-in's
         # open, one pooled connection each, for as long as it ran), and others get one
