@@ -6,8 +6,9 @@ It replaces each secret's value with ``[secret:NAME]``, also where an upstream e
 back inside a larger string, and also in the forms a value takes on its way through HTTP,
 JSON, CEL and log lines: URL-encoded, JSON- and repr-escaped, trimmed or with its
 whitespace collapsed (an error excerpt), base64 (CEL's ``bytes()``, Basic auth), and as the
-start of a value cut off by an excerpt's "…". JSON values are walked: strings, object keys
-and numbers are redacted, and everything else is kept as it is.
+start of a value cut off by an excerpt's "…" or by the step cap's truncation marker. JSON
+values are walked: strings, object keys and numbers are redacted, and everything else is kept
+as it is.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 
+from app.engine.caps import STRING_MARKER
+
 # Values shorter than this are refused when set (see app.services.secrets.MIN_VALUE).
 MIN_REDACTED = 4
 # What an excerpt ends with when it cuts a text short (http.request, ai.generate).
 CUT = "\u2026"
+# A string cut to the step cap ends with this marker (app.engine.caps.STRING_MARKER).
+TRUNCATION = STRING_MARKER.split("{}")[0]
+_TRUNCATED = re.compile(
+    re.escape(TRUNCATION) + r"\d+" + re.escape(STRING_MARKER.split("{}")[1]) + r"\Z"
+)
 # Characters the outbound client (httpx) leaves as they are in a URL's query and path.
 _QUERY_KEPT = "!$&'()*+,-./:;=?@[\\]^_`{|}~"
 _PATH_KEPT = "!$&'()*+,-./:;=@[\\]^_|~"
@@ -195,7 +203,14 @@ class Redactor:
         if not self._text or not value:
             return value
         value = self._text.replace(value)
-        return self._cut_tail(value) if value.endswith(CUT) else value
+        if value.endswith(CUT):
+            return self._cut_tail(value)
+        truncated = _TRUNCATED.search(value)
+        if truncated is not None:
+            # A stored output cut to the step cap: its marker starts with "…" too.
+            cut_at = truncated.start() + len(CUT)
+            return self._cut_tail(value[:cut_at]) + value[cut_at:]
+        return value
 
     def _cut_tail(self, value: str) -> str:
         """Replace the start of a secret that an excerpt cut off just before its "…"."""
@@ -213,8 +228,10 @@ class Redactor:
             return value
         if isinstance(value, str):
             return self.text(value)
-        # The usual case, nothing to replace, costs one encoding and one search.
-        if next(self._json.matches(json.dumps(value, ensure_ascii=False)), None) is None:
+        # The usual case, nothing to replace, costs one encoding and one search; a value cut
+        # to the step cap is walked, as a cut may have left the start of a secret.
+        encoded = json.dumps(value, ensure_ascii=False)
+        if next(self._json.matches(encoded), None) is None and TRUNCATION not in encoded:
             return value
         return self._walk(value)
 

@@ -16,6 +16,7 @@ from app.engine.caps import (
     cap_value,
     size_of,
 )
+from app.engine.redact import Redactor
 from app.settings import Settings
 
 MIB = 1024 * 1024
@@ -132,3 +133,22 @@ async def test_the_setting_is_the_cap() -> None:
     assert size_of(capped) <= 4096
     assert capped["body"].endswith(" more characters]")
     assert Settings().max_step_io_bytes == MIB  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("kept", [4, 10, 19])
+def test_a_secret_cut_at_the_cap_leaves_no_start_of_itself_after_redaction(kept: int) -> None:
+    # Given an upstream body that echoes a secret right where the cap cuts it
+    secret = "sk-live-0123456789abcdef"
+    filler = "x" * 2000
+    body = {"body": filler + secret + "y" * 10_000}
+    capped = body
+    for limit in range(2000, 3000):
+        capped = cap_value(body, limit)
+        if capped["body"].startswith(filler + secret[:kept] + "…"):
+            break
+    assert capped["body"].startswith(filler + secret[:kept] + "…"), "no limit cut it there"
+    # When the capped output is redacted for storage
+    stored = Redactor({"API_KEY": secret}).stored(capped)
+    # Then the secret's start is replaced by its placeholder, the marker kept
+    assert stored["body"].startswith(filler + "[secret:API_KEY]…[truncated: ")
+    assert secret[:4] not in stored["body"]
