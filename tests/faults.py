@@ -33,7 +33,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from app.db import with_database
+from tests.databases import scratch_database
 
 FLOWDECK = str(Path(sys.executable).with_name("flowdeck"))
 
@@ -80,15 +80,26 @@ def raw_error_text(text: str) -> list[str]:
 
 
 class FaultyDatabase:
-    """A database of its own on the test server, for one test (or module) to break."""
+    """A database of its own on the test server (``tests.databases.scratch_database``), for
+    one test or module to break."""
 
-    def __init__(self, server_url: str) -> None:
+    def __init__(self, server_url: str, url: str) -> None:
         self.server_url = server_url
-        self.name = f"flowdeck_fault_{uuid.uuid4().hex[:12]}"
-        self.url = with_database(server_url, self.name)
-        self._admin("CREATE DATABASE {}")
+        self.url = url
+        self.name = urlsplit(url).path.lstrip("/")
         self._hammer: threading.Thread | None = None
         self._hammering = threading.Event()
+
+    @classmethod
+    @contextlib.contextmanager
+    def scratch(cls, server_url: str) -> Iterator[FaultyDatabase]:
+        """A new empty database to break; connections allowed again and dropped afterwards."""
+        with scratch_database(server_url, "flowdeck_fault") as url:
+            database = cls(server_url, url)
+            try:
+                yield database
+            finally:
+                database.heal()
 
     def _admin(self, statement: str) -> None:
         with psycopg.connect(self.server_url, autocommit=True) as conn:
@@ -140,12 +151,12 @@ class FaultyDatabase:
             self._hammering.clear()
             self._hammer.join(timeout=10)
 
-    def drop(self) -> None:
-        """Allow connections again and drop the database (its processes stopped first)."""
+    def heal(self) -> None:
+        """Stop any background terminations and accept connections again."""
         self._hammering.clear()
-        with contextlib.suppress(psycopg.Error):
-            self.allow()
-        self._admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        if self._hammer is not None:
+            self._hammer.join(timeout=10)
+        self.allow()
 
 
 @dataclass

@@ -121,6 +121,31 @@ def validation_failure(message: str) -> dict[str, Any]:
     return {"data": None, "errors": [{"message": message}]}
 
 
+# Every String argument refuses text PostgreSQL cannot store (schema/strings.py), before any
+# resolver runs: one top-level BAD_USER_INPUT error naming the argument path, no data.
+NUL_PROBLEM = "cannot contain a NUL character (U+0000)"
+SURROGATE_PROBLEM = "cannot contain a lone surrogate (U+D800 to U+DFFF); send valid Unicode"
+
+
+def unstorable_error(owner: str, field: tuple[str | int, ...], problem: str) -> dict[str, Any]:
+    """The error for ``field`` (argument path) of field ``owner`` (without locations)."""
+    dotted = ".".join(str(part) for part in field)
+    return {
+        "message": f'Argument "{dotted}" of "{owner}" {problem}.',
+        "extensions": {"code": "BAD_USER_INPUT", "reason": "INVALID", "field": list(field)},
+    }
+
+
+def unstorable(owner: str, field: tuple[str | int, ...], problem: str) -> dict[str, Any]:
+    """The body of an operation refused for one such argument: no data, one error."""
+    return {"data": None, "errors": [unstorable_error(owner, field, problem)]}
+
+
+def problem_of(text: str) -> str:
+    """NUL_PROBLEM or SURROGATE_PROBLEM, whichever the check reports for ``text``."""
+    return NUL_PROBLEM if "\x00" in text else SURROGATE_PROBLEM
+
+
 # --- the client ---------------------------------------------------------------------------
 
 FINGERPRINTS = {

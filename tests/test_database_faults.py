@@ -30,18 +30,16 @@ from app.settings import Settings
 from schema.ids import decode_id
 from tests.factories import Account, Factory
 from tests.faults import FaultyDatabase, FlowdeckProcess, raw_error_text
-from tests.runs import create_workflow, node
+from tests.runs import create_workflow, flow, node
+from tests.webhooks.helpers import enable
 
 VIEWER = "{ viewer { email } }"
 EXECUTE = """mutation($i: WorkflowExecuteInput!) { workflowExecute(input: $i) {
   run { id } userErrors { field code message } } }"""
 SAVE = """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) {
   workflow { id } userErrors { field code message } } }"""
-HOOK = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
-  webhook { url } userErrors { field code message } } }"""
 PROGRESS = "subscription($id: ID!) { runProgress(runId: $id) { seq type } }"
-GRAPH = {"nodes": [node("start", "trigger"), node("out", "output", value="{{ input }}")]}
-GRAPH["edges"] = [{"id": "e", "source": "start", "target": "out", "targetHandle": "in"}]
+GRAPH = flow(node("start", "trigger"), node("out", "output", value="{{ input }}"))
 RETRY_AFTER = "5"
 
 
@@ -64,9 +62,8 @@ def without_locations(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def faulty(server_url: str) -> Iterator[FaultyDatabase]:
     """A database of this module's own, to break."""
-    database = FaultyDatabase(server_url)
-    yield database
-    database.drop()
+    with FaultyDatabase.scratch(server_url) as database:
+        yield database
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +122,8 @@ async def gql(
 
 
 async def webhook_path(factory: Factory, owner: Account, workflow_id: str) -> str:
-    body = await factory.gql(
-        HOOK, {"i": {"workflowId": workflow_id, "enabled": True}}, token=owner.token
-    )
-    return "/hooks/" + body["data"]["workflowWebhookUpdate"]["webhook"]["url"].rsplit("/", 1)[1]
+    hook = await enable(factory, owner, workflow_id)
+    return "/hooks/" + hook["url"].rsplit("/", 1)[1]
 
 
 async def sse_frames(

@@ -211,7 +211,10 @@ async def test_an_error_quoting_a_lone_surrogate_back_is_still_json(
         headers={"authorization": f"Bearer {owner.token}", "content-type": "application/json"},
     )
     # Then the answer is JSON, the surrogate shown as U+FFFD, and no token was made
-    assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+    assert (response.status_code, response.headers["content-type"]) == (
+        200,
+        "application/json; charset=utf-8",
+    )
     assert response.json() == {
         "data": None,
         "errors": [

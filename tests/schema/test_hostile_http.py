@@ -16,13 +16,14 @@ from graphql.language import Lexer, Source, TokenKind
 from tests.factories import Account
 from tests.hostile import (
     CREATE,
+    NUL_PROBLEM,
     SIGN_IN,
     VIEWER,
     graph_of_size,
+    unstorable,
     validation_failure,
     without_locations,
 )
-from tests.unstorable import NUL, unstorable
 
 MAX_BODY = 4 * 1024 * 1024
 TOO_LARGE = {
@@ -234,7 +235,7 @@ async def test_nul_escaped_in_a_string_literal_is_refused_before_anything_runs(a
     # The literal parses (\u0000 is a valid escape), but no String argument may carry NUL.
     before = await api.state()
     body = await api.gql(CREATE_WORKSPACE_LITERAL.replace("NAME", '"a\\u0000"'), token=owner.token)
-    assert body == unstorable("workspaceCreate", ("input", "name"), NUL)
+    assert body == unstorable("workspaceCreate", ("input", "name"), NUL_PROBLEM)
     assert await api.state() == before
 
 

@@ -33,12 +33,13 @@ from tests.hostile import (
     edge,
     graph_of_size,
     node,
+    problem_of,
     signed_out,
     top_error,
+    unstorable,
     user_error,
     validation_failure,
 )
-from tests.unstorable import problem_of, unstorable
 
 # --- operations ---------------------------------------------------------------------------
 

@@ -28,9 +28,15 @@ from graphql import (
 
 from schema import schema
 from tests.factories import Factory
+from tests.hostile import (
+    NUL_PROBLEM,
+    SURROGATE_PROBLEM,
+    unstorable,
+    unstorable_error,
+    without_locations,
+)
 from tests.runs import create_workflow, node
 from tests.secrets import set_secret
-from tests.unstorable import NUL, SURROGATE, unstorable, unstorable_error, without_locations
 
 Path = tuple[str | int, ...]
 
@@ -147,7 +153,9 @@ def test_the_walk_finds_the_arguments_it_must_cover() -> None:
     }
 
 
-@pytest.mark.parametrize(("text", "problem"), [("a\x00b", NUL), ("\ud800", SURROGATE)])
+@pytest.mark.parametrize(
+    ("text", "problem"), [("a\x00b", NUL_PROBLEM), ("\ud800", SURROGATE_PROBLEM)]
+)
 @pytest.mark.parametrize("kind", ["query", "mutation"])
 async def test_every_string_argument_refuses_unstorable_text_and_writes_nothing(
     factory: Factory, client: httpx.AsyncClient, kind: str, text: str, problem: str
@@ -173,7 +181,9 @@ async def test_every_string_argument_refuses_unstorable_text_and_writes_nothing(
     assert await factory.snapshot() == before
 
 
-@pytest.mark.parametrize(("text", "problem"), [("a\x00b", NUL), ("\ud800", SURROGATE)])
+@pytest.mark.parametrize(
+    ("text", "problem"), [("a\x00b", NUL_PROBLEM), ("\ud800", SURROGATE_PROBLEM)]
+)
 async def test_a_subscription_with_unstorable_text_ends_with_the_error(
     factory: Factory, client: httpx.AsyncClient, text: str, problem: str
 ) -> None:
@@ -230,11 +240,14 @@ async def test_the_reported_cases_are_user_errors(
         results[label] = (response.status_code, without_locations(response.json()))
     # Then each is a user error naming the argument, and nothing was deleted or run
     assert results == {
-        "secretDelete NUL": (200, unstorable("secretDelete", ("input", "name"), NUL)),
-        "secretDelete surrogate": (200, unstorable("secretDelete", ("input", "name"), SURROGATE)),
+        "secretDelete NUL": (200, unstorable("secretDelete", ("input", "name"), NUL_PROBLEM)),
+        "secretDelete surrogate": (
+            200,
+            unstorable("secretDelete", ("input", "name"), SURROGATE_PROBLEM),
+        ),
         "workflowExecute NUL key": (
             200,
-            unstorable("workflowExecute", ("input", "idempotencyKey"), NUL),
+            unstorable("workflowExecute", ("input", "idempotencyKey"), NUL_PROBLEM),
         ),
     }
     assert await factory.snapshot() == before
@@ -265,9 +278,9 @@ async def test_literals_defaults_and_fragments_are_checked_and_all_reported(
     assert without_locations(response.json()) == {
         "data": None,
         "errors": [
-            unstorable_error("run", ("input", "idempotencyKey"), NUL),
-            unstorable_error("space", ("input", "name"), NUL),
-            unstorable_error("workflows", ("search",), NUL),
+            unstorable_error("run", ("input", "idempotencyKey"), NUL_PROBLEM),
+            unstorable_error("space", ("input", "name"), NUL_PROBLEM),
+            unstorable_error("workflows", ("search",), NUL_PROBLEM),
         ],
     }
     assert await factory.snapshot() == before

@@ -24,7 +24,7 @@ from app.settings import Settings
 from schema.ids import decode_id
 from tests.factories import Factory
 from tests.faults import FaultyDatabase, FlowdeckProcess, raw_error_text
-from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
+from tests.runs import create_workflow, execute, flow, node, steps_by_node, wait_for
 from tests.servers import LocalHTTP
 
 MIB = 1024 * 1024
@@ -88,14 +88,15 @@ def upstream() -> Iterator[LocalHTTP]:
 def stack(
     server_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[FaultyDatabase, FlowdeckProcess, FlowdeckProcess]]:
-    database = FaultyDatabase(server_url)
     logs: Path = tmp_path_factory.mktemp("upstream-faults")
-    api = FlowdeckProcess.api(database.url, logs).start()
-    worker = FlowdeckProcess.worker(database.url, logs, worker_concurrency="4").start()
-    yield database, api, worker
-    worker.stop()
-    api.stop()
-    database.drop()
+    with FaultyDatabase.scratch(server_url) as database:
+        api = FlowdeckProcess.api(database.url, logs).start()
+        worker = FlowdeckProcess.worker(database.url, logs, worker_concurrency="4").start()
+        try:
+            yield database, api, worker
+        finally:
+            worker.stop()
+            api.stop()
 
 
 @pytest.fixture
@@ -108,14 +109,11 @@ async def factory(stack: tuple, settings: Settings) -> AsyncIterator[Factory]:
 
 
 def fetching(url: str, timeout: float) -> dict:
-    return {
-        "nodes": [
-            node("start", "trigger"),
-            node("fetch", "http.request", url=url, timeoutSeconds=timeout),
-            node("out", "output", value="{{ nodes.fetch.output.status }}"),
-        ],
-        "edges": [edge("start", "fetch"), edge("fetch", "out")],
-    }
+    return flow(
+        node("start", "trigger"),
+        node("fetch", "http.request", url=url, timeoutSeconds=timeout),
+        node("out", "output", value="{{ nodes.fetch.output.status }}"),
+    )
 
 
 async def test_endless_and_huge_bodies_end_within_their_limits_with_memory_bounded(

@@ -15,10 +15,16 @@ from app.engine.cron import fire_times
 from app.models import Role
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid
-from tests.hostile import nothing_written, user_error
+from tests.hostile import (
+    NUL_PROBLEM,
+    SURROGATE_PROBLEM,
+    nothing_written,
+    unstorable,
+    user_error,
+    without_locations,
+)
 from tests.runs import create_workflow, execute
 from tests.schedules import GRAPH, LEAP_MONDAY
-from tests.unstorable import NUL, SURROGATE, unstorable, without_locations
 
 UPDATE = """
 mutation($i: WorkflowScheduleUpdateInput!) {
@@ -211,10 +217,10 @@ async def test_an_invalid_or_hostile_timezone_is_refused_and_nothing_changes(
 @pytest.mark.parametrize(
     ("field", "value", "problem"),
     [
-        ("cron", "\x00" * 200, NUL),
-        ("cron", "0 9 * * *\ud800", SURROGATE),
-        ("timezone", "Europe/Berlin\x00", NUL),
-        ("timezone", "\udfff", SURROGATE),
+        ("cron", "\x00" * 200, NUL_PROBLEM),
+        ("cron", "0 9 * * *\ud800", SURROGATE_PROBLEM),
+        ("timezone", "Europe/Berlin\x00", NUL_PROBLEM),
+        ("timezone", "\udfff", SURROGATE_PROBLEM),
     ],
     ids=["200-nuls", "cron-surrogate", "timezone-nul", "timezone-surrogate"],
 )

@@ -23,7 +23,7 @@ from app.auth.principal import Principal
 from app.models import Role
 from app.services import secrets as secret_service
 from tests.factories import Account, Factory
-from tests.hostile import user_error
+from tests.hostile import problem_of, unstorable, user_error, without_locations
 from tests.runs import (
     create_workflow,
     execute,
@@ -44,7 +44,6 @@ from tests.secrets import (
     set_secret,
 )
 from tests.servers import LocalHTTP
-from tests.unstorable import problem_of, unstorable, without_locations
 
 
 def encodings(value: str) -> dict[str, str]:
