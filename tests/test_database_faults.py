@@ -107,7 +107,7 @@ async def counts(factory: Factory, account: Account) -> dict[str, int]:
         table: await factory.scalar(
             f"SELECT count(*) FROM {table} WHERE workspace_id = CAST(:w AS uuid)", w=workspace
         )
-        for table in ("workflows", "workflow_versions", "runs", "run_steps", "webhook_signatures")
+        for table in ("workflows", "workflow_versions", "runs", "run_steps")
     }
 
 
@@ -325,7 +325,8 @@ async def test_readyz_follows_the_database_within_a_second_and_logs_each_change_
 
 @pytest.fixture(scope="module")
 def pool_api(faulty: FaultyDatabase, api: FlowdeckProcess, logs: Path) -> Iterator[FlowdeckProcess]:
-    """An API process with a pool of 2, a 0.5 s pool wait and a 1.5 s statement timeout."""
+    """An API process with a pool of 2, a 0.5 s pool wait and a 1.5 s statement timeout,
+    driving no runs itself."""
     process = FlowdeckProcess.api(
         faulty.url,
         logs,
@@ -333,6 +334,7 @@ def pool_api(faulty: FaultyDatabase, api: FlowdeckProcess, logs: Path) -> Iterat
         db_pool_overflow="0",
         db_pool_timeout_seconds="0.5",
         db_statement_timeout_seconds="1.5",
+        inline_runs="0",  # runs stay QUEUED: no worker here, and this process drives none
     ).start()
     yield process
     process.stop()

@@ -90,7 +90,8 @@ def stack(
 ) -> Iterator[tuple[FaultyDatabase, FlowdeckProcess, FlowdeckProcess]]:
     logs: Path = tmp_path_factory.mktemp("upstream-faults")
     with FaultyDatabase.scratch(server_url) as database:
-        api = FlowdeckProcess.api(database.url, logs).start()
+        # The API drives no run itself: the worker process runs them, and is measured.
+        api = FlowdeckProcess.api(database.url, logs, inline_runs="0").start()
         worker = FlowdeckProcess.worker(database.url, logs, worker_concurrency="4").start()
         try:
             yield database, api, worker
