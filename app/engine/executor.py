@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from app.engine.caps import cap_output
 from app.engine.claim import Claim, RunInfo, SecretsSource, StepState, no_secrets
 from app.engine.journal import Birth, Journal, Pool
 from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan, cached_plan, edge_is_active
@@ -371,7 +372,7 @@ class RunDriver:
             if node.is_output and claim.steps[node.id].status is StepStatus.SUCCEEDED
         }
         output = next(iter(outputs.values())) if len(outputs) == 1 else (outputs or None)
-        output = claim.redactor.stored(output)
+        output = await cap_output(claim.redactor.stored(output), self.settings)
         now = self.now()
         self._settle_open(claim, journal, now)
         journal.run(

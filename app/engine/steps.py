@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.engine.caps import cap_output
 from app.engine.claim import Claim, StepState, json_text
 from app.engine.expressions import ExpressionError, render_config
 from app.engine.journal import Journal
@@ -118,7 +119,7 @@ class StepRunner:
         value, env, parents = self._environment(node)
         attempt = state.attempt if state.status is StepStatus.RUNNING else 0
         redact = self.claim.redactor
-        stored_input = json_text(redact.stored(value))
+        stored_input = await self._capped_text(redact.stored(value))
         while True:
             attempt += 1
             now = self.now()
@@ -159,7 +160,9 @@ class StepRunner:
                 output = (
                     {"error": message}
                     if policy.continue_on_fail
-                    else redact.stored(getattr(error, "output", None))
+                    else await cap_output(
+                        redact.stored(getattr(error, "output", None)), self.settings
+                    )
                 )
                 state.output = output
                 state.stored_output = json_text(output)
@@ -171,10 +174,15 @@ class StepRunner:
                 return StepResult(
                     node.id, failed=True, continue_on_fail=policy.continue_on_fail, error=message
                 )
-            # Later nodes get what JSONB can hold (as after a resume), not the secrets' redaction.
+            # Later nodes get what is stored (as after a resume): JSONB-storable and capped,
+            # but not the secrets' redaction.
             produced = storable(outcome.output)
+            stored = json_text(redact.value(produced))  # storable already
+            if stored is not None and len(stored) * 4 > self.settings.max_step_io_bytes:
+                produced = await cap_output(produced, self.settings)
+                stored = json_text(redact.value(produced))
             state.output = produced
-            state.stored_output = json_text(redact.value(produced))  # storable already
+            state.stored_output = stored
             state.active_handles = outcome.active_handles
             state.error = None
             state.finished_at = self.now()
@@ -182,6 +190,14 @@ class StepRunner:
             if effect:
                 await self.journal.flush()
             return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
+
+    async def _capped_text(self, value: object) -> str | None:
+        """A stored value's JSON text, cut to the step cap when over it (with a marker)."""
+        text = json_text(value)
+        # Characters are at most four bytes: most values are far below the cap, uncounted.
+        if text is not None and len(text) * 4 > self.settings.max_step_io_bytes:
+            return json_text(await cap_output(value, self.settings))
+        return text
 
     async def _attempt(
         self,

@@ -343,19 +343,19 @@ async def test_a_kept_target_never_outlives_a_disabled_hook_or_a_rotated_secret(
     )
     hook = body["data"]["workflowWebhookUpdate"]["webhook"]
     path = hook["url"].removeprefix("http://flowdeck.test")
-    payload = b'{"n": 3}'
+    # Each delivery its own body: a signed delivery without an id is known by what it signs.
+    payloads = iter([b'{"n": 3}', b'{"n": 4}', b'{"n": 5}', b'{"n": 6}'])
 
-    def signed(secret: str) -> dict[str, str]:
-        at = str(int(time.time()))
-        return {
+    async def deliver(secret: str) -> httpx.Response:
+        payload, at = next(payloads), str(int(time.time()))
+        headers = {
             "content-type": "application/json",
             "x-flowdeck-timestamp": at,
             "x-flowdeck-signature": signature(secret, at, payload),
         }
+        return await here.client.post(path, content=payload, headers=headers)
 
-    assert (
-        await here.client.post(path, content=payload, headers=signed(hook["signingSecret"]))
-    ).status_code == 202
+    assert (await deliver(hook["signingSecret"])).status_code == 202
     # When the signing secret is rotated, the old one is refused at once
     rotated = await here.gql(
         SIGNED,
@@ -363,15 +363,13 @@ async def test_a_kept_target_never_outlives_a_disabled_hook_or_a_rotated_secret(
         token=owner.token,
     )
     new_secret = rotated["data"]["workflowWebhookUpdate"]["webhook"]["signingSecret"]
-    old = await here.client.post(path, content=payload, headers=signed(hook["signingSecret"]))
+    old = await deliver(hook["signingSecret"])
     assert (old.status_code, old.json()["error"]["code"]) == (401, "UNAUTHENTICATED")
-    assert (
-        await here.client.post(path, content=payload, headers=signed(new_secret))
-    ).status_code == 202
+    assert (await deliver(new_secret)).status_code == 202
     # And once the hook is disabled, a delivery is 404 and writes nothing
     await here.gql(SIGNED, {"i": {"workflowId": workflow_id, "enabled": False}}, token=owner.token)
     before = await here.snapshot()
-    gone = await here.client.post(path, content=payload, headers=signed(new_secret))
+    gone = await deliver(new_secret)
     assert (gone.status_code, gone.json()["error"]["code"]) == (404, "NOT_FOUND")
     assert await here.snapshot() == before
     assert await here.scalar("SELECT count(*) FROM runs") == 2
