@@ -298,6 +298,19 @@ async def open_run(
     run = (await session.execute(statement.returning(Run))).scalar_one_or_none()
     if run is None:
         return None
+    rows = _step_rows(run, nodes, kept or {})
+    if rows:
+        await session.execute(insert(RunStep), rows)
+    await append_event(
+        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
+    )
+    return run
+
+
+def _step_rows(
+    run: Run, nodes: Sequence[Mapping[str, str]], kept: Mapping[str, RunStep]
+) -> list[dict[str, Any]]:
+    """A PENDING step per node; a kept step begins as it ended (reused, never run again)."""
     rows = []
     for position, node in enumerate(nodes):
         row: dict[str, Any] = {
@@ -309,7 +322,7 @@ async def open_run(
             "position": position,
             "status": INITIAL_STEP,
         }
-        reused = (kept or {}).get(node["id"])
+        reused = kept.get(node["id"])
         if reused is not None:
             # A kept step begins as it ended: its result is reused, it never runs again.
             row |= {
@@ -323,12 +336,7 @@ async def open_run(
                 "finished_at": reused.finished_at,
             }
         rows.append(row)
-    if rows:
-        await session.execute(insert(RunStep), rows)
-    await append_event(
-        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
-    )
-    return run
+    return rows
 
 
 async def claim_run(

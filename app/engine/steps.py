@@ -114,22 +114,13 @@ class StepRunner:
         """Run a node to its end in this claim (success, failure, or a release)."""
         state = self.claim.steps[node.id]
         policy = node.policy
-        effect = not node.node_type.pure
         attempts = policy.retry.max_attempts if policy.retry else 1
         value, env, parents = self._environment(node)
         attempt = state.attempt if state.status is StepStatus.RUNNING else 0
-        redact = self.claim.redactor
-        stored_input = await self._capped_text(redact.stored(value))
+        stored_input = await self._capped_text(self.claim.redactor.stored(value))
         while True:
             attempt += 1
-            now = self.now()
-            state.attempt = attempt
-            state.stored_input = stored_input
-            state.wake_at = None
-            state.started_at = state.started_at or now
-            self.journal.step(node.id, StepStatus.RUNNING, at=now)
-            if effect:
-                await self.journal.flush()
+            await self._started(node, state, attempt, stored_input)
             try:
                 outcome = await self._attempt(node, state, attempt, value, env, parents)
             except ReleaseUntil as release:
@@ -139,57 +130,84 @@ class StepRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # every failure of a node is recorded on its step
-                message = storable(redact.text(_message(error, node)))[:MAX_ERROR_LENGTH]
-                if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
-                    # The traceback may quote a secret: it is logged redacted, as text.
-                    trace = "".join(traceback.format_exception(error))
-                    log.warning(
-                        "node raised",
-                        extra={
-                            "run_id": str(self.claim.run.id),
-                            "node_id": node.id,
-                            "traceback": redact.text(trace),
-                        },
-                    )
+                message = self._failure_message(node, error)
                 if attempt < attempts and policy.retry is not None and _retryable(error):
                     self.journal.retrying(node.id, at=self.now(), attempt=attempt, error=message)
                     # Observers see the retry before the wait.
                     await self.journal.flush()
                     await asyncio.sleep(policy.retry.delay_before(attempt + 1))
                     continue
-                output = (
-                    {"error": message}
-                    if policy.continue_on_fail
-                    else await cap_output(
-                        redact.stored(getattr(error, "output", None)), self.settings
-                    )
-                )
-                state.output = output
-                state.stored_output = json_text(output)
-                state.error = message
-                state.finished_at = self.now()
-                self.journal.step(node.id, StepStatus.FAILED, at=state.finished_at)
-                if effect:
-                    await self.journal.flush()
-                return StepResult(
-                    node.id, failed=True, continue_on_fail=policy.continue_on_fail, error=message
-                )
-            # Later nodes get what is stored (as after a resume): JSONB-storable and capped,
-            # but not the secrets' redaction.
-            produced = storable(outcome.output)
-            stored = json_text(redact.value(produced))  # storable already
-            if stored is not None and len(stored) * 4 > self.settings.max_step_io_bytes:
-                produced = await cap_output(produced, self.settings)
-                stored = json_text(redact.value(produced))
-            state.output = produced
-            state.stored_output = stored
-            state.active_handles = outcome.active_handles
-            state.error = None
-            state.finished_at = self.now()
-            self.journal.step(node.id, StepStatus.SUCCEEDED, at=state.finished_at)
-            if effect:
-                await self.journal.flush()
-            return StepResult(node.id, failed=False, continue_on_fail=policy.continue_on_fail)
+                return await self._failed(node, state, error, message)
+            return await self._succeeded(node, state, outcome)
+
+    async def _started(
+        self, node: NodePlan, state: StepState, attempt: int, stored_input: str | None
+    ) -> None:
+        now = self.now()
+        state.attempt = attempt
+        state.stored_input = stored_input
+        state.wake_at = None
+        state.started_at = state.started_at or now
+        self.journal.step(node.id, StepStatus.RUNNING, at=now)
+        if not node.node_type.pure:  # an outside effect: its start is written before it
+            await self.journal.flush()
+
+    def _failure_message(self, node: NodePlan, error: Exception) -> str:
+        redact = self.claim.redactor
+        message = storable(redact.text(_message(error, node)))[:MAX_ERROR_LENGTH]
+        if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
+            # The traceback may quote a secret: it is logged redacted, as text.
+            trace = "".join(traceback.format_exception(error))
+            log.warning(
+                "node raised",
+                extra={
+                    "run_id": str(self.claim.run.id),
+                    "node_id": node.id,
+                    "traceback": redact.text(trace),
+                },
+            )
+        return str(message)
+
+    async def _failed(
+        self, node: NodePlan, state: StepState, error: Exception, message: str
+    ) -> StepResult:
+        continues = node.policy.continue_on_fail
+        output = (
+            {"error": message}
+            if continues
+            else await cap_output(
+                self.claim.redactor.stored(getattr(error, "output", None)), self.settings
+            )
+        )
+        state.output = output
+        state.stored_output = json_text(output)
+        state.error = message
+        state.finished_at = self.now()
+        self.journal.step(node.id, StepStatus.FAILED, at=state.finished_at)
+        if not node.node_type.pure:  # its result is written before anything depends on it
+            await self.journal.flush()
+        return StepResult(node.id, failed=True, continue_on_fail=continues, error=message)
+
+    async def _succeeded(
+        self, node: NodePlan, state: StepState, outcome: NodeOutcome
+    ) -> StepResult:
+        redact = self.claim.redactor
+        # Later nodes get what is stored (as after a resume): JSONB-storable and capped,
+        # but not the secrets' redaction.
+        produced = storable(outcome.output)
+        stored = json_text(redact.value(produced))  # storable already
+        if stored is not None and len(stored) * 4 > self.settings.max_step_io_bytes:
+            produced = await cap_output(produced, self.settings)
+            stored = json_text(redact.value(produced))
+        state.output = produced
+        state.stored_output = stored
+        state.active_handles = outcome.active_handles
+        state.error = None
+        state.finished_at = self.now()
+        self.journal.step(node.id, StepStatus.SUCCEEDED, at=state.finished_at)
+        if not node.node_type.pure:  # its result is written before anything depends on it
+            await self.journal.flush()
+        return StepResult(node.id, failed=False, continue_on_fail=node.policy.continue_on_fail)
 
     async def _capped_text(self, value: object) -> str | None:
         """A stored value's JSON text, cut to the step cap when over it (with a marker)."""
