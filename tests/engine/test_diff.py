@@ -6,9 +6,24 @@ import copy
 
 import pytest
 
-from app.engine.diff import GraphDiff, NodeChange, diff_graphs
+from app.engine.diff import (
+    MAX_CHANGES,
+    ChangeKind,
+    EdgeChange,
+    GraphDiff,
+    NodeChange,
+    ValueChange,
+    diff_graphs,
+)
 
 EMPTY = GraphDiff([], [], [], [], [], [])
+ADDED, REMOVED, CHANGED = ChangeKind.ADDED, ChangeKind.REMOVED, ChangeKind.CHANGED
+NAN = float("nan")
+
+
+def vc(path: str, kind: ChangeKind, before: object = None, after: object = None) -> ValueChange:
+    """A value change at a dotted path."""
+    return ValueChange(tuple(path.split(".")), kind, before, after)
 
 
 def node(node_id: str, **extra: object) -> dict[str, object]:
@@ -62,10 +77,11 @@ def test_added_removed_and_changed_nodes_and_edges() -> None:
     assert diff == GraphDiff(
         nodes_added=["n2", "n1"],
         nodes_removed=["x", "y"],
-        nodes_changed=[NodeChange("mod", ["data"])],
+        nodes_changed=[NodeChange("mod", ["data"], [vc("data.v", CHANGED, 1, 2)])],
         edges_added=["e-new"],
         edges_removed=["ex", "ey"],
         edges_changed=["em"],
+        edge_changes=[EdgeChange("em", ["target"], [vc("target", CHANGED, "mod", "n1")])],
     )
 
 
@@ -75,7 +91,15 @@ def test_changed_fields_are_sorted_and_include_added_and_removed_keys() -> None:
     new = {"nodes": [node("a", position={"x": 1, "y": 0}, selected=True, zIndex=1)]}
     # when / then
     assert diff_graphs(old, new).nodes_changed == [
-        NodeChange("a", ["position", "selected", "style"])
+        NodeChange(
+            "a",
+            ["position", "selected", "style"],
+            [
+                vc("position.x", CHANGED, 0, 1),
+                vc("selected", ADDED, None, True),
+                vc("style", REMOVED),  # an object: its value is not shown
+            ],
+        )
     ]
 
 
@@ -86,39 +110,57 @@ def test_nested_data_changes_are_detected() -> None:
     new["nodes"][1]["data"]["extra"] = {}  # type: ignore[index]
     # when / then
     assert diff_graphs(BASE, new) == GraphDiff(
-        [], [], [NodeChange("t", ["data"]), NodeChange("a", ["data"])], [], [], []
+        [],
+        [],
+        [
+            NodeChange("t", ["data"], [vc("data.config.every.1", CHANGED, 2, 3)]),
+            NodeChange("a", ["data"], [vc("data.extra", ADDED)]),
+        ],
+        [],
+        [],
+        [],
     )
 
 
 @pytest.mark.parametrize(
-    ("before", "after"),
+    ("before", "after", "changes"),
     [
-        (True, 1),
-        (1, True),
-        (False, 0),
-        (0, None),
-        ("1", 1),
-        ("", None),
-        ([], {}),
-        ([1, 2], [2, 1]),
-        ([1], [1, 1]),
-        ({"a": 1}, {"a": 1, "b": None}),
-        ({"a": 1}, {"b": 1}),
-        ({"a": [True]}, {"a": [1]}),
-        (float("nan"), 1.0),
-        (0.5, 0.25),
+        (True, 1, [("", CHANGED, True, 1)]),
+        (1, True, [("", CHANGED, 1, True)]),
+        (False, 0, [("", CHANGED, False, 0)]),
+        (0, None, [("", CHANGED, 0, None)]),
+        ("1", 1, [("", CHANGED, "1", 1)]),
+        ("", None, [("", CHANGED, "", None)]),
+        ([], {}, [("", CHANGED, None, None)]),
+        ([1, 2], [2, 1], [(".0", CHANGED, 1, 2), (".1", CHANGED, 2, 1)]),
+        ([1], [1, 1], [(".1", ADDED, None, 1)]),
+        ({"a": 1}, {"a": 1, "b": None}, [(".b", ADDED, None, None)]),
+        ({"a": 1}, {"b": 1}, [(".a", REMOVED, 1, None), (".b", ADDED, None, 1)]),
+        ({"a": [True]}, {"a": [1]}, [(".a.0", CHANGED, True, 1)]),
+        (NAN, 1.0, [("", CHANGED, NAN, 1.0)]),
+        (0.5, 0.25, [("", CHANGED, 0.5, 0.25)]),
     ],
 )
 def test_values_of_different_json_type_or_content_are_changes(
-    before: object, after: object
+    before: object, after: object, changes: list[tuple[str, ChangeKind, object, object]]
 ) -> None:
     # given a field that went from `before` to `after`
     old = {"nodes": [node("a", data={"v": before})], "edges": [edge("e", "a", "a", w=before)]}
     new = {"nodes": [node("a", data={"v": after})], "edges": [edge("e", "a", "a", w=after)]}
     # when
     diff = diff_graphs(old, new)
-    # then
-    assert diff == GraphDiff([], [], [NodeChange("a", ["data"])], [], [], ["e"])
+    # then each changed path is named, with the scalars before and after
+    in_node = [vc("data.v" + suffix, kind, b, a) for suffix, kind, b, a in changes]
+    in_edge = [vc("w" + suffix, kind, b, a) for suffix, kind, b, a in changes]
+    assert diff == GraphDiff(
+        [],
+        [],
+        [NodeChange("a", ["data"], in_node)],
+        [],
+        [],
+        ["e"],
+        [EdgeChange("e", ["w"], in_edge)],
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,7 +185,15 @@ def test_edge_handle_change_is_an_edge_change() -> None:
     new = copy.deepcopy(BASE)
     new["edges"][1]["sourceHandle"] = "out"  # type: ignore[index]
     # when / then
-    assert diff_graphs(BASE, new) == GraphDiff([], [], [], [], [], ["e2"])
+    assert diff_graphs(BASE, new) == GraphDiff(
+        [],
+        [],
+        [],
+        [],
+        [],
+        ["e2"],
+        [EdgeChange("e2", ["sourceHandle"], [vc("sourceHandle", CHANGED, None, "out")])],
+    )
 
 
 @pytest.mark.parametrize("bad", [None, [], "graph", 5, {"nodes": "x", "edges": {"a": 1}}])
@@ -192,7 +242,7 @@ def test_non_json_values_in_old_data_do_not_crash() -> None:
     # when
     diff = diff_graphs(old, new)
     # then equal odd values compare equal and failing comparisons count as changes
-    assert diff == GraphDiff([], [], [NodeChange("b", ["data"])], [], [], [])
+    assert diff == GraphDiff([], [], [NodeChange("b", ["data"], [vc("data", CHANGED)])], [], [], [])
 
 
 def test_deeply_nested_and_self_referencing_data_do_not_crash() -> None:
@@ -211,5 +261,47 @@ def test_deeply_nested_and_self_referencing_data_do_not_crash() -> None:
     new = {"nodes": [node("deep", data=deep(2)), node("loop", data=loop_new)]}
     # when
     diff = diff_graphs(old, new)
-    # then
-    assert diff == GraphDiff([], [], [NodeChange("deep", ["data"])], [], [], [])
+    # then the path stops at 64 steps, where the rest is compared as one value
+    path = ("data", *["0"] * 63)
+    assert diff == GraphDiff(
+        [],
+        [],
+        [NodeChange("deep", ["data"], [ValueChange(path, CHANGED, None, None)])],
+        [],
+        [],
+        [],
+    )
+
+
+def test_changes_inside_one_node_are_capped() -> None:
+    # given a node where 150 config values changed
+    old = {"nodes": [node("a", data={f"k{i:03}": i for i in range(150)})]}
+    new = {"nodes": [node("a", data={f"k{i:03}": -i - 1 for i in range(150)})]}
+    # when
+    (change,) = diff_graphs(old, new).nodes_changed
+    # then the first 100 are listed, in path order, and the cut is said
+    assert len(change.changes) == MAX_CHANGES == 100
+    assert change.changes[0] == vc("data.k000", CHANGED, 0, -1)
+    assert change.changes[-1] == vc("data.k099", CHANGED, 99, -100)
+    assert change.truncated is True
+
+
+def test_config_strings_are_shown_as_written() -> None:
+    # given a url that moved from one secret reference to another
+    old = {"nodes": [node("h", data={"url": "https://api.test/{{ secrets.OLD }}"})]}
+    new = {"nodes": [node("h", data={"url": "https://api.test/{{ secrets.NEW }}"})]}
+    # when / then the expressions are shown, as the graph holds them
+    assert diff_graphs(old, new).nodes_changed == [
+        NodeChange(
+            "h",
+            ["data"],
+            [
+                vc(
+                    "data.url",
+                    CHANGED,
+                    "https://api.test/{{ secrets.OLD }}",
+                    "https://api.test/{{ secrets.NEW }}",
+                )
+            ],
+        )
+    ]
