@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     INVALID_CRON = "INVALID_CRON"
     INVALID_TIMEZONE = "INVALID_TIMEZONE"
     LAST_OWNER = "LAST_OWNER"
+    WORKFLOW_NOT_PUBLISHED = "WORKFLOW_NOT_PUBLISHED"
 
 
 @dataclass(frozen=True, slots=True)

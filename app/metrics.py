@@ -49,3 +49,10 @@ async def watch_event_loop(interval: float = 0.1) -> None:
         EVENT_LOOP_LAG.observe(lag)
         if lag >= BLOCKED_LOOP_SECONDS:
             log.warning("event loop blocked", extra={"seconds": round(lag, 3)})
+
+
+RUNS_PRUNED = Counter(
+    "flowdeck_runs_pruned_total",
+    "Finished runs deleted (with their steps and events) for being older than their "
+    "workspace's retention.",
+)

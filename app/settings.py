@@ -193,6 +193,26 @@ class Settings(BaseSettings):
         20 * 1024 * 1024, ge=1024, description="Largest PDF pdf.extract_text reads, in bytes."
     )
     pdf_max_pages: int = Field(500, ge=1, description="Most pages pdf.extract_text reads.")
+    token_recheck_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How often an open subscription (and a socket) signs in again: a revoked "
+        "or expired API token stops working on them within this many seconds.",
+    )
+    run_prune_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="How often workers delete finished runs older than their workspace's "
+        "runRetentionDays (with their steps and events).",
+    )
+    node_test_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="Longest a nodeTest waits for its node (less when the node's own "
+        "timeoutSeconds is shorter).",
+    )
     bootstrap_email: str = Field(
         "admin@flowdeck.localhost",
         description="Email of the first user made on an empty embedded database.",

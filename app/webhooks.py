@@ -378,6 +378,8 @@ def _refused(error: InputErrors) -> Response:
             "IDEMPOTENCY_CONFLICT",
             "This delivery id was used for a delivery with a different body.",
         )
+    if ErrorCode.WORKFLOW_NOT_PUBLISHED in codes:
+        return _error(409, "WORKFLOW_NOT_PUBLISHED", str(error))
     if ErrorCode.GRAPH_INVALID in codes or ErrorCode.NOT_FOUND in codes:
         return _error(422, "WORKFLOW_CANNOT_RUN", str(error))
     return _error(400, "BAD_REQUEST", str(error))

@@ -43,6 +43,8 @@ from bench.suite import server_url
 
 CREATE = """mutation($i: WorkflowCreateInput!) { workflowCreate(input: $i) {
   workflow { id } userErrors { code message } } }"""
+PUBLISH = """mutation($i: WorkflowPublishInput!) { workflowPublish(input: $i) {
+  userErrors { code message } } }"""
 HOOK = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(input: $i) {
   webhook { url signingSecret } userErrors { code message } } }"""
 
@@ -90,6 +92,12 @@ async def measure(
         variables = {"i": {"workspaceId": workspace_id, "name": "hook", "graph": graph()}}
         created = await client.post("/graphql", json={"query": CREATE, "variables": variables})
         workflow_id = created.json()["data"]["workflowCreate"]["workflow"]["id"]
+        # A webhook runs the published version: publish version 1 (none was published: 0).
+        publish_vars = {"i": {"workflowId": workflow_id, "version": 1, "baseVersion": 0}}
+        published = await client.post(
+            "/graphql", json={"query": PUBLISH, "variables": publish_vars}
+        )
+        assert published.json()["data"]["workflowPublish"]["userErrors"] == [], published.text
         hook_vars = {"i": {"workflowId": workflow_id, "enabled": True, "requireSignature": True}}
         hook = (await client.post("/graphql", json={"query": HOOK, "variables": hook_vars})).json()
         webhook = hook["data"]["workflowWebhookUpdate"]["webhook"]

@@ -19,6 +19,7 @@ from strawberry.types import ExecutionContext
 from app.settings import Settings, get_settings
 from schema.auth import RequireSignIn
 from schema.errors import ErrorPolicy
+from schema.node_tests.mutations import NodeTestMutations
 from schema.runs.mutations import RunMutations
 from schema.runs.queries import RunQueries
 from schema.runs.subscriptions import RunSubscriptions
@@ -44,6 +45,7 @@ Mutation = merge_types(
         SecretMutations,
         WebhookMutations,
         ScheduleMutations,
+        NodeTestMutations,
     ),
 )
 

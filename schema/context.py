@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ class Context:
         self.streaming = streaming or isinstance(connection, WebSocket)
         self._session: AsyncSession | None = None
         self._principal: Principal | None = None
+        self._signed_in_at = 0.0
         self._loaders: Loaders = build_loaders(lambda: self.session)
         # Set by Strawberry from graphql-transport-ws's connection_init payload.
         self.connection_params: dict[str, Any] | None = None
@@ -113,13 +116,38 @@ class Context:
 
         async def source() -> AsyncIterator[T]:
             principal = await self.principal()
-            async for item in open_source(principal):
+            async for item in self._while_signed_in(open_source(principal)):
                 yield item
 
         async with self.operation():
             async for item in guarded(source()):
                 await self.refresh()
                 yield item
+
+    async def _while_signed_in(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Relay ``items``, signing in again every token_recheck_seconds even while none
+        comes: a revoked or expired token ends the subscription with UNAUTHENTICATED."""
+        interval = self.runtime.settings.token_recheck_seconds
+        upcoming = asyncio.ensure_future(anext(items))
+        try:
+            while True:
+                done, _ = await asyncio.wait({upcoming}, timeout=interval)
+                await self.principal()
+                if not done:
+                    continue
+                try:
+                    item = upcoming.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+                upcoming = asyncio.ensure_future(anext(items))
+        finally:
+            upcoming.cancel()
+            with contextlib.suppress(BaseException):
+                await upcoming
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def refresh(self) -> None:
         """Between two events of a subscription: release the session, forget cached rows."""
@@ -157,17 +185,24 @@ class Context:
             self._session = None
 
     async def principal(self) -> Principal:
-        """The signed-in caller; raises UNAUTHENTICATED without a valid token."""
-        if self._principal is None:
+        """The signed-in caller; raises UNAUTHENTICATED without a valid token.
+
+        A long-lived socket or stream signs in again once its last sign-in is older than
+        token_recheck_seconds, so a revoked or expired token stops working within that.
+        """
+        now = time.monotonic()
+        stale = now - self._signed_in_at >= self.runtime.settings.token_recheck_seconds
+        if self._principal is None or stale:
             if not self._token:
                 raise Unauthenticated()
-            if self.streaming:
-                # A short session of its own: a stream must not hold one open (an SSE
-                # subscription kept its sign-in transaction idle for as long as it ran).
+            if self.streaming or self._principal is not None:
+                # A short session of its own: a socket or stream must not hold one open (an
+                # SSE subscription kept its sign-in transaction idle for as long as it ran).
                 async with self.runtime.sessions() as session:
-                    self._principal = await authenticate(session, token=self._token)
+                    principal = await authenticate(session, token=self._token)
             else:
-                self._principal = await authenticate(self.session, token=self._token)
+                principal = await authenticate(self.session, token=self._token)
+            self._principal, self._signed_in_at = principal, now
         return self._principal
 
     async def transact(

@@ -36,3 +36,16 @@ def decode_id(kind: str, value: str, what: str | None = None) -> uuid.UUID:
         return uuid.UUID(key)
     except ValueError as error:
         raise NotFound(what or kind) from error
+
+
+def decode_any(value: str) -> tuple[str, str] | None:
+    """The kind and key inside any ID; None when it is not one."""
+    try:
+        if len(value) > 300:
+            return None
+        padded = value + "=" * (-len(value) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+    except (ValueError, UnicodeError, binascii.Error):
+        return None
+    kind, separator, key = text.partition(":")
+    return (kind, key) if separator and kind and key else None

@@ -67,6 +67,7 @@ def settings(database_url: str) -> Settings:
         # The suite drives runs on workers (the `worker` fixture); the tests of runs driven
         # where they were queued make their own app (tests/worker/test_inline.py).
         inline_runs=0,
+        token_recheck_seconds=1.0,
     )
 
 
@@ -80,6 +81,7 @@ async def engine(settings: Settings, database_url: str) -> AsyncIterator[AsyncEn
 
 
 TABLES = [
+    "audit_events",
     "schedule_fires",
     "webhooks",
     "secrets",

@@ -97,6 +97,11 @@ class Factory:
         async with self.engine.connect() as conn:
             return await conn.scalar(text(statement), params)
 
+    async def rows(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Rows from SQL as dicts, for asserting what was (not) written."""
+        async with self.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(text(statement), params)).mappings()]
+
     async def execute(self, statement: str, **params: Any) -> None:
         """Run and commit SQL (to set up states the API cannot reach directly)."""
         async with self.engine.begin() as conn:
@@ -133,8 +138,9 @@ class Factory:
             "secrets",
             "webhooks",
             "schedule_fires",
+            "audit_events",
         ]
-        digested = ["workflows", "secrets", "webhooks"]
+        digested = ["workflows", "secrets", "webhooks", "workspaces", "memberships"]
         async with self.engine.connect() as conn:
             counts: dict[str, int | str] = {
                 t: int(await conn.scalar(text(f"SELECT count(*) FROM {t}"))) for t in tables
@@ -143,7 +149,7 @@ class Factory:
                 counts[f"{t} digest"] = str(
                     await conn.scalar(
                         text(
-                            f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM {t} t"
+                            f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t"
                         )
                     )
                 )

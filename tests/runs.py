@@ -73,8 +73,28 @@ def flow(
     }
 
 
-async def create_workflow(factory: Factory, owner: Account, graph: dict, name: str = "Flow") -> str:
-    """A workflow with ``graph`` as version 1; its id."""
+PUBLISH = """mutation($i: WorkflowPublishInput!) { workflowPublish(input: $i) {
+  workflow { id publishedVersion { number } } userErrors { field code message } } }"""
+
+
+async def publish(
+    factory: Factory, account: Account, workflow_id: str, version: int, **extra: Any
+) -> dict[str, Any]:
+    """The workflowPublish payload (no top-level errors allowed)."""
+    body = await factory.gql(
+        PUBLISH,
+        {"i": {"workflowId": workflow_id, "version": version, **extra}},
+        token=account.token,
+    )
+    assert "errors" not in body, body
+    return body["data"]["workflowPublish"]
+
+
+async def create_workflow(
+    factory: Factory, owner: Account, graph: dict, name: str = "Flow", *, published: bool = True
+) -> str:
+    """A workflow with ``graph`` as version 1, published unless told (so its schedule and
+    webhook run it); its id."""
     body = await factory.gql(
         """mutation($i: WorkflowCreateInput!) { workflowCreate(input: $i) {
              workflow { id currentVersion { diagnostics { code message nodeId } } }
@@ -85,7 +105,10 @@ async def create_workflow(factory: Factory, owner: Account, graph: dict, name: s
     payload = body["data"]["workflowCreate"]
     assert payload["userErrors"] == [], payload
     assert payload["workflow"]["currentVersion"]["diagnostics"] == [], payload
-    return payload["workflow"]["id"]
+    workflow_id = payload["workflow"]["id"]
+    if published:
+        assert (await publish(factory, owner, workflow_id, 1))["userErrors"] == []
+    return workflow_id
 
 
 async def execute(

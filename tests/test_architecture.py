@@ -11,7 +11,11 @@ import grimp
 ROOT = Path(__file__).resolve().parents[1]
 # Strawberry's lazy type references: types that refer to each other (a workflow's runs, a
 # run's workflow) import each other under TYPE_CHECKING, and Strawberry resolves them late.
+# A workspace's run list and audit trail take their filters (input types) the same way.
 LAZY_TYPES = {
+    "schema.audit.inputs",
+    "schema.audit.types",
+    "schema.runs.inputs",
     "schema.runs.types",
     "schema.schedules.types",
     "schema.workflows.types",

@@ -15,6 +15,9 @@ class Principal:
 
     user: User
     roles: dict[uuid.UUID, Role] = field(default_factory=dict)
+    # The API token the caller signed in with (None from the command line): the audit
+    # trail records it beside the user.
+    token_id: uuid.UUID | None = None
 
     @property
     def user_id(self) -> uuid.UUID:

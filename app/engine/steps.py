@@ -44,9 +44,10 @@ class StepResult:
     error: str | None = None
 
 
-def _message(error: BaseException, node: NodePlan) -> str:
+def failure_message(error: BaseException, timeout_seconds: float | None) -> str:
+    """What a step's error says of an exception (nodeTest says the same)."""
     if isinstance(error, TimeoutError):
-        return f"Timed out after {node.policy.timeout_seconds} seconds."
+        return f"Timed out after {timeout_seconds} seconds."
     if isinstance(error, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
@@ -154,7 +155,9 @@ class StepRunner:
 
     def _failure_message(self, node: NodePlan, error: Exception) -> str:
         redact = self.claim.redactor
-        message = storable(redact.text(_message(error, node)))[:MAX_ERROR_LENGTH]
+        message = storable(redact.text(failure_message(error, node.policy.timeout_seconds)))[
+            :MAX_ERROR_LENGTH
+        ]
         if not isinstance(error, NodeFailure | ExpressionError | TimeoutError):
             # The traceback may quote a secret: it is logged redacted, as text.
             trace = "".join(traceback.format_exception(error))

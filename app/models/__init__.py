@@ -1,5 +1,6 @@
 """SQLModel tables; importing this package registers all of them on the metadata."""
 
+from app.models.audit import AuditAction, AuditEvent, AuditObjectType
 from app.models.base import utcnow
 from app.models.event import TERMINAL_EVENTS, RunEvent, RunEventType
 from app.models.run import Run, RunStatus, RunStep, RunTrigger, StepStatus
@@ -8,11 +9,15 @@ from app.models.secret import Secret
 from app.models.user import ApiToken, User
 from app.models.webhook import Webhook
 from app.models.workflow import Workflow, WorkflowVersion
-from app.models.workspace import Membership, Role, Workspace
+from app.models.workspace import DEFAULT_RUN_RETENTION_DAYS, Membership, Role, Workspace
 
 __all__ = [
+    "DEFAULT_RUN_RETENTION_DAYS",
     "TERMINAL_EVENTS",
     "ApiToken",
+    "AuditAction",
+    "AuditEvent",
+    "AuditObjectType",
     "FireOutcome",
     "Membership",
     "Role",

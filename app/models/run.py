@@ -64,6 +64,16 @@ class Run(SQLModel, table=True):
     __tablename__ = "runs"
     __table_args__ = (
         Index("ix_runs_workflow_id_queued_at", "workflow_id", "queued_at", "id"),
+        # workspace.runs: newest first across a workspace, by status, by trigger (keyset).
+        Index("ix_runs_workspace_id_queued_at", "workspace_id", "queued_at", "id"),
+        Index("ix_runs_workspace_id_status_queued_at", "workspace_id", "status", "queued_at", "id"),
+        Index(
+            "ix_runs_workspace_id_trigger_queued_at", "workspace_id", "trigger", "queued_at", "id"
+        ),
+        # Deleting a run (retention) sets retry_of_id of its retries to null: found by index.
+        Index(
+            "ix_runs_retry_of_id", "retry_of_id", postgresql_where=text("retry_of_id IS NOT NULL")
+        ),
         Index(
             "uq_runs_workflow_id_idempotency_key",
             "workflow_id",
@@ -81,7 +91,7 @@ class Run(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)
+    workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE")
     workflow_id: uuid.UUID = foreign_key("workflows.id", ondelete="CASCADE")
     version_id: uuid.UUID = foreign_key("workflow_versions.id", ondelete="CASCADE")
     version_number: int = Field(sa_column=Column(Integer, nullable=False))

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, DateTime, Enum, Integer, Text, UniqueConstraint, text
+from sqlalchemy import Column, DateTime, Enum, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import foreign_key, timestamp, uuid_pk
@@ -31,7 +31,11 @@ class ScheduleFire(SQLModel, table=True):
     """A schedule's firing at one time; unique per workflow and time across all workers."""
 
     __tablename__ = "schedule_fires"
-    __table_args__ = (UniqueConstraint("workflow_id", "fire_at"),)
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "fire_at"),
+        # Deleting a run (retention) sets run_id of its fire to null: found by index.
+        Index("ix_schedule_fires_run_id", "run_id", postgresql_where=text("run_id IS NOT NULL")),
+    )
 
     id: uuid.UUID = uuid_pk()
     workspace_id: uuid.UUID = foreign_key("workspaces.id", ondelete="CASCADE", index=True)

@@ -76,6 +76,10 @@ class Workflow(SQLModel, table=True):
     schedule_skipped_count: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )
+    # What schedules and webhooks run (null: nothing yet; saving never changes it).
+    published_version: int | None = Field(default=None, sa_column=Column(Integer))
+    published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    published_by_id: uuid.UUID | None = foreign_key("users.id", ondelete="SET NULL", nullable=True)
 
 
 class WorkflowVersion(SQLModel, table=True):

@@ -6,10 +6,12 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, Enum, Integer, String
+from sqlalchemy import CheckConstraint, Column, Enum, Integer, String, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import timestamp, uuid_pk
+
+DEFAULT_RUN_RETENTION_DAYS = 90
 
 
 class Role(StrEnum):
@@ -42,6 +44,14 @@ class Workspace(SQLModel, table=True):
     # decrypted is keyed by it.
     secrets_version: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    # Finished runs older than this many days are pruned by the workers (with their steps
+    # and events); see app/services/retention.py.
+    run_retention_days: int = Field(
+        default=DEFAULT_RUN_RETENTION_DAYS,
+        sa_column=Column(
+            Integer, nullable=False, server_default=text(str(DEFAULT_RUN_RETENTION_DAYS))
+        ),
     )
 
 

@@ -14,7 +14,8 @@ from sqlmodel import col
 from app.auth.principal import Principal
 from app.auth.tokens import generate_token, hash_token, looks_like_token
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound, Unauthenticated
-from app.models import ApiToken, Membership, User, utcnow
+from app.models import ApiToken, AuditAction, AuditObjectType, Membership, User, utcnow
+from app.services import audit
 from app.services.text import clean_name
 
 # last_used_at is a hint for people; writing it more often than this costs a write a request.
@@ -52,8 +53,40 @@ _INFO_COLUMNS = (
 )
 
 
+async def record_token_change(
+    session: AsyncSession,
+    *,
+    principal: Principal | None,
+    user_id: uuid.UUID,
+    action: AuditAction,
+    token_id: uuid.UUID,
+    name: str,
+    expires_at: datetime | None,
+) -> None:
+    """Audit a token change in every workspace of its user: a token acts in all of them."""
+    workspace_ids = await session.scalars(
+        select(col(Membership.workspace_id)).where(col(Membership.user_id) == user_id)
+    )
+    for workspace_id in workspace_ids.all():
+        await audit.record(
+            session,
+            principal=principal,
+            user_id=user_id,
+            workspace_id=workspace_id,
+            action=action,
+            object_type=AuditObjectType.API_TOKEN,
+            object_id=token_id,
+            summary={"name": name, "expiresAt": expires_at.isoformat() if expires_at else None},
+        )
+
+
 async def create_api_token(
-    session: AsyncSession, *, user: User, name: str, expires_at: datetime | None
+    session: AsyncSession,
+    *,
+    user: User,
+    name: str,
+    expires_at: datetime | None,
+    principal: Principal | None = None,
 ) -> CreatedToken:
     """A new API token for ``user``; the clear token is returned only here."""
     clean, errors = clean_name(name, ("input", "name"))
@@ -78,6 +111,15 @@ async def create_api_token(
     row = ApiToken(user_id=user.id, name=clean, token_hash=hash_token(token), expires_at=expires_at)
     session.add(row)
     await session.flush()
+    await record_token_change(
+        session,
+        principal=principal,
+        user_id=user.id,
+        action=AuditAction.TOKEN_CREATE,
+        token_id=row.id,
+        name=row.name,
+        expires_at=row.expires_at,
+    )
     return CreatedToken(api_token=row, token=token)
 
 
@@ -92,7 +134,11 @@ async def list_api_tokens(session: AsyncSession, *, user_id: uuid.UUID) -> list[
 
 
 async def revoke_api_token(
-    session: AsyncSession, *, user_id: uuid.UUID, token_id: uuid.UUID
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    token_id: uuid.UUID,
+    principal: Principal | None = None,
 ) -> ApiTokenInfo:
     """Delete one of the user's tokens; another user's token, or a missing one, is NotFound."""
     deleted = await session.execute(
@@ -103,7 +149,17 @@ async def revoke_api_token(
     row = deleted.first()
     if row is None:
         raise NotFound("API token")
-    return ApiTokenInfo(*row)
+    info = ApiTokenInfo(*row)
+    await record_token_change(
+        session,
+        principal=principal,
+        user_id=user_id,
+        action=AuditAction.TOKEN_REVOKE,
+        token_id=info.id,
+        name=info.name,
+        expires_at=info.expires_at,
+    )
+    return info
 
 
 async def authenticate(session: AsyncSession, *, token: str) -> Principal:
@@ -133,4 +189,4 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
             col(Membership.user_id) == user.id
         )
     )
-    return Principal(user=user, roles=dict(memberships.all()))
+    return Principal(user=user, roles=dict(memberships.all()), token_id=api_token.id)

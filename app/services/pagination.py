@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from app.errors import ErrorCode, InputErrors
+from app.errors import ErrorCode, FieldError, InputErrors
 
 T = TypeVar("T")
 
@@ -59,3 +61,26 @@ def make_page(rows: list[T], first: int, key: Callable[[T], Sequence[Any]]) -> P
     return Page(
         items=items, cursors=[encode_cursor(key(r)) for r in items], has_next_page=len(rows) > first
     )
+
+
+def check_period(
+    since: datetime | None, until: datetime | None, field: tuple[str, ...]
+) -> list[FieldError]:
+    """What is wrong with a from/to period: both need a time zone, from before to."""
+    errors = [
+        FieldError((*field, name), ErrorCode.INVALID, "Give a time zone offset.")
+        for name, moment in (("from", since), ("to", until))
+        if moment is not None and moment.tzinfo is None
+    ]
+    if not errors and since is not None and until is not None and since >= until:
+        errors.append(FieldError((*field, "to"), ErrorCode.INVALID, "Must be after `from`."))
+    return errors
+
+
+def decode_time_cursor(after: str) -> tuple[datetime, uuid.UUID]:
+    """The (timestamp, id) sort key of a cursor; anything else is an INVALID user error."""
+    moment, last_id = decode_cursor(after, 2)
+    try:
+        return datetime.fromisoformat(str(moment)), uuid.UUID(str(last_id))
+    except ValueError as error:
+        raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error

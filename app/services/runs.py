@@ -23,6 +23,8 @@ from app.engine.states import TERMINAL_RUN, end_run, open_run
 from app.engine.validation import validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import (
+    AuditAction,
+    AuditObjectType,
     Role,
     Run,
     RunEvent,
@@ -33,6 +35,7 @@ from app.models import (
     Workflow,
     WorkflowVersion,
 )
+from app.services import audit
 from app.services.graphs import GraphPolicy
 from app.services.pagination import Page, check_page_size, decode_cursor, make_page
 from app.services.queue import RunQueue
@@ -46,7 +49,8 @@ def _input_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _check_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
+def check_run_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
+    """InputErrors unless ``value`` may be a run's input (nodeTest's input too)."""
     problems = check_json_value(
         value,
         max_depth=policy.limits.max_depth,
@@ -194,7 +198,7 @@ async def queue_run(
     transaction. With an idempotency key already used, the earlier run comes back (or
     IDEMPOTENCY_CONFLICT when its input or version differ).
     """
-    _check_input(input, policy, max_input_bytes)
+    check_run_input(input, policy, max_input_bytes)
     _check_idempotency_key(idempotency_key)
     wanted = workflow.current_version if version is None else version
     target = await _runnable_version(session, workflow.id, wanted, policy)
@@ -256,7 +260,7 @@ async def born_run(
     seen the version yet. The driver's first flush writes the run, or finds its idempotency
     key taken.
     """
-    _check_input(input, policy, max_input_bytes)
+    check_run_input(input, policy, max_input_bytes)
     _check_idempotency_key(idempotency_key)
     target = await _runnable_version(session, workflow_id, version, policy)
     _check_runnable(target)
@@ -342,6 +346,7 @@ async def cancel_run(
     # Settle the steps here and fence out any worker holding the run (its claim is bumped):
     # nothing stays RUNNING even if that worker is gone or paused, and RUN_CANCELLED is the
     # run's last event. The worker is told to stop at once through the queue.
+    previous = locked.status  # end_run refreshes the row
     run = await end_run(
         session,
         run_id=run.id,
@@ -351,6 +356,15 @@ async def cancel_run(
     )
     if locked.job_id is not None:
         await queue.stop(session, locked.job_id)
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=run.workspace_id,
+        action=AuditAction.RUN_CANCEL,
+        object_type=AuditObjectType.RUN,
+        object_id=run.id,
+        summary={"previousStatus": previous.value},
+    )
     return run
 
 
@@ -418,6 +432,15 @@ async def retry_run(
     )
     assert run is not None  # not idempotent: the insert always happens
     await queue.start(session, run)
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=run.workspace_id,
+        action=AuditAction.RUN_RETRY,
+        object_type=AuditObjectType.RUN,
+        object_id=original.id,
+        summary={"fromFailedStep": from_failed_step, "reusedSteps": len(kept)},
+    )
     return run
 
 

@@ -31,6 +31,8 @@ from app.engine.cron import (
 from app.engine.states import OPEN_RUN
 from app.errors import ErrorCode, InputErrors
 from app.models import (
+    AuditAction,
+    AuditObjectType,
     FireOutcome,
     Role,
     Run,
@@ -40,6 +42,7 @@ from app.models import (
     Workflow,
     utcnow,
 )
+from app.services import audit
 from app.services.graphs import GraphPolicy
 from app.services.queue import RunQueue
 from app.services.runs import queue_run
@@ -47,6 +50,7 @@ from app.services.workflows import get_workflow
 
 MAX_UPCOMING = 50
 MAX_RECENT_FIRES = 100
+NOT_PUBLISHED = "WORKFLOW_NOT_PUBLISHED: no version of this workflow is published."
 # A fire handled later than this after its time says so in its run input (catchUp).
 CATCH_UP_AFTER = timedelta(minutes=1)
 
@@ -90,6 +94,20 @@ async def update_schedule(
     await session.execute(update(Workflow).where(col(Workflow.id) == workflow.id).values(**values))
     for key, value in values.items():
         setattr(workflow, key, value)
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=workflow.workspace_id,
+        action=AuditAction.SCHEDULE_UPDATE,
+        object_type=AuditObjectType.WORKFLOW,
+        object_id=workflow.id,
+        summary={
+            "cron": clean,
+            "timezone": timezone,
+            "enabled": enabled,
+            "overlap": workflow.schedule_overlap,
+        },
+    )
     return workflow
 
 
@@ -208,6 +226,8 @@ async def _start_run(
     due: DueFire,
     now: datetime,
 ) -> tuple[FireOutcome, uuid.UUID | None, str | None]:
+    if workflow.published_version is None:  # schedules run the published version only
+        return FireOutcome.SKIPPED, None, NOT_PUBLISHED
     if workflow.schedule_overlap == ScheduleOverlap.SKIP and await _scheduled_run_open(
         session, workflow.id
     ):
@@ -219,7 +239,7 @@ async def _start_run(
                 queue=queue,
                 workflow=workflow,
                 input=run_input(workflow, due, now),
-                version=None,
+                version=workflow.published_version,
                 idempotency_key=f"schedule:{due.fire_at.isoformat()}",
                 policy=policy,
                 max_input_bytes=max_input_bytes,
@@ -283,7 +303,7 @@ async def fire_schedule(
                 .values(outcome=outcome, run_id=run_id, error=error)
             )
             changes["schedule_last_fired_at"] = due.fire_at
-            if outcome is FireOutcome.SKIPPED:
+            if outcome is FireOutcome.SKIPPED and error is None:  # overlap skips only
                 changes["schedule_skipped_count"] = col(Workflow.schedule_skipped_count) + 1
             fired = Fired(workflow.id, due.fire_at, outcome, run_id, due.missed, error)
     await session.execute(update(Workflow).where(col(Workflow.id) == workflow.id).values(**changes))

@@ -17,7 +17,8 @@ from sqlmodel import col
 from app.auth.principal import Principal
 from app.errors import ErrorCode, FieldError, InputErrors
 from app.keyring import DecryptError, Keyring, KeyringError, Sealed, secret_aad, webhook_aad
-from app.models import Role, Secret, Webhook, Workspace
+from app.models import AuditAction, AuditObjectType, Role, Secret, Webhook, Workspace
+from app.services import audit
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,16 @@ async def set_secret(
     )
     secret = (await session.execute(statement)).scalar_one()
     await _changed(session, workspace_id)
+    # The name only: the value never leaves the keyring.
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=workspace_id,
+        action=AuditAction.SECRET_SET,
+        object_type=AuditObjectType.SECRET,
+        object_id=name,
+        summary={"name": name},
+    )
     return secret
 
 
@@ -192,6 +203,15 @@ async def delete_secret(
             ("input", "name"), ErrorCode.NOT_FOUND, f'No secret "{name}" in this workspace.'
         )
     await _changed(session, workspace_id)
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=workspace_id,
+        action=AuditAction.SECRET_DELETE,
+        object_type=AuditObjectType.SECRET,
+        object_id=deleted,
+        summary={"name": deleted},
+    )
     return deleted
 
 

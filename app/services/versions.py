@@ -135,3 +135,26 @@ async def diff_versions(
         if number not in graphs:
             raise NotFound(f"Version {number}")
     return diff_graphs(graphs[from_number], graphs[to_number])
+
+
+async def save_summary(
+    session: AsyncSession, *, workflow: Workflow, number: int, graph: Any
+) -> dict[str, Any]:
+    """What saving ``graph`` as version ``number`` changed since the version before, in
+    counts (the audit trail's summary of a save)."""
+    previous = await session.scalar(
+        select(WorkflowVersion.graph).where(
+            col(WorkflowVersion.workflow_id) == workflow.id,
+            col(WorkflowVersion.number) == number - 1,
+        )
+    )
+    diff = diff_graphs(previous, graph)
+    return {
+        "version": number,
+        "nodesAdded": len(diff.nodes_added),
+        "nodesRemoved": len(diff.nodes_removed),
+        "nodesChanged": len(diff.nodes_changed),
+        "edgesAdded": len(diff.edges_added),
+        "edgesRemoved": len(diff.edges_removed),
+        "edgesChanged": len(diff.edges_changed),
+    }

@@ -24,7 +24,8 @@ from app.engine.journal import Pool
 from app.engine.plan import RunPlan
 from app.errors import ErrorCode, InputErrors
 from app.keyring import Keyring, Sealed, webhook_aad
-from app.models import Role, RunStatus, RunTrigger, Webhook, Workflow
+from app.models import AuditAction, AuditObjectType, Role, RunStatus, RunTrigger, Webhook, Workflow
+from app.services import audit
 from app.services.graphs import GraphPolicy
 from app.services.queue import RunQueue
 from app.services.runs import born_run, input_digest, key_holder, queue_run
@@ -126,6 +127,22 @@ async def update_webhook(
     hook.require_signature = signing
     hook.updated_at = (await session.execute(select(func.clock_timestamp()))).scalar_one()
     await session.flush()
+    # Never the URL id or the signing secret: only what was switched, and what was renewed.
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=workflow.workspace_id,
+        action=AuditAction.WEBHOOK_UPDATE,
+        object_type=AuditObjectType.WORKFLOW,
+        object_id=workflow.id,
+        summary={
+            "enabled": hook.enabled,
+            "requireSignature": hook.require_signature,
+            "waitForResult": hook.wait_for_result,
+            "rotatedUrl": rotate_url,
+            "newSigningSecret": signing_secret is not None,
+        },
+    )
     return WebhookUpdate(webhook=hook, signing_secret=signing_secret)
 
 
@@ -145,15 +162,15 @@ class Delivery:
     signing_key_id: str | None
     signing_nonce: bytes | None
     signing_ciphertext: bytes | None
-    # The version a delivery runs.
-    version: int
+    # The version a delivery runs: the published one (None: nothing is published).
+    version: int | None
     # The version of its workspace's secrets (what the run is given and redacts).
     secrets_version: int
 
 
 FIND_TARGET = """
 SELECT h.token, h.id, h.workspace_id, h.workflow_id, h.require_signature, h.wait_for_result,
-       h.signing_key_id, h.signing_nonce, h.signing_ciphertext, w.current_version,
+       h.signing_key_id, h.signing_nonce, h.signing_ciphertext, w.published_version,
        s.secrets_version
 FROM webhooks h JOIN workflows w ON w.id = h.workflow_id
 JOIN workspaces s ON s.id = h.workspace_id
@@ -177,7 +194,7 @@ STILL_TARGET = """EXISTS (
     WHERE h.id = %(p_hook)s AND h.token = %(p_token)s AND h.enabled
       AND h.require_signature = %(p_signed)s AND h.wait_for_result = %(p_wait)s
       AND h.signing_nonce IS NOT DISTINCT FROM %(p_nonce)s
-      AND w.current_version = %(p_version)s AND s.secrets_version = %(p_secrets)s)"""
+      AND w.published_version = %(p_version)s AND s.secrets_version = %(p_secrets)s)"""
 
 
 def still_target(target: Delivery) -> tuple[str, dict[str, Any]]:
@@ -213,9 +230,10 @@ class DeliveryTargets:
         if kept is not None and now - kept[0] < self.seconds:
             return kept[1]
         target = await find_delivery_target(pool, token=token)
-        if target is None:
+        if target is None or target.version is None:
+            # Nothing published is not kept either: a publish takes effect at the next delivery.
             self._kept.pop(token, None)
-            return None
+            return target
         self._kept[token] = (now, target)
         self._kept.move_to_end(token)
         if len(self._kept) > self.size:
@@ -297,6 +315,17 @@ class Accepted:
     duplicate: bool
 
 
+def published(target: Delivery) -> int:
+    """The version a delivery runs; WORKFLOW_NOT_PUBLISHED when there is none."""
+    if target.version is None:
+        raise InputErrors.single(
+            None,
+            ErrorCode.WORKFLOW_NOT_PUBLISHED,
+            "No version of this workflow is published; publish one to let its webhook run it.",
+        )
+    return target.version
+
+
 async def new_delivery_run(
     session: AsyncSession,
     *,
@@ -312,7 +341,7 @@ async def new_delivery_run(
         precondition=still_target(target),
         workspace_id=target.workspace_id,
         workflow_id=target.workflow_id,
-        version=target.version,
+        version=published(target),
         input=input,
         idempotency_key=idempotency_key(delivery),
         policy=policy,
@@ -370,13 +399,14 @@ async def deliver(
             session, workflow_id=target.workflow_id, idempotency_key=key
         ):
             return await earlier_delivery(session, target=target, delivery=delivery, input=input)
+    version = published(target)
     workflow = await session.get_one(Workflow, target.workflow_id)
     run = await queue_run(
         session,
         queue=queue,
         workflow=workflow,
         input=input,
-        version=target.version,
+        version=version,
         idempotency_key=key,
         policy=policy,
         max_input_bytes=max_input_bytes,

@@ -13,11 +13,12 @@ from sqlmodel import col
 
 from app.auth.principal import Principal
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
-from app.models import Role, Workflow, WorkflowVersion
+from app.models import AuditAction, AuditObjectType, Role, Workflow, WorkflowVersion
+from app.services import audit
 from app.services.graphs import EMPTY_GRAPH, GraphPolicy, prepare_graph
 from app.services.pagination import Page, check_page_size, decode_cursor, make_page
 from app.services.text import check_text, clean_name, storable
-from app.services.versions import insert_version
+from app.services.versions import insert_version, save_summary
 
 MAX_DESCRIPTION = 10_000
 MAX_MESSAGE = 2_000
@@ -176,7 +177,26 @@ async def create_workflow(
         message=None,
         created_by_id=principal.user_id,
     )
+    await _record(session, principal, workflow, AuditAction.WORKFLOW_CREATE, {"name": clean})
     return workflow, version
+
+
+async def _record(
+    session: AsyncSession,
+    principal: Principal,
+    workflow: Workflow,
+    action: AuditAction,
+    summary: dict[str, Any],
+) -> None:
+    await audit.record(
+        session,
+        principal=principal,
+        workspace_id=workflow.workspace_id,
+        action=action,
+        object_type=AuditObjectType.WORKFLOW,
+        object_id=workflow.id,
+        summary=summary,
+    )
 
 
 async def save_workflow(
@@ -208,6 +228,9 @@ async def save_workflow(
     if description is not None:
         changes["description"] = description
     number = await _bump_version(session, workflow, base_version, changes)
+    summary = await save_summary(session, workflow=workflow, number=number, graph=prepared.graph)
+    if "name" in changes:
+        summary["name"] = changes["name"]
     version = await insert_version(
         session,
         workflow=workflow,
@@ -216,6 +239,7 @@ async def save_workflow(
         message=message,
         created_by_id=principal.user_id,
     )
+    await _record(session, principal, workflow, AuditAction.WORKFLOW_SAVE, summary)
     return workflow, version
 
 
@@ -290,6 +314,13 @@ async def rollback_workflow(
         created_by_id=principal.user_id,
         restored_from=to_version,
     )
+    await _record(
+        session,
+        principal,
+        workflow,
+        AuditAction.WORKFLOW_ROLLBACK,
+        {"version": number, "restoredFrom": to_version},
+    )
     return workflow, version
 
 
@@ -301,6 +332,14 @@ async def delete_workflow(
         session, principal=principal, workflow_id=workflow_id, role=Role.OWNER
     )
     await session.execute(delete(Workflow).where(col(Workflow.id) == workflow.id))
+    # The audit row has no foreign key to the workflow: the delete stays findable.
+    await _record(
+        session,
+        principal,
+        workflow,
+        AuditAction.WORKFLOW_DELETE,
+        {"name": workflow.name, "versions": workflow.current_version},
+    )
     return workflow.id
 
 
@@ -328,4 +367,11 @@ async def set_template(
     )
     workflow.is_template = is_template
     workflow.template_category = clean if is_template else None
+    await _record(
+        session,
+        principal,
+        workflow,
+        AuditAction.WORKFLOW_TEMPLATE,
+        {"isTemplate": is_template, "category": workflow.template_category},
+    )
     return workflow

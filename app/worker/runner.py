@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, text
 from app.engine.states import OPEN_RUN
 from app.worker.context import WorkerContext
 from app.worker.queue import RUNS_QUEUE
+from app.worker.retention import retention_loop
 from app.worker.schedules import tick
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ async def run_worker(worker: WorkerContext, *, install_signal_handlers: bool) ->
     settings = worker.settings
     maintenance = asyncio.create_task(maintenance_loop(worker))
     schedules = asyncio.create_task(schedule_loop(worker))
+    pruning = asyncio.create_task(retention_loop(worker))
     try:
         await worker.jobs.run_worker_async(
             queues=[RUNS_QUEUE],
@@ -115,7 +117,7 @@ async def run_worker(worker: WorkerContext, *, install_signal_handlers: bool) ->
             shutdown_graceful_timeout=5,
         )
     finally:
-        for task in (maintenance, schedules):
+        for task in (maintenance, schedules, pruning):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -24,8 +24,8 @@ ScheduleOverlap = strawberry.enum(
 ScheduleFireOutcome = strawberry.enum(
     FireOutcomeModel,
     name="ScheduleFireOutcome",
-    description="STARTED a run; SKIPPED (the previous scheduled run was still going); "
-    "FAILED (the current version cannot run).",
+    description="STARTED a run; SKIPPED (the previous scheduled run was still going, or no "
+    "version is published: see error); FAILED (the published version cannot run).",
 )
 
 
@@ -34,7 +34,10 @@ class ScheduleFire:
     row: strawberry.Private[models.ScheduleFire]
     fire_at: datetime = strawberry.field(description="The fire time it stands for (UTC).")
     outcome: ScheduleFireOutcome = strawberry.field(description="What it did.")  # type: ignore[valid-type]
-    error: str | None = strawberry.field(description="Why no run started, when FAILED.")
+    error: str | None = strawberry.field(
+        description="Why no run started: when FAILED, and when SKIPPED because no version is "
+        "published (starting WORKFLOW_NOT_PUBLISHED:); null for an overlap skip."
+    )
     missed: int = strawberry.field(
         description="Earlier fire times passed over while no worker was running (a catch-up "
         "fire stands for them), at most 1000."

@@ -42,3 +42,16 @@ class WorkflowSetTemplateInput:
     workflow_id: strawberry.ID = strawberry.field(description="The workflow.")
     is_template: bool = strawberry.field(description="Whether it is offered as a template.")
     category: str | None = strawberry.field(default=None, description="Gallery category.")
+
+
+@strawberry.input(description="Make a version the one schedules and webhooks run.")
+class WorkflowPublishInput:
+    workflow_id: strawberry.ID = strawberry.field(description="The workflow.")
+    version: int = strawberry.field(
+        description="The version to publish; it must run cleanly (no diagnostics)."
+    )
+    base_version: int | None = strawberry.field(
+        default=None,
+        description="The version you saw published (0: none was); when given, VERSION_CONFLICT "
+        "unless it is still the published one, so two racing publishes make one winner.",
+    )

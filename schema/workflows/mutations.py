@@ -1,4 +1,4 @@
-"""Workflow mutations: create, save, rollback, delete, set template."""
+"""Workflow mutations: create, save, rollback, delete, set template, publish, unpublish."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import orjson
 import strawberry
 
 from app import models
+from app.services import publishing as publishing_service
 from app.services import workflows as workflow_service
 from schema.context import Info
 from schema.errors import UserError
@@ -16,6 +17,7 @@ from schema.ids import decode_id, encode_id
 from schema.payloads import mutate
 from schema.workflows.inputs import (
     WorkflowCreateInput,
+    WorkflowPublishInput,
     WorkflowRollbackInput,
     WorkflowSaveInput,
     WorkflowSetTemplateInput,
@@ -138,6 +140,40 @@ class WorkflowMutations:
                 workflow_id=workflow_id,
                 is_template=input.is_template,
                 category=input.category,
+            ),
+            present_workflow(info),
+        )
+
+    @strawberry.mutation(
+        description="Publish a version: schedules and webhooks run it from now on (editors)."
+    )
+    async def workflow_publish(self, info: Info, input: WorkflowPublishInput) -> WorkflowPayload:
+        workflow_id = decode_id("Workflow", input.workflow_id)
+        return await mutate(
+            info,
+            WorkflowPayload,
+            lambda session, principal: publishing_service.publish_workflow(
+                session,
+                principal=principal,
+                workflow_id=workflow_id,
+                version=input.version,
+                base_version=input.base_version,
+                policy=info.context.runtime.graph_policy,
+            ),
+            present_workflow(info),
+        )
+
+    @strawberry.mutation(
+        description="Take back the published version: schedules skip their fires and webhooks "
+        "answer 409 WORKFLOW_NOT_PUBLISHED until another is published (editors)."
+    )
+    async def workflow_unpublish(self, info: Info, id: strawberry.ID) -> WorkflowPayload:
+        workflow_id = decode_id("Workflow", id)
+        return await mutate(
+            info,
+            WorkflowPayload,
+            lambda session, principal: publishing_service.unpublish_workflow(
+                session, principal=principal, workflow_id=workflow_id
             ),
             present_workflow(info),
         )

@@ -11,7 +11,11 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app import models
+from app.engine.diff import ChangeKind as ChangeKindModel
+from app.engine.diff import EdgeChange as EdgeChangeModel
 from app.engine.diff import GraphDiff as GraphDiffModel
+from app.engine.diff import NodeChange as NodeChangeModel
+from app.engine.diff import ValueChange as ValueChangeModel
 from app.engine.graph import Diagnostic as DiagnosticModel
 from app.services import versions as version_service
 from schema.context import Info
@@ -69,6 +73,8 @@ class WorkflowVersion:
     # Plain fields are copied once in from_model: Strawberry resolves them far faster than
     # method resolvers, which matters on list pages (measured in bench/).
     row: strawberry.Private[models.WorkflowVersion]
+    # The workflow row when the parent had it (else loaded): says whether this is published.
+    workflow_row: strawberry.Private[models.Workflow | None]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     number: int = strawberry.field(description="1, 2, 3 … per workflow, never reused.")
     message: str | None = strawberry.field(description="The save message, if any.")
@@ -95,11 +101,43 @@ class WorkflowVersion:
     def diagnostics(self) -> list[Diagnostic]:
         return [Diagnostic.from_json(d) for d in self.row.diagnostics or []]
 
+    async def _published(self, info: Info) -> models.Workflow | None:
+        """The workflow row when this version is the published one, else None."""
+        workflow = self.workflow_row
+        if workflow is None:
+            workflow = await info.context.loaders.workflow_by_id.load(self.row.workflow_id)
+        if workflow is None or workflow.published_version != self.row.number:
+            return None
+        return workflow
+
+    @strawberry.field(description="Whether schedules and webhooks run this version.")
+    async def is_published(self, info: Info) -> bool:
+        return await self._published(info) is not None
+
+    @strawberry.field(description="When it became the published version; null unless it is.")
+    async def published_at(self, info: Info) -> datetime | None:
+        workflow = await self._published(info)
+        return workflow.published_at if workflow is not None else None
+
+    @strawberry.field(
+        description="Who published it; null unless it is published (or by the "
+        "migration that published existing workflows)."
+    )
+    async def published_by(self, info: Info) -> User | None:
+        workflow = await self._published(info)
+        if workflow is None or workflow.published_by_id is None:
+            return None
+        row = await info.context.loaders.user_by_id.load(workflow.published_by_id)
+        return User.from_model(row) if row else None
+
     @classmethod
-    def from_model(cls, row: models.WorkflowVersion) -> WorkflowVersion:
-        """The type of a row."""
+    def from_model(
+        cls, row: models.WorkflowVersion, workflow: models.Workflow | None = None
+    ) -> WorkflowVersion:
+        """The type of a row (with its workflow's row when at hand)."""
         return cls(
             row=row,
+            workflow_row=workflow,
             id=strawberry.ID(encode_id("WorkflowVersion", row.id)),
             number=row.number,
             message=row.message,
@@ -108,10 +146,68 @@ class WorkflowVersion:
         )
 
 
+ChangeKind = strawberry.enum(
+    ChangeKindModel, description="A value ADDED, REMOVED, or CHANGED at its path."
+)
+
+
+@strawberry.type(description="One value that differs inside a node or an edge.")
+class ValueChange:
+    path: list[str] = strawberry.field(
+        description='JSON path inside the node or edge, e.g. ["data", "url"] (array positions '
+        "as strings)."
+    )
+    kind: ChangeKind = strawberry.field(description="Added, removed or changed.")  # type: ignore[valid-type]
+    before: JSON | None = strawberry.field(
+        description="The value before, when a scalar (null for objects, arrays, or absent). "
+        "Strings as written in the graph: expressions, never secret values."
+    )
+    after: JSON | None = strawberry.field(description="The value after, likewise.")
+
+    @classmethod
+    def from_model(cls, c: ValueChangeModel) -> ValueChange:
+        """The type of an engine value change."""
+        return cls(path=list(c.path), kind=c.kind, before=c.before, after=c.after)
+
+
 @strawberry.type(description="A node present in both versions whose content differs.")
 class NodeChange:
     node_id: str = strawberry.field(description="The node's id.")
     fields: list[str] = strawberry.field(description="Top-level keys of the node that differ.")
+    changes: list[ValueChange] = strawberry.field(
+        description="Every value that differs inside those keys, in path order (at most 100)."
+    )
+    changes_truncated: bool = strawberry.field(description="More than 100 values differ.")
+
+    @classmethod
+    def from_model(cls, c: NodeChangeModel) -> NodeChange:
+        """The type of an engine node change."""
+        return cls(
+            node_id=c.node_id,
+            fields=c.fields,
+            changes=[ValueChange.from_model(v) for v in c.changes],
+            changes_truncated=c.truncated,
+        )
+
+
+@strawberry.type(description="An edge present in both versions whose content differs.")
+class EdgeChange:
+    edge_id: str = strawberry.field(description="The edge's id.")
+    fields: list[str] = strawberry.field(description="Top-level keys of the edge that differ.")
+    changes: list[ValueChange] = strawberry.field(
+        description="Every value that differs inside those keys, in path order (at most 100)."
+    )
+    changes_truncated: bool = strawberry.field(description="More than 100 values differ.")
+
+    @classmethod
+    def from_model(cls, c: EdgeChangeModel) -> EdgeChange:
+        """The type of an engine edge change."""
+        return cls(
+            edge_id=c.edge_id,
+            fields=c.fields,
+            changes=[ValueChange.from_model(v) for v in c.changes],
+            changes_truncated=c.truncated,
+        )
 
 
 @strawberry.type(description="What changed between two versions, by node and edge id.")
@@ -122,6 +218,9 @@ class GraphDiff:
     edges_added: list[str] = strawberry.field(description="Ids of edges only in `to`.")
     edges_removed: list[str] = strawberry.field(description="Ids of edges only in `from`.")
     edges_changed: list[str] = strawberry.field(description="Ids of edges in both that differ.")
+    edge_changes: list[EdgeChange] = strawberry.field(
+        description="The edges in both that differ, with what changed inside them."
+    )
 
     @classmethod
     def from_model(cls, d: GraphDiffModel) -> GraphDiff:
@@ -129,10 +228,11 @@ class GraphDiff:
         return cls(
             nodes_added=d.nodes_added,
             nodes_removed=d.nodes_removed,
-            nodes_changed=[NodeChange(node_id=c.node_id, fields=c.fields) for c in d.nodes_changed],
+            nodes_changed=[NodeChange.from_model(c) for c in d.nodes_changed],
             edges_added=d.edges_added,
             edges_removed=d.edges_removed,
             edges_changed=d.edges_changed,
+            edge_changes=[EdgeChange.from_model(c) for c in d.edge_changes],
         )
 
 
@@ -181,18 +281,29 @@ class Workflow:
 
         return WorkflowSchedule.from_model(self.row)
 
-    @strawberry.field(description="The newest version.")
+    @strawberry.field(description="The newest version (a draft until it is published).")
     async def current_version(self, info: Info) -> WorkflowVersion:
         row = await info.context.loaders.version_by_key.load(
             (self.row.id, self.row.current_version)
         )
         assert row is not None
-        return WorkflowVersion.from_model(row)
+        return WorkflowVersion.from_model(row, self.row)
+
+    @strawberry.field(
+        description="The version schedules and webhooks run; null until one is published."
+    )
+    async def published_version(self, info: Info) -> WorkflowVersion | None:
+        if self.row.published_version is None:
+            return None
+        row = await info.context.loaders.version_by_key.load(
+            (self.row.id, self.row.published_version)
+        )
+        return WorkflowVersion.from_model(row, self.row) if row else None
 
     @strawberry.field(description="One version by number (null when there is none).")
     async def version(self, info: Info, number: int) -> WorkflowVersion | None:
         row = await info.context.loaders.version_by_key.load((self.row.id, number))
-        return WorkflowVersion.from_model(row) if row else None
+        return WorkflowVersion.from_model(row, self.row) if row else None
 
     @strawberry.field(description="The history, newest version first.")
     async def versions(
@@ -205,11 +316,14 @@ class Workflow:
         workflow = self.row
         return connection(
             page,
-            WorkflowVersion.from_model,  # type: ignore[arg-type]
+            lambda row: WorkflowVersion.from_model(row, workflow),  # type: ignore[arg-type]
             lambda: _count(workflow),
         )
 
-    @strawberry.field(description="What changed between two versions, by node and edge id.")
+    @strawberry.field(
+        description="What changed between two versions, by node and edge id, down to the JSON "
+        "paths inside them."
+    )
     async def diff(
         self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int
     ) -> GraphDiff:

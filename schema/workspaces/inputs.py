@@ -21,6 +21,22 @@ class MemberSetInput:
     role: Role = strawberry.field(description="Their new role.")  # type: ignore[valid-type]
 
 
+@strawberry.input(description="Change a workspace's settings (owners only).")
+class WorkspaceUpdateInput:
+    workspace_id: strawberry.ID = strawberry.field(description="The workspace.")
+    name: str | None = strawberry.field(default=None, description="A new display name.")
+    run_retention_days: int | None = strawberry.field(
+        default=None,
+        description="Keep finished runs this many days (1 to 3650; the default is 90).",
+    )
+
+
+@strawberry.input(description="Take a person out of a workspace (owners only).")
+class MemberRemoveInput:
+    workspace_id: strawberry.ID = strawberry.field(description="The workspace.")
+    user_id: strawberry.ID = strawberry.field(description="The member to remove.")
+
+
 @strawberry.input(description="A new API token for yourself.")
 class ApiTokenCreateInput:
     name: str = strawberry.field(description="What it is for, e.g. 'CI deploy script'.")

@@ -11,11 +11,16 @@ from app import models
 from app.models import Role as RoleModel
 from app.services import secrets as secret_service
 from app.services import workflows as workflow_service
+from app.services.api_tokens import ApiTokenInfo
 from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
 
 if TYPE_CHECKING:
+    from schema.audit.inputs import AuditEventFilter
+    from schema.audit.types import AuditEvent
+    from schema.runs.inputs import RunFilter
+    from schema.runs.types import Run
     from schema.secrets.types import Secret
     from schema.workflows.types import Workflow
 
@@ -43,6 +48,10 @@ class Workspace:
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     name: str = strawberry.field(description="Display name.")
     created_at: datetime = strawberry.field(description="When it was created.")
+    run_retention_days: int = strawberry.field(
+        description="Finished runs older than this many days are deleted with their steps and "
+        "events (default 90; runs still queued or running are kept)."
+    )
 
     @strawberry.field(description="Your role in this workspace.")
     async def viewer_role(self, info: Info) -> Role:  # type: ignore[valid-type]
@@ -86,6 +95,67 @@ class Workspace:
         )
         return [Secret.from_model(row) for row in rows]
 
+    @strawberry.field(
+        description="Runs of every workflow, newest queued first; `filter` narrows by status, "
+        "workflow, trigger and time (each filter index-backed)."
+    )
+    async def runs(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        filter: Annotated[RunFilter, strawberry.lazy("schema.runs.inputs")] | None = None,
+    ) -> Connection[Annotated[Run, strawberry.lazy("schema.runs.types")]]:
+        from app.services import run_search
+        from schema.runs.inputs import run_filter
+        from schema.runs.types import Run
+
+        ctx = info.context
+        where = run_filter(filter)
+        page = await run_search.search_runs(
+            ctx.session,
+            principal=await ctx.principal(),
+            workspace_id=self.row.id,
+            first=first,
+            after=after,
+            where=where,
+        )
+        workspace_id = self.row.id
+        return connection(
+            page,
+            Run.from_model,  # type: ignore[arg-type]
+            lambda: run_search.count_runs(ctx.session, workspace_id=workspace_id, where=where),
+        )
+
+    @strawberry.field(description="What changed in this workspace, newest first (owners only).")
+    async def audit_events(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        filter: Annotated[AuditEventFilter, strawberry.lazy("schema.audit.inputs")] | None = None,
+    ) -> Connection[Annotated[AuditEvent, strawberry.lazy("schema.audit.types")]]:
+        from app.services import audit
+        from schema.audit.inputs import audit_filter
+        from schema.audit.types import AuditEvent
+
+        ctx = info.context
+        where = audit_filter(filter)
+        page = await audit.list_audit_events(
+            ctx.session,
+            principal=await ctx.principal(),
+            workspace_id=self.row.id,
+            first=first,
+            after=after,
+            where=where,
+        )
+        workspace_id = self.row.id
+        return connection(
+            page,
+            AuditEvent.from_model,  # type: ignore[arg-type]
+            lambda: audit.count_audit_events(ctx.session, workspace_id=workspace_id, where=where),
+        )
+
     @classmethod
     def from_model(cls, row: models.Workspace) -> Workspace:
         """The type of a row."""
@@ -94,6 +164,7 @@ class Workspace:
             id=strawberry.ID(encode_id("Workspace", row.id)),
             name=row.name,
             created_at=row.created_at,
+            run_retention_days=row.run_retention_days,
         )
 
 
@@ -123,8 +194,39 @@ class Membership:
         return cls(row=row)
 
 
+@strawberry.type(description="An API token: its name and dates (its value is shown only once).")
+class ApiToken:
+    id: strawberry.ID = strawberry.field(description="Opaque ID.")
+    name: str = strawberry.field(description="What it is for.")
+    created_at: datetime = strawberry.field(description="When it was created.")
+    expires_at: datetime | None = strawberry.field(
+        description="When it stops working; never when null."
+    )
+    last_used_at: datetime | None = strawberry.field(
+        description="When it last signed a request in (to within five minutes); null if never."
+    )
+
+    @classmethod
+    def from_model(cls, row: models.ApiToken | ApiTokenInfo) -> ApiToken:
+        """The type of a token row, or of what may be shown of one."""
+        return cls(
+            id=strawberry.ID(encode_id("ApiToken", row.id)),
+            name=row.name,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            last_used_at=row.last_used_at,
+        )
+
+
 @strawberry.type(description="The signed-in user.")
 class Viewer(User):
+    @strawberry.field(description="Your API tokens, newest first (never their values).")
+    async def api_tokens(self, info: Info) -> list[ApiToken]:
+        from app.services.api_tokens import list_api_tokens
+
+        rows = await list_api_tokens(info.context.session, user_id=self.row.id)
+        return [ApiToken.from_model(row) for row in rows]
+
     @strawberry.field(description="Your workspaces and your role in each.")
     async def memberships(self, info: Info) -> list[Membership]:
         from app.services.workspaces import list_memberships

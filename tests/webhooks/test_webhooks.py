@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from app.webhooks import RateLimiter
+from schema.ids import decode_id
 from tests.factories import Factory
 from tests.runs import create_workflow, flow, node, read_run, wait_for
 from tests.webhooks.helpers import GREETING, UPDATE, enable, hooked_workflow, path_of, signed
@@ -253,9 +254,13 @@ async def test_refused_deliveries_write_nothing(
     assert (await client.post(path_of(renewed["url"]), json={})).status_code == 202
 
 
-async def test_a_workflow_that_cannot_run_is_refused(
+async def test_a_published_version_that_cannot_run_is_refused(
     factory: Factory, client: httpx.AsyncClient
 ) -> None:
+    # A half-drawn save (version 2) no longer reaches the webhook: it runs the published
+    # version (tests/schema/test_publishing.py). A published version that today's rules
+    # refuse (its node type gone since, say) is still refused with 422: set up in SQL, as
+    # workflowPublish itself refuses such a version.
     owner = await factory.owner()
     workflow_id = await create_workflow(factory, owner, GREETING)
     hook = await enable(factory, owner, workflow_id)
@@ -264,6 +269,10 @@ async def test_a_workflow_that_cannot_run_is_refused(
         """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) { userErrors { code } } }""",
         {"i": {"workflowId": workflow_id, "graph": broken, "baseVersion": 1}},
         token=owner.token,
+    )
+    await factory.execute(
+        "UPDATE workflows SET published_version = 2 WHERE id = :id",
+        id=decode_id("Workflow", workflow_id),
     )
     before = await factory.snapshot()
     response = await client.post(path_of(hook["url"]), json={})

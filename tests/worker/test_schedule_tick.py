@@ -26,7 +26,7 @@ from app.worker.runner import schedule_loop
 from app.worker.schedules import tick
 from schema.ids import decode_id
 from tests.factories import Account, Factory, gid
-from tests.runs import create_workflow, execute, flow, node, wait_for
+from tests.runs import create_workflow, execute, flow, node, publish, wait_for
 from tests.schedules import set_schedule_at, utc
 
 GRAPH = flow(
@@ -458,6 +458,12 @@ async def test_a_version_that_cannot_run_is_a_failed_fire_and_the_schedule_moves
         token=owner.token,
     )
     workflow_gid = body["data"]["workflowCreate"]["workflow"]["id"]
+    # workflowPublish refuses such a version; one published before today's rules refused it
+    # (its node type gone since, say) is set up in SQL.
+    await factory.execute(
+        "UPDATE workflows SET published_version = 1 WHERE id = :id",
+        id=decode_id("Workflow", workflow_gid),
+    )
     await set_schedule_at(
         runtime,
         owner,
@@ -475,6 +481,7 @@ async def test_a_version_that_cannot_run_is_a_failed_fire_and_the_schedule_moves
         {"i": {"workflowId": workflow_gid, "graph": GRAPH, "baseVersion": 1}},
         token=owner.token,
     )
+    published = await publish(factory, owner, workflow_gid, 2)
     fixed = await tick(runtime, now=utc(2026, 6, 2, 9, 0))
 
     message = (
@@ -485,6 +492,7 @@ async def test_a_version_that_cannot_run_is_a_failed_fire_and_the_schedule_moves
     ]
     assert failed.errors == 0
     assert saved["data"]["workflowSave"]["userErrors"] == []
+    assert published["userErrors"] == []
     assert [(f.outcome, f.error) for f in fixed.fires] == [(FireOutcome.STARTED, None)]
     assert [(f["fire_at"], f["outcome"], f["error"]) for f in await fires(factory)] == [
         (utc(2026, 6, 1, 9, 0), "FAILED", message),

@@ -1,0 +1,1 @@
+"""nodeTest: run one node of a workflow once from the editor."""
