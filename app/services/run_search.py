@@ -42,9 +42,13 @@ class RunFilter:
 
 
 def _conditions(workspace_id: uuid.UUID, where: RunFilter) -> list[Any]:
-    conditions: list[Any] = [col(Run.workspace_id) == workspace_id]
+    # A workflow's runs are all in its workspace (checked before): naming the workspace too
+    # would make the planner multiply the two selectivities as if independent, expect a few
+    # rows of a small workspace beside a large one, and sort a bitmap scan (15 ms at 10k runs).
     if where.workflow_id is not None:
-        conditions.append(col(Run.workflow_id) == where.workflow_id)
+        conditions: list[Any] = [col(Run.workflow_id) == where.workflow_id]
+    else:
+        conditions = [col(Run.workspace_id) == workspace_id]
     if where.status is not None:
         conditions.append(col(Run.status) == where.status)
     if where.trigger is not None:

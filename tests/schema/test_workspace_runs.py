@@ -215,12 +215,18 @@ async def test_another_workspaces_workflow_and_the_workspace_itself_read_as_not_
 async def test_every_filter_is_an_index_scan_without_a_sort(
     factory: Factory, engine: AsyncEngine
 ) -> None:
-    # Given 20,000 runs in two workspaces (planner statistics up to date)
+    # Given a workspace of 3,000 runs of three workflows beside one of 100,000 (planner
+    # statistics up to date): a small workspace's workflow is where a planner that multiplies
+    # the workflow's and the workspace's selectivities expects a few rows, and sorts
     owner = await factory.owner()
-    workflow_id = decode_id("Workflow", await create_workflow(factory, owner, GRAPH))
+    small = [
+        decode_id("Workflow", await create_workflow(factory, owner, GRAPH, name))
+        for name in ("One", "Two", "Three")
+    ]
     other = await factory.owner("Other")
-    other_workflow = decode_id("Workflow", await create_workflow(factory, other, GRAPH))
-    for workflow in (workflow_id, other_workflow):
+    large = [decode_id("Workflow", await create_workflow(factory, other, GRAPH))]
+    workflow_id = small[0]
+    for workflows, count in ((small, 3_000), (large, 100_000)):
         await factory.execute(
             "INSERT INTO runs (id, workspace_id, workflow_id, version_id, version_number, status, "
             "trigger, input_hash, queued_at) "
@@ -228,9 +234,12 @@ async def test_every_filter_is_an_index_scan_without_a_sort(
             "(ARRAY['SUCCEEDED','FAILED','CANCELLED','QUEUED','RUNNING'])[1 + i % 5], "
             "(ARRAY['MANUAL','SCHEDULE','WEBHOOK','RETRY'])[1 + i % 4], '', "
             "now() - i * interval '1 second' "
-            "FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id, "
-            "generate_series(1, 10000) AS i WHERE w.id = :wf",
-            wf=workflow,
+            "FROM generate_series(1, :count) AS i "
+            "JOIN workflows w ON w.id = (CAST(:wfs AS uuid[]))[1 + i % :n] "
+            "JOIN workflow_versions v ON v.workflow_id = w.id",
+            wfs=[str(w) for w in workflows],
+            n=len(workflows),
+            count=count,
         )
     await factory.execute("ANALYZE runs")
     workspace_id = owner.workspace.id
