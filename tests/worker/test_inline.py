@@ -18,7 +18,16 @@ from app.main import create_app
 from app.services.webhooks import signature
 from app.settings import Settings
 from tests.factories import Factory
-from tests.runs import create_workflow, edge, execute, node, read_run, wait_for, wait_step
+from tests.runs import (
+    create_workflow,
+    edge,
+    execute,
+    node,
+    publish,
+    read_run,
+    wait_for,
+    wait_step,
+)
 from tests.secrets import set_secret
 from tests.servers import LocalHTTP
 
@@ -202,6 +211,34 @@ async def test_a_delivery_that_cannot_run_writes_nothing(here: Factory) -> None:
     assert await here.snapshot() == before
 
 
+@pytest.mark.parametrize("waits", [True, False])
+async def test_a_delivery_here_runs_the_published_version_and_none_is_409(
+    here: Factory, waits: bool
+) -> None:
+    # Given a workflow never published, with its webhook on
+    owner = await here.owner()
+    workflow_id = await create_workflow(here, owner, THREE, published=False)
+    path = await webhook(here, owner, workflow_id, waitForResult=waits)
+    before = await here.snapshot()
+
+    refused = await here.client.post(path, json={"n": 1})
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "WORKFLOW_NOT_PUBLISHED"
+    assert await here.snapshot() == before
+    # Once version 1 is published, a later draft (version 2) does not change what runs
+    assert (await publish(here, owner, workflow_id, 1, baseVersion=0))["userErrors"] == []
+    saved = await here.gql(
+        """mutation($i: WorkflowSaveInput!) { workflowSave(input: $i) { userErrors { code } } }""",
+        {"i": {"workflowId": workflow_id, "graph": THREE, "baseVersion": 1}},
+        token=owner.token,
+    )
+    assert saved["data"]["workflowSave"]["userErrors"] == []
+    accepted = await here.client.post(path, json={"n": 2})
+    run = await wait_for(here, owner, accepted.json()["runId"])
+    assert (run["status"], run["version"]) == ("SUCCEEDED", {"number": 1})
+
+
 async def test_a_step_with_an_effect_is_written_before_its_call_and_after_it(
     here: Factory, upstream: LocalHTTP
 ) -> None:
@@ -311,24 +348,44 @@ def greeting(word: str) -> dict[str, Any]:
     }
 
 
-async def test_a_delivery_right_after_a_save_runs_the_new_version(here: Factory) -> None:
+async def test_a_delivery_right_after_a_publish_runs_the_new_version(here: Factory) -> None:
     # Given a webhook whose target this process has just looked up (and kept)
     owner = await here.owner()
     workflow_id = await create_workflow(here, owner, greeting("Hello"))
     path = await webhook(here, owner, workflow_id, waitForResult=True)
     first = (await here.client.post(path, json={"name": "Ada"})).json()
-    # When the workflow is saved and a delivery comes at once
+    # When the workflow is saved (a draft: still version 1 runs), then version 2 is published
     saved = await here.gql(
         SAVE,
         {"i": {"workflowId": workflow_id, "graph": greeting("Goodbye"), "baseVersion": 1}},
         token=owner.token,
     )
     assert saved["data"]["workflowSave"]["userErrors"] == []
+    draft = (await here.client.post(path, json={"name": "Ada"})).json()
+    assert (await publish(here, owner, workflow_id, 2, baseVersion=1))["userErrors"] == []
     second = (await here.client.post(path, json={"name": "Ada"})).json()
-    # Then it runs version 2, though the kept target said 1
-    assert (first["output"], second["output"]) == ("Hello Ada", "Goodbye Ada")
+    # Then the delivery after the publish runs version 2, though the kept target said 1
+    assert (first["output"], draft["output"], second["output"]) == (
+        "Hello Ada",
+        "Hello Ada",
+        "Goodbye Ada",
+    )
     versions = await here.scalar("SELECT json_agg(version_number ORDER BY queued_at) FROM runs")
-    assert versions == [1, 2]
+    assert versions == [1, 1, 2]
+    # And right after an unpublish, the kept target is found out: 409, nothing written
+    unpublished = await here.gql(
+        "mutation($id: ID!) { workflowUnpublish(id: $id) { userErrors { code } } }",
+        {"id": workflow_id},
+        token=owner.token,
+    )
+    assert unpublished["data"]["workflowUnpublish"]["userErrors"] == []
+    before = await here.snapshot()
+    refused = await here.client.post(path, json={"name": "Ada"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (
+        409,
+        "WORKFLOW_NOT_PUBLISHED",
+    )
+    assert await here.snapshot() == before
 
 
 async def test_a_kept_target_never_outlives_a_disabled_hook_or_a_rotated_secret(

@@ -6,8 +6,8 @@ The new indexes on runs are built in the migration's transaction (not CONCURRENT
 would deadlock with the migration lock's session); on a million runs that blocks run writes
 for a few seconds.
 
-Revision ID: 0006_publish_audit
-Revises: 0004
+Revision ID: 0008_publish_audit
+Revises: 0007_secrets_version
 Create Date: 2026-12-03 05:34:57.780562
 """
 
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0006_publish_audit'
-down_revision: str | None = '0004'
+revision: str = '0008_publish_audit'
+down_revision: str | None = '0007_secrets_version'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
