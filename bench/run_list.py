@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import sql
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 from app.auth.principal import Principal
 from app.db import create_engine, session_factory, with_database
@@ -150,14 +150,9 @@ def _cursor(key: tuple[Any, uuid.UUID]) -> str:
     return encode_cursor([key[0].isoformat(), str(key[1])])
 
 
-def _sql(workspace_id: uuid.UUID, where: RunFilter, after: Any) -> str:
+def _sql(dialect: Dialect, workspace_id: uuid.UUID, where: RunFilter, after: Any) -> str:
     statement = page_query(workspace_id, where, after, PAGE + 1)
-    return str(
-        statement.compile(
-            dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
-            compile_kwargs={"literal_binds": True},
-        )
-    )
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _deep_cursor(url: str, workspace_id: uuid.UUID, size: int) -> tuple[Any, uuid.UUID]:
@@ -217,7 +212,7 @@ async def _measure(
                 names.append(f"{size:>9,} {name}")
                 variables = _variables(workspace_id, where, _cursor(after) if after else None)
                 operations.append(_page(client, variables))
-                statement = _sql(workspace_id, where, after)
+                statement = _sql(app.state.runtime.engine.dialect, workspace_id, where, after)
                 floors.append(_floor(conn, statement))
                 if explain:
                     plan = await (
