@@ -3,9 +3,9 @@
 The config is compiled and rendered with the same expression sandbox, validated by the
 node type's config model, and ``run`` is called with a NodeContext carrying the workspace's
 secrets and the settings of the outbound guard, under the node's timeout (capped by
-``node_test_timeout_seconds``). Output and error are redacted and made storable exactly as
-a step's are. Nothing is written: no run, no step, no event. There is one attempt: retries
-and continue-on-fail are the run's business.
+``node_test_timeout_seconds``). Output and error are made storable, cut to the step cap and
+redacted exactly as a step's are. Nothing is written: no run, no step, no event. There is
+one attempt: retries and continue-on-fail are the run's business.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.engine.caps import cap_output
 from app.engine.expressions import ExpressionError, compile_config, render_config
 from app.engine.nodes.base import NodeConfig, NodeContext, NodeFailure, NodeType, ReleaseUntil
 from app.engine.plan import NodePlan
@@ -135,9 +136,11 @@ async def run_node_test(case: NodeTestCase, *, settings: Any, cap_seconds: float
         message = storable(redact.text(failure_message(error, timeout)))[:MAX_ERROR_LENGTH]
         return _failed(message, loop.time() - started)
     handles = sorted(outcome.active_handles) if outcome.active_handles is not None else None
+    # As a step stores it: storable, cut to max_step_io_bytes with a marker, redacted.
+    output = redact.value(await cap_output(storable(outcome.output), settings))
     return NodeTestResult(
         status=StepStatus.SUCCEEDED,
-        output=redact.stored(outcome.output),
+        output=output,
         error=None,
         duration_ms=int((loop.time() - started) * 1000),
         active_handles=handles,

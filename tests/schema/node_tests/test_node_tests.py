@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.models import Role
+from app.settings import Settings
 from tests.factories import Account, Factory, gid
 from tests.runs import create_workflow, edge, execute, node, steps_by_node, wait_for
 from tests.secrets import set_secret
@@ -40,7 +41,10 @@ def upstream() -> Iterator[LocalHTTP]:
     async def slow_answer(request: Request) -> Response:
         return await slow(2.0, {"late": True})
 
-    server = LocalHTTP(routes={"/echo": echo, "/slow": slow_answer}).start()
+    async def big(request: Request) -> Response:
+        return JSONResponse({"rows": ["x" * 1000] * 3000})  # 3 MB, within the HTTP cap
+
+    server = LocalHTTP(routes={"/echo": echo, "/slow": slow_answer, "/big": big}).start()
     yield server
     server.stop()
 
@@ -271,6 +275,32 @@ async def test_the_node_timeout_bounds_the_test(factory: Factory, upstream: Loca
         "No complete response from 127.0.0.1 within 0.3 seconds.",
     }
     assert 250 <= result["durationMs"] < 1500
+
+
+async def test_a_large_output_is_cut_to_the_step_cap_as_a_step_stores_it(
+    factory: Factory, upstream: LocalHTTP, settings: Settings
+) -> None:
+    owner = await factory.owner()
+    graph = graph_of(node("call", "http.request", method="GET", url=upstream.url("/big")))
+    workflow_id = await create_workflow(factory, owner, graph)
+
+    body = await factory.client.post(
+        "/graphql",
+        json={
+            "query": NODE_TEST,
+            "variables": {"i": {"workflowId": workflow_id, "nodeId": "call"}},
+        },
+        headers={"authorization": f"Bearer {owner.token}"},
+    )
+
+    result = body.json()["data"]["nodeTest"]["result"]
+    rows = result["output"]["body"]["rows"]
+    assert result["status"] == "SUCCEEDED"
+    compact = json.dumps(result["output"], separators=(",", ":"), ensure_ascii=False)
+    assert len(compact.encode()) <= settings.max_step_io_bytes
+    assert rows[-1].startswith("[truncated: ")
+    assert rows[-1].endswith(" more items]")
+    assert rows[0] == "x" * 1000
 
 
 async def test_a_long_delay_is_not_waited_for(factory: Factory) -> None:
