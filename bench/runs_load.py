@@ -51,6 +51,8 @@ HOOK = """mutation($i: WorkflowWebhookUpdateInput!) { workflowWebhookUpdate(inpu
   webhook { url } userErrors { code message } } }"""
 EXECUTE = """mutation($i: WorkflowExecuteInput!) { workflowExecute(input: $i) {
   run { id } userErrors { code message } } }"""
+PUBLISH = """mutation($i: WorkflowPublishInput!) { workflowPublish(input: $i) {
+  userErrors { code message } } }"""
 
 
 def _node(node_id: str, node_type: str, **data: Any) -> dict[str, Any]:
@@ -252,6 +254,11 @@ class System:
         )["workflowCreate"]
         assert created["userErrors"] == [], created
         workflow_id = created["workflow"]["id"]
+        # A webhook runs the published version: publish version 1 (none was published: 0).
+        published = self.gql(
+            PUBLISH, {"i": {"workflowId": workflow_id, "version": 1, "baseVersion": 0}}
+        )["workflowPublish"]
+        assert published["userErrors"] == [], published
         hook = self.gql(
             HOOK, {"i": {"workflowId": workflow_id, "enabled": True, "waitForResult": True}}
         )["workflowWebhookUpdate"]
