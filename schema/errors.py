@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from enum import Enum
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -25,10 +24,9 @@ log = logging.getLogger("flowdeck.graphql")
 
 T = TypeVar("T")
 
-UserErrorCode = strawberry.enum(
-    Enum("UserErrorCode", {code.name: code.value for code in ErrorCode}),  # type: ignore[misc]
-    description="Why an input was refused.",
-)
+# The service layer's ErrorCode, shown to clients as UserErrorCode.
+UserErrorCode: TypeAlias = ErrorCode
+strawberry.enum(UserErrorCode, name="UserErrorCode", description="Why an input was refused.")
 
 
 @strawberry.type(description="An expected failure of a mutation; nothing was written.")
@@ -36,7 +34,7 @@ class UserError:
     field: list[str] | None = strawberry.field(
         description="Path to the input field at fault, e.g. [input, graph, nodes, 3, id]."
     )
-    code: UserErrorCode = strawberry.field(description="Machine-readable reason.")  # type: ignore[valid-type]
+    code: UserErrorCode = strawberry.field(description="Machine-readable reason.")
     message: str = strawberry.field(description="Human-readable explanation.")
 
 
@@ -45,7 +43,7 @@ def user_errors(error: InputErrors) -> list[UserError]:
     return [
         UserError(
             field=list(e.field) if e.field is not None else None,
-            code=UserErrorCode[e.code.name],  # type: ignore[misc]
+            code=e.code,
             message=e.message,
         )
         for e in error.errors

@@ -10,6 +10,7 @@ import strawberry
 from app.services.pagination import Page
 
 NodeT = TypeVar("NodeT")
+RowT = TypeVar("RowT")
 
 
 @strawberry.type(description="Where a page sits in its list.")
@@ -38,7 +39,7 @@ class Connection(Generic[NodeT]):
 
 
 def connection(
-    page: Page[object], node: Callable[[object], NodeT], count: Callable[[], Awaitable[int]]
+    page: Page[RowT], node: Callable[[RowT], NodeT], count: Callable[[], Awaitable[int]]
 ) -> Connection[NodeT]:
     """A connection from a service page; ``count`` runs only when totalCount is asked."""
     edges = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,13 +17,22 @@ from schema.context import Info
 
 T = TypeVar("T")
 P = TypeVar("P")
+P_co = TypeVar("P_co", covariant=True)
 
 Operation = Callable[[AsyncSession, Principal], Awaitable[T]]
 
 
+class PayloadClass(Protocol[P_co]):
+    """A payload type: a Strawberry (data)class with ``user_errors`` among its fields."""
+
+    __dataclass_fields__: dict[str, dataclasses.Field[Any]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> P_co: ...
+
+
 async def mutate(
     info: Info,
-    payload: type[P],
+    payload: PayloadClass[P],
     operation: Operation[T],
     present: Callable[[T], Mapping[str, Any]],
 ) -> P:
@@ -33,7 +42,6 @@ async def mutate(
     """
     outcome = await info.context.transact(operation)
     if outcome.user_errors:
-        fields = dataclasses.fields(cast(Any, payload))
-        empty = {f.name: None for f in fields if f.name != "user_errors"}
+        empty = {name: None for name in payload.__dataclass_fields__ if name != "user_errors"}
         return payload(**empty, user_errors=outcome.user_errors)
     return payload(**present(cast(T, outcome.value)), user_errors=[])

@@ -15,7 +15,7 @@ from schema.ids import decode_any
 
 @strawberry.input(description="Which audit events to list; every given condition must hold.")
 class AuditEventFilter:
-    action: AuditAction | None = strawberry.field(  # type: ignore[valid-type]
+    action: AuditAction | None = strawberry.field(
         default=None, description="Only this kind of change."
     )
     actor_id: strawberry.ID | None = strawberry.field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeAlias
 
 import strawberry
 from strawberry.scalars import JSON
@@ -14,10 +15,10 @@ from schema.context import Info
 from schema.ids import encode_id
 from schema.workspaces.types import User
 
-AuditAction = strawberry.enum(AuditActionModel, description="What kind of change it was.")
-AuditObjectType = strawberry.enum(
-    AuditObjectTypeModel, description="What kind of object was changed."
-)
+AuditAction: TypeAlias = AuditActionModel
+strawberry.enum(AuditAction, description="What kind of change it was.")
+AuditObjectType: TypeAlias = AuditObjectTypeModel
+strawberry.enum(AuditObjectType, description="What kind of object was changed.")
 
 # The GraphQL kind of each object type's id (a member is a User; a secret is named).
 OBJECT_KINDS = {
@@ -37,8 +38,8 @@ class AuditEvent:
     at: datetime = strawberry.field(
         description="When the change was made (its transaction's start)."
     )
-    action: AuditAction = strawberry.field(description="What kind of change.")  # type: ignore[valid-type]
-    object_type: AuditObjectType = strawberry.field(description="What kind of object.")  # type: ignore[valid-type]
+    action: AuditAction = strawberry.field(description="What kind of change.")
+    object_type: AuditObjectType = strawberry.field(description="What kind of object.")
     object_id: strawberry.ID = strawberry.field(
         description="The object's id (it may no longer exist, e.g. a deleted workflow)."
     )

@@ -11,7 +11,7 @@ from schema.runs.types import StepStatus
 
 @strawberry.type(description="How a node's one test attempt ended; no run was recorded.")
 class NodeTestResult:
-    status: StepStatus = strawberry.field(description="SUCCEEDED or FAILED.")  # type: ignore[valid-type]
+    status: StepStatus = strawberry.field(description="SUCCEEDED or FAILED.")
     output: JSON | None = strawberry.field(
         description="What the node produced, redacted like a step's output."
     )

@@ -37,13 +37,13 @@ class RunRetryInput:
 
 @strawberry.input(description="Which runs to list; every given condition must hold.")
 class RunFilter:
-    status: RunStatus | None = strawberry.field(  # type: ignore[valid-type]
+    status: RunStatus | None = strawberry.field(
         default=None, description="Only runs in this status."
     )
     workflow_id: strawberry.ID | None = strawberry.field(
         default=None, description="Only runs of this workflow (of this workspace)."
     )
-    trigger: RunTrigger | None = strawberry.field(  # type: ignore[valid-type]
+    trigger: RunTrigger | None = strawberry.field(
         default=None, description="Only runs started this way."
     )
     from_: datetime | None = strawberry.field(

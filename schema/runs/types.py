@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
 from strawberry.scalars import JSON
@@ -20,10 +20,14 @@ from schema.ids import encode_id
 if TYPE_CHECKING:
     from schema.workflows.types import Workflow, WorkflowVersion
 
-RunStatus = strawberry.enum(RunStatusModel, description="QUEUED → RUNNING → an end status.")
-StepStatus = strawberry.enum(StepStatusModel, description="PENDING → RUNNING → an end status.")
-RunTrigger = strawberry.enum(RunTriggerModel, description="What started a run.")
-RunEventType = strawberry.enum(RunEventTypeModel, description="What happened to a run.")
+RunStatus: TypeAlias = RunStatusModel
+strawberry.enum(RunStatus, description="QUEUED → RUNNING → an end status.")
+StepStatus: TypeAlias = StepStatusModel
+strawberry.enum(StepStatus, description="PENDING → RUNNING → an end status.")
+RunTrigger: TypeAlias = RunTriggerModel
+strawberry.enum(RunTrigger, description="What started a run.")
+RunEventType: TypeAlias = RunEventTypeModel
+strawberry.enum(RunEventType, description="What happened to a run.")
 
 
 def _duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
@@ -37,7 +41,7 @@ class RunStep:
     row: strawberry.Private[models.RunStep]
     node_id: str = strawberry.field(description="The node's id in the graph.")
     node_type: str = strawberry.field(description="The node's type, e.g. http.request.")
-    status: StepStatus = strawberry.field(description="Where the step is.")  # type: ignore[valid-type]
+    status: StepStatus = strawberry.field(description="Where the step is.")
     attempt: int = strawberry.field(description="Attempts made (0 before the first).")
     started_at: datetime | None = strawberry.field(description="When its first attempt began.")
     finished_at: datetime | None = strawberry.field(description="When it ended.")
@@ -74,8 +78,8 @@ class RunStep:
 class Run:
     row: strawberry.Private[models.Run]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
-    status: RunStatus = strawberry.field(description="Where the run is.")  # type: ignore[valid-type]
-    trigger: RunTrigger = strawberry.field(description="What started it.")  # type: ignore[valid-type]
+    status: RunStatus = strawberry.field(description="Where the run is.")
+    trigger: RunTrigger = strawberry.field(description="What started it.")
     input: JSON | None = strawberry.field(description="The run's input (the trigger's output).")
     output: JSON | None = strawberry.field(description="The output node's value, when it ran.")
     error: str | None = strawberry.field(description="Why it failed, naming the node.")
@@ -143,13 +147,11 @@ class Run:
 @strawberry.type(description="One event of a run, numbered 1, 2, 3 … per run.")
 class RunEvent:
     seq: int = strawberry.field(description="Position in the run's event log.")
-    type: RunEventType = strawberry.field(description="What happened.")  # type: ignore[valid-type]
+    type: RunEventType = strawberry.field(description="What happened.")
     at: datetime = strawberry.field(description="When.")
-    run_status: RunStatus | None = strawberry.field(  # type: ignore[valid-type]
-        description="The run's status, on run events."
-    )
+    run_status: RunStatus | None = strawberry.field(description="The run's status, on run events.")
     node_id: str | None = strawberry.field(description="The node, on step events.")
-    step_status: StepStatus | None = strawberry.field(  # type: ignore[valid-type]
+    step_status: StepStatus | None = strawberry.field(
         description="The step's status, on step events."
     )
     attempt: int | None = strawberry.field(description="The step's attempt, on step events.")
@@ -193,7 +195,7 @@ class NodeType:
             category=model.category,
             label=model.label,
             description=model.description,
-            config_schema=schema,
+            config_schema=JSON(schema),
             inputs=list(model.inputs),
             outputs=list(model.outputs),
         )

@@ -18,6 +18,6 @@ class WorkflowScheduleUpdateInput:
         description="IANA time zone, e.g. Europe/Berlin (INVALID_TIMEZONE otherwise)."
     )
     enabled: bool = strawberry.field(description="Whether it fires; false keeps cron and zone.")
-    overlap: ScheduleOverlap | None = strawberry.field(  # type: ignore[valid-type]
+    overlap: ScheduleOverlap | None = strawberry.field(
         default=None, description="SKIP (the default) or ALLOW; unchanged when null."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import strawberry
 
@@ -16,13 +16,15 @@ from schema.context import Info
 if TYPE_CHECKING:
     from schema.runs.types import Run
 
-ScheduleOverlap = strawberry.enum(
-    ScheduleOverlapModel,
+ScheduleOverlap: TypeAlias = ScheduleOverlapModel
+strawberry.enum(
+    ScheduleOverlap,
     description="What a fire does while the previous scheduled run is still going: "
     "SKIP it (counted in skippedCount) or ALLOW another run beside it.",
 )
-ScheduleFireOutcome = strawberry.enum(
-    FireOutcomeModel,
+ScheduleFireOutcome: TypeAlias = FireOutcomeModel
+strawberry.enum(
+    ScheduleFireOutcome,
     name="ScheduleFireOutcome",
     description="STARTED a run; SKIPPED (the previous scheduled run was still going, or no "
     "version is published: see error); FAILED (the published version cannot run).",
@@ -33,7 +35,7 @@ ScheduleFireOutcome = strawberry.enum(
 class ScheduleFire:
     row: strawberry.Private[models.ScheduleFire]
     fire_at: datetime = strawberry.field(description="The fire time it stands for (UTC).")
-    outcome: ScheduleFireOutcome = strawberry.field(description="What it did.")  # type: ignore[valid-type]
+    outcome: ScheduleFireOutcome = strawberry.field(description="What it did.")
     error: str | None = strawberry.field(
         description="Why no run started: when FAILED, and when SKIPPED because no version is "
         "published (starting WORKFLOW_NOT_PUBLISHED:); null for an overlap skip."
@@ -68,7 +70,7 @@ class WorkflowSchedule:
         description="Five-field cron expression: minute hour day-of-month month day-of-week."
     )
     timezone: str = strawberry.field(description="IANA time zone the cron is read in.")
-    overlap: ScheduleOverlap = strawberry.field(  # type: ignore[valid-type]
+    overlap: ScheduleOverlap = strawberry.field(
         description="What a fire does while the previous scheduled run is still going."
     )
     next_fire_at: datetime | None = strawberry.field(

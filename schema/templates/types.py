@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import strawberry
 from strawberry.scalars import JSON
 
@@ -9,7 +11,8 @@ from app.services.templates import Template as TemplateModel
 from app.services.templates import TemplateSource as TemplateSourceModel
 from schema.ids import encode_id
 
-TemplateSource = strawberry.enum(TemplateSourceModel, description="Where a template comes from.")
+TemplateSource: TypeAlias = TemplateSourceModel
+strawberry.enum(TemplateSource, description="Where a template comes from.")
 
 
 def template_id(template: TemplateModel) -> str:
@@ -40,9 +43,9 @@ class Template:
         return self.row.category
 
     @strawberry.field(description="BUILTIN gallery or WORKSPACE template.")
-    def source(self) -> TemplateSource:  # type: ignore[valid-type]
+    def source(self) -> TemplateSource:
         return self.row.source
 
     @strawberry.field(description="The graph a clone starts with.")
     def graph(self) -> JSON:
-        return self.row.graph
+        return JSON(self.row.graph)

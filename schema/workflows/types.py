@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import orjson
 import strawberry
@@ -17,6 +16,7 @@ from app.engine.diff import GraphDiff as GraphDiffModel
 from app.engine.diff import NodeChange as NodeChangeModel
 from app.engine.diff import ValueChange as ValueChangeModel
 from app.engine.graph import Diagnostic as DiagnosticModel
+from app.engine.graph import Severity as SeverityModel
 from app.services import versions as version_service
 from schema.context import Info
 from schema.ids import encode_id
@@ -28,15 +28,15 @@ if TYPE_CHECKING:
     from schema.schedules.types import WorkflowSchedule
     from schema.webhooks.types import Webhook
 
-Severity = strawberry.enum(
-    Enum("Severity", {"ERROR": "ERROR", "WARNING": "WARNING"}),  # type: ignore[misc]
-    description="ERROR blocks a save; WARNING is saved and shown, and blocks execution.",
+Severity: TypeAlias = SeverityModel
+strawberry.enum(
+    Severity, description="ERROR blocks a save; WARNING is saved and shown, and blocks execution."
 )
 
 
 @strawberry.type(description="A finding of graph validation.")
 class Diagnostic:
-    severity: Severity = strawberry.field(description="ERROR or WARNING.")  # type: ignore[valid-type]
+    severity: Severity = strawberry.field(description="ERROR or WARNING.")
     code: str = strawberry.field(description="Machine-readable code, e.g. EDGE_TARGET_UNKNOWN.")
     message: str = strawberry.field(description="Human-readable explanation.")
     node_id: str | None = strawberry.field(description="The node concerned, if any.")
@@ -47,7 +47,7 @@ class Diagnostic:
     def from_model(cls, d: DiagnosticModel) -> Diagnostic:
         """The type of an engine diagnostic."""
         return cls(
-            severity=Severity[d.severity.value],  # type: ignore[misc]
+            severity=d.severity,
             code=d.code,
             message=d.message,
             node_id=d.node_id,
@@ -59,7 +59,7 @@ class Diagnostic:
     def from_json(cls, d: dict[str, Any]) -> Diagnostic:
         """The type of a diagnostic stored with a version."""
         return cls(
-            severity=Severity[d["severity"]],  # type: ignore[misc]
+            severity=Severity(d["severity"]),
             code=d["code"],
             message=d["message"],
             node_id=d.get("nodeId"),
@@ -95,7 +95,8 @@ class WorkflowVersion:
         # The stored JSON text goes into the response as is: decoding and re-encoding a
         # 22 KB graph would cost a third of a read (bench/).
         text = await info.context.loaders.graph_text_by_version_id.load(self.row.id)
-        return orjson.Fragment(text)
+        assert text is not None, "a version's graph is read with the version"
+        return JSON(orjson.Fragment(text))
 
     @strawberry.field(description="Warnings found when it was saved (errors block a save).")
     def diagnostics(self) -> list[Diagnostic]:
@@ -146,9 +147,8 @@ class WorkflowVersion:
         )
 
 
-ChangeKind = strawberry.enum(
-    ChangeKindModel, description="A value ADDED, REMOVED, or CHANGED at its path."
-)
+ChangeKind: TypeAlias = ChangeKindModel
+strawberry.enum(ChangeKind, description="A value ADDED, REMOVED, or CHANGED at its path.")
 
 
 @strawberry.type(description="One value that differs inside a node or an edge.")
@@ -157,7 +157,7 @@ class ValueChange:
         description='JSON path inside the node or edge, e.g. ["data", "url"] (array positions '
         "as strings)."
     )
-    kind: ChangeKind = strawberry.field(description="Added, removed or changed.")  # type: ignore[valid-type]
+    kind: ChangeKind = strawberry.field(description="Added, removed or changed.")
     before: JSON | None = strawberry.field(
         description="The value before, when a scalar (null for objects, arrays, or absent). "
         "Strings as written in the graph: expressions, never secret values."
@@ -167,7 +167,7 @@ class ValueChange:
     @classmethod
     def from_model(cls, c: ValueChangeModel) -> ValueChange:
         """The type of an engine value change."""
-        return cls(path=list(c.path), kind=c.kind, before=c.before, after=c.after)
+        return cls(path=list(c.path), kind=c.kind, before=JSON(c.before), after=JSON(c.after))
 
 
 @strawberry.type(description="A node present in both versions whose content differs.")
@@ -316,7 +316,7 @@ class Workflow:
         workflow = self.row
         return connection(
             page,
-            lambda row: WorkflowVersion.from_model(row, workflow),  # type: ignore[arg-type]
+            lambda row: WorkflowVersion.from_model(row, workflow),
             lambda: _count(workflow),
         )
 
@@ -338,7 +338,7 @@ class Workflow:
         info: Info,
         first: int = 20,
         after: str | None = None,
-        status: Annotated[RunStatus, strawberry.lazy("schema.runs.types")] | None = None,  # type: ignore[valid-type]
+        status: Annotated[RunStatus, strawberry.lazy("schema.runs.types")] | None = None,
     ) -> Connection[Annotated[Run, strawberry.lazy("schema.runs.types")]]:
         from app.services import runs as run_service
         from schema.runs.types import Run
@@ -350,7 +350,7 @@ class Workflow:
         workflow_id = self.row.id
         return connection(
             page,
-            Run.from_model,  # type: ignore[arg-type]
+            Run.from_model,
             lambda: run_service.count_runs(ctx.session, workflow_id=workflow_id, status=status),
         )
 

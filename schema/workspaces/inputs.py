@@ -18,7 +18,7 @@ class WorkspaceCreateInput:
 class MemberSetInput:
     workspace_id: strawberry.ID = strawberry.field(description="The workspace.")
     email: str = strawberry.field(description="The person; created when unknown.")
-    role: Role = strawberry.field(description="Their new role.")  # type: ignore[valid-type]
+    role: Role = strawberry.field(description="Their new role.")
 
 
 @strawberry.input(description="Change a workspace's settings (owners only).")

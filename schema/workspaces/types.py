@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import strawberry
 
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from schema.secrets.types import Secret
     from schema.workflows.types import Workflow
 
-Role = strawberry.enum(RoleModel, description="A member's role, weakest first.")
+Role: TypeAlias = RoleModel
+strawberry.enum(Role, description="A member's role, weakest first.")
 
 
 @strawberry.type(description="A person.")
@@ -54,7 +55,7 @@ class Workspace:
     )
 
     @strawberry.field(description="Your role in this workspace.")
-    async def viewer_role(self, info: Info) -> Role:  # type: ignore[valid-type]
+    async def viewer_role(self, info: Info) -> Role:
         principal = await info.context.principal()
         role = principal.role_in(self.row.id)
         assert role is not None
@@ -77,7 +78,7 @@ class Workspace:
         )
         return connection(
             page,
-            Workflow.from_model,  # type: ignore[arg-type]
+            Workflow.from_model,
             lambda: workflow_service.count_workflows(
                 ctx.session, workspace_id=self.row.id, search=search
             ),
@@ -123,7 +124,7 @@ class Workspace:
         workspace_id = self.row.id
         return connection(
             page,
-            Run.from_model,  # type: ignore[arg-type]
+            Run.from_model,
             lambda: run_search.count_runs(ctx.session, workspace_id=workspace_id, where=where),
         )
 
@@ -152,7 +153,7 @@ class Workspace:
         workspace_id = self.row.id
         return connection(
             page,
-            AuditEvent.from_model,  # type: ignore[arg-type]
+            AuditEvent.from_model,
             lambda: audit.count_audit_events(ctx.session, workspace_id=workspace_id, where=where),
         )
 
@@ -173,7 +174,7 @@ class Membership:
     row: strawberry.Private[models.Membership]
 
     @strawberry.field(description="The role.")
-    def role(self) -> Role:  # type: ignore[valid-type]
+    def role(self) -> Role:
         return self.row.role
 
     @strawberry.field(description="The workspace.")
