@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -211,13 +212,10 @@ def main() -> None:
             profiles = []
             if with_profile:
                 for name, (_, load) in cases.items():
-                    stacks = profile(
-                        api.pid,
-                        seconds,
-                        lambda ld=load: run_wrk(
-                            api.base_url, ld, concurrency=CONCURRENCY, seconds=seconds
-                        ),
+                    during = partial(
+                        run_wrk, api.base_url, load, concurrency=CONCURRENCY, seconds=seconds
                     )
+                    stacks = profile(api.pid, seconds, during)
                     profiles.append(f"profile of the API, {name}:\n{summarize_profile(stacks)}")
         finally:
             api.stop()
