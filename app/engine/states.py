@@ -9,18 +9,20 @@ nothing, the reason is read back and raised: an invalid transition, or a lost cl
 
 from __future__ import annotations
 
+import enum
+import functools
+import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import ScalarSelect
 from sqlmodel import col
 
-from app.engine.event_log import append_event
+from app.engine.event_log import CHANNEL, append_event
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus
 
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
@@ -268,6 +270,51 @@ async def settle_open_steps(
     return len(settled)
 
 
+# A run, its steps and its first event in one statement (one round trip); NOTIFY at commit.
+# {columns}/{values} are the run's own columns, from RUN_OPEN_COLUMNS only, never input.
+_OPEN_RUN = """
+WITH r AS (
+    INSERT INTO runs (id, status, queued_at, last_event_seq, lease_until{columns})
+    VALUES (:id, :status, clock_timestamp(), 1,
+            clock_timestamp() + make_interval(secs => CAST(:lease AS double precision)){values})
+    {conflict}
+    RETURNING *
+), s AS (
+    INSERT INTO run_steps (id, workspace_id, run_id, node_id, node_type, position, status,
+                           attempt, input, output, active_handles, reused, started_at,
+                           finished_at)
+    SELECT gen_random_uuid(), r.workspace_id, r.id, v.node_id, v.node_type, v.position,
+           v.status, coalesce(v.attempt, 0), v.input, v.output, v.active_handles,
+           coalesce(v.reused, false), v.started_at, v.finished_at
+    FROM r, jsonb_to_recordset(CAST(:steps AS jsonb)) AS v(
+        node_id text, node_type text, position integer, status text, attempt integer,
+        input jsonb, output jsonb, active_handles jsonb, reused boolean,
+        started_at timestamptz, finished_at timestamptz)
+), e AS (
+    INSERT INTO run_events (run_id, seq, workspace_id, workflow_id, type, at, run_status)
+    SELECT r.id, 1, r.workspace_id, r.workflow_id, :event, r.queued_at, r.status FROM r
+)
+SELECT r.* FROM r CROSS JOIN LATERAL pg_notify(:channel, json_build_object(
+    'run', r.id, 'seq', 1, 'workflow', r.workflow_id, 'type', :event)::text) AS n
+"""
+_IDEMPOTENT = (
+    "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+)
+# The columns a caller may give a new run (the rest begin at their defaults).
+RUN_OPEN_COLUMNS = {
+    "workspace_id": "uuid",
+    "workflow_id": "uuid",
+    "version_id": "uuid",
+    "version_number": "integer",
+    "trigger": "text",
+    "input": "jsonb",
+    "input_hash": "text",
+    "idempotency_key": "text",
+    "created_by_id": "uuid",
+    "retry_of_id": "uuid",
+}
+
+
 async def open_run(
     session: AsyncSession,
     *,
@@ -275,68 +322,84 @@ async def open_run(
     nodes: Sequence[Mapping[str, str]],
     kept: Mapping[str, RunStep] | None = None,
     idempotent: bool = False,
+    lease_seconds: float | None = None,
 ) -> Run | None:
-    """Insert a run QUEUED, a PENDING step per node (a kept step as it ended), and RUN_QUEUED.
+    """Insert a run QUEUED, a PENDING step per node (a kept step as it ended), and RUN_QUEUED,
+    in one statement.
 
     With ``idempotent``, a run already holding the idempotency key in ``values`` wins: None
-    comes back and nothing is written.
+    comes back and nothing is written. With ``lease_seconds`` the run is born leased to this
+    process (it drives the run itself once the transaction commits).
     """
-    statement = pg_insert(Run).values(
-        # queued_at: when this statement ran, not when its transaction began.
-        {
-            "id": uuid.uuid4(),
-            "queued_at": func.clock_timestamp(),
-            **values,
-            "status": INITIAL_RUN,
-        }
-    )
-    if idempotent:
-        statement = statement.on_conflict_do_nothing(
-            index_elements=["workflow_id", "idempotency_key"],
-            index_where=col(Run.idempotency_key).is_not(None),
-        )
-    run = (await session.execute(statement.returning(Run))).scalar_one_or_none()
-    if run is None:
-        return None
-    rows = _step_rows(run, nodes, kept or {})
-    if rows:
-        await session.execute(insert(RunStep), rows)
-    await append_event(
-        session, run_id=run.id, type=RunEventType.RUN_QUEUED, run_status=RunStatus.QUEUED
-    )
-    return run
+    unknown = set(values) - set(RUN_OPEN_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a column a new run takes: {sorted(unknown)}")
+    names = list(values)
+    statement = _open_run_sql(tuple(names), idempotent)
+    params: dict[str, Any] = {
+        name: _open_value(values[name], RUN_OPEN_COLUMNS[name]) for name in names
+    }
+    params |= {
+        "id": uuid.uuid4(),
+        "status": INITIAL_RUN.value,
+        "lease": lease_seconds,
+        "steps": json.dumps(_step_rows(nodes, kept or {})),
+        "event": RunEventType.RUN_QUEUED.value,
+        "channel": CHANNEL,
+    }
+    result = await session.execute(select(Run).from_statement(statement), params)
+    return result.scalar_one_or_none()
 
 
-def _step_rows(
-    run: Run, nodes: Sequence[Mapping[str, str]], kept: Mapping[str, RunStep]
-) -> list[dict[str, Any]]:
+@functools.lru_cache(maxsize=32)
+def _open_run_sql(names: tuple[str, ...], idempotent: bool) -> TextClause:
+    columns = "".join(f", {name}" for name in names)
+    values = "".join(f", CAST(:{name} AS {RUN_OPEN_COLUMNS[name]})" for name in names)
+    sql = (
+        _OPEN_RUN.replace("{columns}", columns)
+        .replace("{values}", values)
+        .replace("{conflict}", _IDEMPOTENT if idempotent else "")
+    )
+    return text(sql)
+
+
+def _open_value(value: Any, kind: str) -> Any:
+    if kind == "jsonb":
+        return None if value is None else json.dumps(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _step_rows(nodes: Sequence[Mapping[str, str]], kept: Mapping[str, RunStep]) -> list[Any]:
     """A PENDING step per node; a kept step begins as it ended (reused, never run again)."""
     rows = []
     for position, node in enumerate(nodes):
         row: dict[str, Any] = {
-            "id": uuid.uuid4(),
-            "workspace_id": run.workspace_id,
-            "run_id": run.id,
             "node_id": node["id"],
             "node_type": node["type"],
             "position": position,
-            "status": INITIAL_STEP,
+            "status": INITIAL_STEP.value,
         }
         reused = kept.get(node["id"])
         if reused is not None:
             # A kept step begins as it ended: its result is reused, it never runs again.
             row |= {
-                "status": KEPT_STEP,
+                "status": KEPT_STEP.value,
                 "attempt": reused.attempt,
                 "input": reused.input,
                 "output": reused.output,
                 "active_handles": reused.active_handles,
                 "reused": True,
-                "started_at": reused.started_at,
-                "finished_at": reused.finished_at,
+                "started_at": _iso(reused.started_at),
+                "finished_at": _iso(reused.finished_at),
             }
         rows.append(row)
     return rows
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 async def claim_run(

@@ -14,9 +14,19 @@ from app.models import Run
 class RunQueue(Protocol):
     """Who drives runs, told in the caller's transaction."""
 
+    def reserve(self) -> float | None:
+        """A slot in this process for a run about to be written: the lease (in seconds) its
+        row is born with, or None when this process is full (a worker's job drives it).
+        Hand the run to ``start``, or the slot back to ``release`` when none was written."""
+        ...
+
+    def release(self) -> None:
+        """Give back a slot ``reserve`` took for a run that was not written."""
+        ...
+
     async def start(self, session: AsyncSession, run: Run) -> None:
-        """Have a new run driven once the caller commits: here when this process can, else
-        by a worker's job."""
+        """Have a new run driven once the caller commits: here when it was born leased (see
+        ``reserve``), else by a worker's job."""
         ...
 
     async def defer_drive(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -204,8 +205,9 @@ async def queue_run(
     target = await _runnable_version(session, workflow.id, wanted, policy)
     _check_runnable(target)
     digest = _input_hash(input)
-    run = await open_run(
+    run = await _open_and_start(
         session,
+        queue,
         values={
             "workspace_id": workflow.workspace_id,
             "workflow_id": workflow.id,
@@ -236,8 +238,36 @@ async def queue_run(
                 "This idempotency key was used for a run with a different input or version.",
             )
         return existing
-    await queue.start(session, run)
     return run
+
+
+async def _open_and_start(
+    session: AsyncSession,
+    queue: RunQueue,
+    *,
+    values: dict[str, Any],
+    nodes: Sequence[Mapping[str, str]],
+    kept: Mapping[str, RunStep] | None = None,
+    idempotent: bool = False,
+) -> Run | None:
+    """Open a run (born leased to this process when it has room) and have it driven once
+    the caller commits; None, with nothing written, when its idempotency key was taken."""
+    lease = queue.reserve()
+    try:
+        run = await open_run(
+            session, values=values, nodes=nodes, kept=kept, idempotent=idempotent,
+            lease_seconds=lease,
+        )  # fmt: skip
+        if run is not None:
+            await queue.start(session, run)
+            return run
+    except BaseException:
+        if lease is not None:
+            queue.release()
+        raise
+    if lease is not None:
+        queue.release()
+    return None
 
 
 async def born_run(
@@ -414,8 +444,9 @@ async def retry_run(
             )
         )
         kept = _reusable({step.node_id: step for step in rows}, graph)
-    run = await open_run(
+    run = await _open_and_start(
         session,
+        queue,
         values={
             "workspace_id": original.workspace_id,
             "workflow_id": original.workflow_id,
@@ -431,7 +462,6 @@ async def retry_run(
         kept=kept,
     )
     assert run is not None  # not idempotent: the insert always happens
-    await queue.start(session, run)
     await audit.record(
         session,
         principal=principal,

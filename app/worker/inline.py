@@ -36,9 +36,6 @@ RENEW = text(
     WHERE id = ANY(:ids) AND lease_until IS NOT NULL
     """
 )
-TAKE_LEASE = text(
-    "UPDATE runs SET lease_until = now() + make_interval(secs => :seconds) WHERE id = :id"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +74,9 @@ class InlineRuns:
         """Give back a slot whose run was not queued after all (its transaction rolled back)."""
         self._reserved = max(0, self._reserved - 1)
 
-    async def hold(self, session: AsyncSession, run: Run) -> None:
-        """Make a queued run this process's (a lease, in the session's transaction); once the
-        transaction commits, drive it. Call after ``reserve``."""
-        await session.execute(TAKE_LEASE, {"seconds": self.lease_seconds, "id": run.id})
+    def hold(self, session: AsyncSession, run: Run) -> None:
+        """Drive a run born leased to this process once the session's transaction commits
+        (its slot given back if it rolls back). Call after ``reserve``."""
         loop = asyncio.get_running_loop()
 
         def committed(_: Any) -> None:

@@ -43,10 +43,22 @@ class ProcrastinateRunQueue:
         self.app = app
         self.inline: InlineRuns | None = None
 
-    async def start(self, session: AsyncSession, run: Run) -> None:
-        """Drive a new run here once the caller commits, if there is room; else a job."""
+    def reserve(self) -> float | None:
+        """A slot here for a run about to be written, and the lease it is born with; None
+        when this process drives no runs or is full."""
         if self.inline is not None and self.inline.reserve():
-            await self.inline.hold(session, run)
+            return self.inline.lease_seconds
+        return None
+
+    def release(self) -> None:
+        """Give back a slot for a run that was not written."""
+        if self.inline is not None:
+            self.inline.unreserve()
+
+    async def start(self, session: AsyncSession, run: Run) -> None:
+        """Drive a new run here once the caller commits when it was born leased; else a job."""
+        if self.inline is not None and run.lease_until is not None:
+            self.inline.hold(session, run)
         else:
             await self.defer_drive(session, run.id)
 
