@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     INVALID_TIMEZONE = "INVALID_TIMEZONE"
     LAST_OWNER = "LAST_OWNER"
     WORKFLOW_NOT_PUBLISHED = "WORKFLOW_NOT_PUBLISHED"
+    INPUT_INVALID = "INPUT_INVALID"
 
 
 @dataclass(frozen=True, slots=True)

@@ -372,6 +372,14 @@ def _parse(request: Request, body: bytes) -> Any:
 
 def _refused(error: InputErrors) -> Response:
     codes = {e.code for e in error.errors}
+    if ErrorCode.INPUT_INVALID in codes:
+        # The body does not match the trigger's input schema: each place, as a path into the
+        # body, and why.
+        mismatches = [e for e in error.errors if e.code is ErrorCode.INPUT_INVALID]
+        problems = [{"path": list(e.field or ())[2:], "message": e.message} for e in mismatches]
+        message = "; ".join(e.message for e in mismatches)
+        body = {"error": {"code": "INPUT_INVALID", "message": message, "problems": problems}}
+        return _answer(422, body)
     if ErrorCode.IDEMPOTENCY_CONFLICT in codes:
         return _error(
             409,

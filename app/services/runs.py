@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -19,6 +20,7 @@ from app.auth.principal import Principal
 from app.engine.executor import NewRun
 from app.engine.graph import check_json_value
 from app.engine.journal import Birth
+from app.engine.nodes.trigger import InputCheck, InputSchemaUnusable, input_checks, input_problems
 from app.engine.plan import RunPlan, build_plan, cached_plan
 from app.engine.states import TERMINAL_RUN, end_run, open_run
 from app.engine.validation import validate_workflow_graph
@@ -43,6 +45,10 @@ from app.services.queue import RunQueue
 from app.services.workflows import get_workflow
 
 MAX_IDEMPOTENCY_KEY = 200
+# Inputs larger than this are checked against their schema in a thread: jsonschema is pure
+# Python and a large input can take it up to its budget (a second), which the event loop
+# must not wait out.
+INLINE_INPUT_CHECK_BYTES = 4096
 
 
 def _input_hash(value: Any) -> str:
@@ -50,8 +56,8 @@ def _input_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def check_run_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
-    """InputErrors unless ``value`` may be a run's input (nodeTest's input too)."""
+def check_run_input(value: Any, policy: GraphPolicy, max_bytes: int) -> int:
+    """InputErrors unless ``value`` may be a run's input (nodeTest's input too); its size."""
     problems = check_json_value(
         value,
         max_depth=policy.limits.max_depth,
@@ -67,6 +73,7 @@ def check_run_input(value: Any, policy: GraphPolicy, max_bytes: int) -> None:
             ErrorCode.INVALID,
             f"The input is {size} bytes; the limit is {max_bytes}.",
         )
+    return size
 
 
 def _check_idempotency_key(key: str | None) -> None:
@@ -80,12 +87,14 @@ def _check_idempotency_key(key: str | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Runnable:
-    """What queueing a run needs of a version: its id, its nodes, why it cannot run."""
+    """What queueing a run needs of a version: its id, its nodes, why it cannot run, and
+    its triggers' input schemas, compiled."""
 
     id: uuid.UUID
     number: int
     nodes: tuple[dict[str, str], ...]
     problems: tuple[str, ...]
+    input_checks: tuple[InputCheck, ...]
 
 
 # Versions never change: what a run needs of one is kept per process (the graph is not read
@@ -103,13 +112,16 @@ async def _runnable_version(
         _RUNNABLE.move_to_end(key)
         return cached
     version = await _load_version(session, workflow_id, wanted)
+    problems = tuple(p.message for p in validate_workflow_graph(version.graph, policy.limits))
     runnable = _Runnable(
         id=version.id,
         number=version.number,
         nodes=tuple(
             {"id": node["id"], "type": node["type"]} for node in version.graph.get("nodes", [])
         ),
-        problems=tuple(p.message for p in validate_workflow_graph(version.graph, policy.limits)),
+        problems=problems,
+        # Only a sound version's schemas are valid JSON Schemas (else INVALID_CONFIG).
+        input_checks=() if problems else input_checks(version.graph),
     )
     _RUNNABLE[key] = runnable
     if len(_RUNNABLE) > _RUNNABLE_MAX:
@@ -129,6 +141,39 @@ def _check_runnable(target: _Runnable) -> None:
                 for message in target.problems
             ]
         )
+
+
+def _input_errors(target: _Runnable, value: Any) -> list[FieldError]:
+    """Where the input does not match each trigger's schema (GRAPH_INVALID: unusable)."""
+    errors = []
+    for check in target.input_checks:
+        try:
+            problems = input_problems(check.validator, value)
+        except InputSchemaUnusable as unusable:
+            message = (
+                f"Version {target.number} cannot run: the input schema of trigger "
+                f'"{check.node_id}" cannot be applied: {unusable}'
+            )
+            errors.append(FieldError(("input", "version"), ErrorCode.GRAPH_INVALID, message))
+            continue
+        errors += [
+            FieldError(("input", "input", *p.path), ErrorCode.INPUT_INVALID, p.message)
+            for p in problems
+        ]
+    return errors
+
+
+async def check_input_schema(target: _Runnable, value: Any, size: int) -> None:
+    """InputErrors (INPUT_INVALID, with the path) unless the input matches every trigger's
+    schema; nothing is written before this passes."""
+    if not target.input_checks:
+        return
+    if size <= INLINE_INPUT_CHECK_BYTES:
+        errors = _input_errors(target, value)
+    else:
+        errors = await asyncio.to_thread(_input_errors, target, value)
+    if errors:
+        raise InputErrors(errors)
 
 
 async def _load_version(
@@ -199,11 +244,12 @@ async def queue_run(
     transaction. With an idempotency key already used, the earlier run comes back (or
     IDEMPOTENCY_CONFLICT when its input or version differ).
     """
-    check_run_input(input, policy, max_input_bytes)
+    size = check_run_input(input, policy, max_input_bytes)
     _check_idempotency_key(idempotency_key)
     wanted = workflow.current_version if version is None else version
     target = await _runnable_version(session, workflow.id, wanted, policy)
     _check_runnable(target)
+    await check_input_schema(target, input, size)
     digest = _input_hash(input)
     run = await _open_and_start(
         session,
@@ -290,10 +336,11 @@ async def born_run(
     seen the version yet. The driver's first flush writes the run, or finds its idempotency
     key taken.
     """
-    check_run_input(input, policy, max_input_bytes)
+    size = check_run_input(input, policy, max_input_bytes)
     _check_idempotency_key(idempotency_key)
     target = await _runnable_version(session, workflow_id, version, policy)
     _check_runnable(target)
+    await check_input_schema(target, input, size)
     plan = cached_plan(target.id)
     if plan is None:
         graph = await session.scalar(

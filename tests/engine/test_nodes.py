@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,6 +174,32 @@ async def test_trigger_refuses_input_not_matching_its_schema() -> None:
         "The run input does not match the trigger's input schema at $.age: "
         "'old' is not of type 'integer'"
     )
+
+
+async def test_trigger_fails_on_a_schema_that_cannot_be_applied() -> None:
+    # A schema can pass check_schema and still not apply: it refers to itself without end
+    endless = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+    with pytest.raises(NodeFailure) as caught:
+        await run_node(trigger.NODE_TYPE, {"inputSchema": endless}, {"age": 1})
+    assert str(caught.value) == (
+        "The trigger's input schema cannot be applied: it refers to itself without end"
+    )
+
+
+def test_an_input_check_stops_at_its_budget() -> None:
+    # Given a schema costly per item and a long list (minutes to check in full)
+    costly = {"anyOf": [{"type": "string", "minLength": k} for k in range(20)] + [{}]}
+    graph = {"nodes": [{"id": "t", "type": "trigger", "data": {"inputSchema": {"items": costly}}}]}
+    (check,) = trigger.input_checks(graph)
+    started = time.monotonic()
+    problems = trigger.input_problems(check.validator, [0] * 200_000, seconds=0.2)
+    took = time.monotonic() - started
+    assert problems == [
+        trigger.InputProblem(
+            path=(), json_path="$", reason="checking it took over 0.2 s; send a smaller input"
+        )
+    ]
+    assert took < 1, took
 
 
 def test_trigger_refuses_an_invalid_schema() -> None:

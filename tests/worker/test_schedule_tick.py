@@ -505,6 +505,50 @@ async def test_a_version_that_cannot_run_is_a_failed_fire_and_the_schedule_moves
     assert fires_total("FAILED") == failed_before + 1
 
 
+async def test_a_schedule_input_the_trigger_refuses_is_a_failed_fire_not_a_run_nor_a_loop(
+    factory: Factory, runtime: Runtime
+) -> None:
+    # Given a published workflow whose trigger wants an orderId, which no schedule input has
+    owner = await factory.owner()
+    wants_order = flow(
+        node("t", "trigger", inputSchema={"type": "object", "required": ["orderId"]}),
+        node("out", "output", value="{{ trigger.orderId }}"),
+        handle="out",
+    )
+    workflow_id = await scheduled(factory, owner, runtime, graph=wants_order)
+    failed_before = fires_total("FAILED")
+
+    # When its schedule comes due, and the tick runs again at the same time and the next day
+    first = await tick(runtime, now=utc(2026, 6, 1, 9, 0))
+    again = await tick(runtime, now=utc(2026, 6, 1, 9, 0, 30))
+    next_day = await tick(runtime, now=utc(2026, 6, 2, 9, 0))
+
+    # Then each fire time is one FAILED fire saying why; no run, step, event or job was
+    # written, and the schedule moved on (the same time is not fired again)
+    message = (
+        "The run input does not match the trigger's input schema at $: "
+        "'orderId' is a required property"
+    )
+    assert [(f.outcome, f.run_id, f.error) for f in first.fires] == [
+        (FireOutcome.FAILED, None, message)
+    ]
+    assert again.fires == []
+    assert [(f.outcome, f.error) for f in next_day.fires] == [(FireOutcome.FAILED, message)]
+    assert first.errors == again.errors == next_day.errors == 0
+    assert [
+        (f["fire_at"], f["outcome"], f["run_id"], f["error"]) for f in await fires(factory)
+    ] == [
+        (utc(2026, 6, 1, 9, 0), "FAILED", None, message),
+        (utc(2026, 6, 2, 9, 0), "FAILED", None, message),
+    ]
+    for table in ("runs", "run_steps", "run_events", "procrastinate_jobs"):
+        assert await factory.scalar(f"SELECT count(*) FROM {table}") == 0, table
+    assert (await schedule_row(factory, workflow_id))["schedule_next_fire_at"] == utc(
+        2026, 6, 3, 9, 0
+    )
+    assert fires_total("FAILED") == failed_before + 2
+
+
 async def test_a_deleted_workflows_schedule_is_gone(factory: Factory, runtime: Runtime) -> None:
     owner = await factory.owner()
     workflow_id = await scheduled(factory, owner, runtime)
