@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.cache import PrincipalCache
 from app.db import create_pool, libpq_url, session_factory
 from app.events.hub import EventHub
 from app.keyring import Keyring
@@ -25,6 +26,8 @@ class Runtime(WorkerContext):
 
     engine: AsyncEngine
     hub: EventHub
+    # Signed-in principals by token hash, kept while the hub listens for access changes.
+    principals: PrincipalCache
     keyring: Keyring
     runs: ProcrastinateRunQueue
     # The database's URL (postgresql://), for what needs a connection of its own (/readyz).
@@ -35,6 +38,7 @@ class Runtime(WorkerContext):
         """A runtime over an engine and the job queue of the same database."""
         keyring = Keyring.from_settings(settings)
         runs = build_queue(url, max_connections=settings.worker_concurrency + 2)
+        principals = PrincipalCache(settings.token_cache_seconds)
         return cls(
             settings=settings,
             engine=engine,
@@ -45,7 +49,8 @@ class Runtime(WorkerContext):
             runs=runs,
             jobs=runs.app,
             secrets=WorkspaceSecrets(keyring),
-            hub=EventHub(libpq_url(url)),
+            hub=EventHub(libpq_url(url), principals),
+            principals=principals,
             keyring=keyring,
             url=url,
         )

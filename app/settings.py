@@ -193,6 +193,15 @@ class Settings(BaseSettings):
         20 * 1024 * 1024, ge=1024, description="Largest PDF pdf.extract_text reads, in bytes."
     )
     pdf_max_pages: int = Field(500, ge=1, description="Most pages pdf.extract_text reads.")
+    token_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=60,
+        description="How long an API process keeps a signed-in token's user and roles, so a "
+        "request signs in without a query (0: never). A revoked token, a removed member or "
+        "a changed role is dropped at once in every process (PostgreSQL NOTIFY); this bounds "
+        "the rest.",
+    )
     token_recheck_seconds: float = Field(
         5.0,
         gt=0,

@@ -15,7 +15,9 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from app.auth.cache import take_noted
 from app.auth.principal import Principal
+from app.auth.tokens import hash_token
 from app.errors import InputErrors, Unauthenticated
 from app.runtime import Runtime
 from app.services.api_tokens import authenticate
@@ -195,15 +197,26 @@ class Context:
         if self._principal is None or stale:
             if not self._token:
                 raise Unauthenticated()
-            if self.streaming or self._principal is not None:
-                # A short session of its own: a socket or stream must not hold one open (an
-                # SSE subscription kept its sign-in transaction idle for as long as it ran).
-                async with self.runtime.sessions() as session:
-                    principal = await authenticate(session, token=self._token)
-            else:
-                principal = await authenticate(self.session, token=self._token)
-            self._principal, self._signed_in_at = principal, now
+            self._principal, self._signed_in_at = await self._sign_in(self._token), now
         return self._principal
+
+    async def _sign_in(self, token: str) -> Principal:
+        """The token's principal: kept by this process (no query), else from the database."""
+        cache = self.runtime.principals
+        token_hash = hash_token(token)
+        principal = cache.lookup(token_hash)
+        if principal is not None:
+            return principal
+        generation = cache.generation  # before reading: a change announced meanwhile wins
+        if self.streaming or self._principal is not None:
+            # A short session of its own: a socket or stream must not hold one open (an
+            # SSE subscription kept its sign-in transaction idle for as long as it ran).
+            async with self.runtime.sessions() as session:
+                principal = await authenticate(session, token=token)
+        else:
+            principal = await authenticate(self.session, token=token)
+        cache.keep(token_hash, principal, generation=generation)
+        return principal
 
     async def transact(
         self, operation: Callable[[AsyncSession, Principal], Awaitable[T]]
@@ -215,11 +228,15 @@ class Context:
             value = await operation(session, principal)
         except InputErrors as error:
             await session.rollback()
+            take_noted(session.info)
             return Outcome(user_errors=user_errors(error))
         except BaseException:
             await session.rollback()
+            take_noted(session.info)
             raise
         await session.commit()
+        # This process's next request must not be served what the commit just changed.
+        self.runtime.principals.forget_noted(session.info)
         return Outcome(value=value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from app.errors import Forbidden, NotFound
 from app.models import Role, User
@@ -18,6 +19,8 @@ class Principal:
     # The API token the caller signed in with (None from the command line): the audit
     # trail records it beside the user.
     token_id: uuid.UUID | None = None
+    # When that token stops working (None: never, or no token).
+    expires_at: datetime | None = None
 
     @property
     def user_id(self) -> uuid.UUID:

@@ -1,9 +1,11 @@
-"""One LISTEN connection per API process, waking the subscribers of a run or a workflow.
+"""One LISTEN connection per API process, waking the subscribers of a run or a workflow,
+and telling the process's principal cache whose access changed.
 
 NOTIFY is only a wake-up: a subscriber reads the event table after the last seq it saw, so
 a lost notification (or a dropped listener connection, which reconnects by itself) costs
 latency, never an event. Waking is a flag per subscriber, so a slow subscriber can neither
-slow the others nor make the hub buffer anything.
+slow the others nor make the hub buffer anything. The principal cache keeps nothing while
+the connection is down, and forgets everything when it comes back (app.auth.cache).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
+from app.auth.cache import AUTH_CHANNEL, PrincipalCache
 from app.engine.event_log import CHANNEL
 from app.logs import log_database_unavailable
 
@@ -64,8 +67,10 @@ _Waiter = TypeVar("_Waiter", bound=RunWaiter)
 class EventHub:
     """Listens on the event channel and wakes the interested subscribers of this process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, principals: PrincipalCache | None = None) -> None:
         self.url = url
+        # Kept only while this hub listens: it drops a user's on their announcement.
+        self.principals = principals
         self._runs: dict[uuid.UUID, set[RunWaiter]] = {}
         self._workflows: dict[uuid.UUID, set[WorkflowWaiter]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -85,6 +90,10 @@ class EventHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def _listening(self, on: bool) -> None:
+        if self.principals is not None:
+            self.principals.listening(on)
 
     @contextlib.contextmanager
     def watch_run(self, run_id: uuid.UUID) -> Iterator[RunWaiter]:
@@ -141,6 +150,17 @@ class EventHub:
             for waiter in waiters:
                 waiter.event.set()
 
+    async def _relay(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            async for notification in conn.notifies(timeout=LIVENESS_SECONDS):
+                if notification.channel == AUTH_CHANNEL:
+                    if self.principals is not None:
+                        self.principals.forget(notification.payload)
+                else:
+                    self.dispatch(notification.payload)
+            # Quiet for a while: make sure the connection is still alive.
+            await conn.execute("SELECT 1")
+
     async def _listen_forever(self) -> None:
         failures = 0
         while True:
@@ -149,17 +169,18 @@ class EventHub:
                     self.url, autocommit=True, application_name="flowdeck-listener"
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {AUTH_CHANNEL}")
                     self.connected.set()
                     if failures:
                         log.info("event listener reconnected", extra={"attempts": failures})
                     if failures or self.reconnects:
                         self._wake_everyone()
                     failures = 0
-                    while True:
-                        async for notification in conn.notifies(timeout=LIVENESS_SECONDS):
-                            self.dispatch(notification.payload)
-                        # Quiet for a while: make sure the connection is still alive.
-                        await conn.execute("SELECT 1")
+                    try:
+                        self._listening(True)
+                        await self._relay(conn)
+                    finally:  # however the connection ends, what it would have said is unheard
+                        self._listening(False)
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as error:

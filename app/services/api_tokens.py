@@ -11,6 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.auth.cache import EXPIRED_MESSAGE, note_access_change
 from app.auth.principal import Principal
 from app.auth.tokens import generate_token, hash_token, looks_like_token
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound, Unauthenticated
@@ -150,6 +151,7 @@ async def revoke_api_token(
     if row is None:
         raise NotFound("API token")
     info = ApiTokenInfo(*row)
+    note_access_change(session.info, user_id)
     await record_token_change(
         session,
         principal=principal,
@@ -176,9 +178,12 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
     if found is None:
         raise Unauthenticated("Invalid API token.")
     api_token, user = found
+    # Detached: the user may be kept beyond this session (app.auth.cache), and a rollback
+    # of this session must not expire what other requests read.
+    session.expunge(user)
     now = utcnow()
     if api_token.expires_at is not None and api_token.expires_at <= now:
-        raise Unauthenticated("This API token has expired.")
+        raise Unauthenticated(EXPIRED_MESSAGE)
     if api_token.last_used_at is None or now - api_token.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(
             update(ApiToken).where(col(ApiToken.id) == api_token.id).values(last_used_at=now)
@@ -189,4 +194,9 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
             col(Membership.user_id) == user.id
         )
     )
-    return Principal(user=user, roles=dict(memberships.all()), token_id=api_token.id)
+    return Principal(
+        user=user,
+        roles=dict(memberships.all()),
+        token_id=api_token.id,
+        expires_at=api_token.expires_at,
+    )

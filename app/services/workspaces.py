@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.auth.cache import note_access_change
 from app.auth.principal import Principal
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import AuditAction, AuditObjectType, Membership, Role, User, Workspace
@@ -33,6 +34,7 @@ async def create_workspace(session: AsyncSession, *, principal: Principal, name:
     session.add(Membership(workspace_id=workspace.id, user_id=principal.user_id, role=Role.OWNER))
     await session.flush()
     principal.roles[workspace.id] = Role.OWNER
+    note_access_change(session.info, principal.user_id)
     await audit.record(
         session,
         principal=principal,
@@ -88,6 +90,7 @@ async def set_member(
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
+    note_access_change(session.info, user.id)
     if user.id == principal.user_id:
         principal.roles[workspace_id] = role
     await audit.record(
@@ -164,6 +167,7 @@ async def remove_member(
             col(Membership.user_id) == user_id,
         )
     )
+    note_access_change(session.info, user_id)
     if user_id == principal.user_id:
         principal.roles.pop(workspace_id, None)
     await audit.record(
