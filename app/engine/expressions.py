@@ -6,54 +6,56 @@ written as itself (a string), nothing (null) or compact JSON. The first ``}}`` e
 expression. Values are made JSON: timestamps become RFC 3339 strings, durations
 ``"<seconds>s"``, bytes base64, map keys strings, NaN and infinities null.
 
-CEL (the ``cel`` package, a Rust core) has no side effects and sees only the variables it is
-given, but it holds the GIL while it evaluates, so a runaway expression would freeze the
-event loop even in a thread. Hence two paths. Inline, in microseconds, when the cost is
-provably small: no loop (comprehension macro), only functions of linear cost, little data,
+Two paths (``app.engine.cel_sandbox`` runs them). Inline, in microseconds, when the cost
+is provably small: no loop (comprehension macro), only functions of linear cost, little data,
 and length² * (length + data bytes) within a budget (without loops, each of at most `length`
 operations touches values of at most `length` * the largest value read). Otherwise in a
-sandbox process (a fresh interpreter, memory-capped, one request at a time) awaited from a
-thread, and killed and replaced when it overruns its time. Expressions are capped at 4,000
-characters, the data one reads at 16 MB of JSON, and each rendered value at 1 MB of JSON.
+sandbox process that is killed and replaced when it overruns its time. Expressions are
+capped at 4,000 characters, the data one reads at 16 MB of JSON, and each rendered value at
+1 MB of JSON.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import functools
-import os
-import queue
 import re
-import resource
-import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from multiprocessing.connection import Connection
 from typing import Any
 
 import cel
 import orjson
 
+from app.engine.cel_sandbox import (
+    MAX_RESULT_BYTES,
+    SHOWN_CHARS,
+    ExpressionError,
+    run_in_sandbox,
+    run_programs,
+    shown,
+)
+
+__all__ = [
+    "CompiledConfig",
+    "CompiledTemplate",
+    "ExpressionError",
+    "compile_config",
+    "compile_template",
+    "evaluate_template",
+    "render_config",
+    "syntax_errors",
+    "to_text",
+]
+
 MAX_EXPRESSION_LENGTH = 4_000
-MAX_RESULT_BYTES = 1_000_000
 MAX_DATA_BYTES = 16_000_000
 EVALUATION_TIMEOUT_SECONDS = 1.0
 INLINE_MAX_DATA_BYTES = 32_000
 INLINE_WORK_BUDGET = 10_000_000
-SANDBOX_PROCESSES = 2
-SANDBOX_MEMORY_BYTES = 1 << 30
 
 # The sandbox turns about 10 MB/s of JSON data into CEL values; allow for half that speed.
 _CONVERSION_BYTES_PER_SECOND = 5_000_000
-_SANDBOX_START_SECONDS = 60.0
-_SANDBOX_GRACE_SECONDS = 1.0
 _CACHE_SIZE = 256
-_SHOWN_CHARS = 80
 # Words that may start a comprehension (a loop); a false match only means the sandbox path.
 _LOOP_WORDS = re.compile(r"\b(?:map|filter|all|exists|exists_one|bind|transform\w*)\b")
 # ``nodes.<id>`` or ``nodes['<id>']``; any other use of the word may read any node.
@@ -64,13 +66,6 @@ _LINEAR_NAMES = """_+_ _-_ _*_ _/_ _%_ -_ !_ _==_ _!=_ _<_ _<=_ _>_ _>=_ _&&_ _|
     @not_strictly_false size string int uint double bool bytes dyn type contains startsWith
     endsWith timestamp duration"""
 _LINEAR_FUNCTIONS = frozenset(_LINEAR_NAMES.split())  # functions whose cost is linear
-
-Request = tuple[list[str], dict[str, Any], float]  # sources, variables, seconds allowed
-Answer = tuple[bool, Any]  # (True, {source: value}) or (False, error message)
-
-
-class ExpressionError(Exception):
-    """An expression that does not compile, or that fails or overruns when evaluated."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -100,26 +95,20 @@ class CompiledConfig:
     compiled: object  # the same shape, a CompiledTemplate in place of each expression string
 
 
-def _name(source: str) -> str:
-    """Show an expression in a message, shortened when long."""
-    shown = source if len(source) <= _SHOWN_CHARS else source[:_SHOWN_CHARS] + "..."
-    return f"{{{{ {shown} }}}}"
-
-
 def _compile_expression(source: str) -> _Expression:
     """Compile the text between one pair of braces."""
     if not source:
         raise ExpressionError("Empty expression {{ }}: write an expression between the braces.")
     if len(source) > MAX_EXPRESSION_LENGTH:
         raise ExpressionError(
-            f"{_name(source)} is {len(source):,} characters long; "
+            f"{shown(source)} is {len(source):,} characters long; "
             f"the maximum is {MAX_EXPRESSION_LENGTH:,}."
         )
     try:
         program = cel.compile(source)
     except Exception as exc:  # the cel package raises ValueError; be robust to others
         detail = str(exc).removeprefix(f"Failed to parse expression '{source}': ")
-        raise ExpressionError(f"Syntax error in {_name(source)}: {detail}") from None
+        raise ExpressionError(f"Syntax error in {shown(source)}: {detail}") from None
     references = program.references()
     linear = not _LOOP_WORDS.search(source) and _LINEAR_FUNCTIONS.issuperset(
         references["functions"]
@@ -160,7 +149,6 @@ def compile_template(text: str) -> CompiledTemplate:
 
 
 _cached_template = functools.lru_cache(maxsize=_CACHE_SIZE)(compile_template)
-_compiled = functools.lru_cache(maxsize=_CACHE_SIZE)(cel.compile)
 
 
 def _walk(value: object, leaf: Callable[[Any, tuple[str, ...]], object]) -> object:
@@ -205,153 +193,6 @@ def syntax_errors(data: object) -> list[tuple[tuple[str, ...], str]]:
     return found
 
 
-def _json_default(value: object) -> object:
-    """Turn the CEL values JSON has no type for into strings."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, timedelta):
-        return f"{value.total_seconds():f}".rstrip("0").rstrip(".") + "s"
-    raise TypeError(f"a value of type {type(value).__name__}")
-
-
-def _to_json(value: object, source: str) -> object:
-    """The value as plain JSON, refused when it is over the size cap."""
-    try:
-        data = orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError as exc:
-        raise ExpressionError(f"{_name(source)} gave a value JSON cannot hold: {exc}.") from None
-    if len(data) > MAX_RESULT_BYTES:
-        raise ExpressionError(
-            f"{_name(source)} gave {len(data):,} bytes of JSON; "
-            f"the maximum is {MAX_RESULT_BYTES:,}."
-        )
-    return orjson.loads(data)
-
-
-def _run_programs(
-    programs: Iterable[tuple[str, cel.Program]], variables: dict[str, Any]
-) -> dict[str, object]:
-    """Evaluate programs against the variables; their JSON values by source."""
-    try:
-        context = cel.Context(variables)
-    except Exception as exc:  # a value CEL cannot represent
-        raise ExpressionError(f"The data given to expressions is not usable: {exc}") from None
-    results: dict[str, object] = {}
-    for source, program in programs:
-        try:
-            value = program.execute(context)
-        except Exception as exc:  # CEL's message; a missing key's is only the key
-            missing = isinstance(exc, KeyError) and exc.args
-            detail = f"no such key {exc.args[0]!r}" if missing else exc
-            raise ExpressionError(f"{_name(source)} failed: {detail}") from None
-        results[source] = _to_json(value, source)
-    return results
-
-
-def _sandbox_main(read_fd: int, write_fd: int) -> None:
-    """The sandbox process: cap its memory, then answer requests until the pipe closes."""
-    requests, answers = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-    unlimited = hard == resource.RLIM_INFINITY
-    soft = SANDBOX_MEMORY_BYTES if unlimited else min(hard, SANDBOX_MEMORY_BYTES)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    answers.send(True)
-    while True:
-        try:
-            sources, variables, seconds = requests.recv()
-        except EOFError:
-            return
-        # A backstop should the parent be gone: SIGALRM's default action ends the process,
-        # even while the Rust core holds the GIL.
-        signal.setitimer(signal.ITIMER_REAL, seconds + _SANDBOX_GRACE_SECONDS)
-        try:
-            answer: Answer = (True, _run_programs(((s, _compiled(s)) for s in sources), variables))
-        except ExpressionError as exc:
-            answer = (False, str(exc))
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        answers.send(answer)
-
-
-_BOOT = (
-    f"import sys; sys.path[:] = sys.argv[3:]; from {__name__} import _sandbox_main; "
-    "_sandbox_main(int(sys.argv[1]), int(sys.argv[2]))"
-)
-
-
-class _SandboxProcess:
-    """One sandbox process, used by one thread at a time."""
-
-    def __init__(self) -> None:
-        child_read, parent_write = os.pipe()
-        parent_read, child_write = os.pipe()
-        # A fresh interpreter: fork is unsafe with threads, and multiprocessing's spawn would
-        # re-run the parent's main module. No output: out of memory, the Rust core aborts
-        # with a backtrace on stderr.
-        command = [sys.executable, "-c", _BOOT, str(child_read), str(child_write), *sys.path]
-        try:
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and code
-                command,
-                pass_fds=(child_read, child_write),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        finally:
-            os.close(child_read)
-            os.close(child_write)
-        self._requests = Connection(parent_write, readable=False)
-        self._answers = Connection(parent_read, writable=False)
-        self._started = False
-
-    def call(self, request: Request) -> Answer:
-        """Send one request and wait for its answer; on overrun or crash, kill and raise."""
-        sources, seconds = request[0], request[2]
-        what = _name(sources[0]) if len(sources) == 1 else f"{len(sources)} expressions"
-        what = f"Evaluating {what}"
-        try:
-            if not self._started:  # wait for its first message: it has started
-                if not self._answers.poll(_SANDBOX_START_SECONDS):
-                    raise ExpressionError("The expression sandbox process did not start.")
-                self._started = self._answers.recv()
-            self._requests.send(request)
-            if not self._answers.poll(seconds):
-                raise ExpressionError(f"{what} took longer than {seconds:.1f} s and was stopped.")
-            answer: Answer = self._answers.recv()
-        except (EOFError, OSError):
-            self.kill()
-            message = f"{what} used more than {SANDBOX_MEMORY_BYTES >> 20} MB and was stopped."
-            raise ExpressionError(message) from None
-        except BaseException:
-            self.kill()
-            raise
-        return answer
-
-    def kill(self) -> None:
-        """End the process at once and release its pipes."""
-        self._process.kill()
-        self._process.wait()
-        self._requests.close()
-        self._answers.close()
-
-
-def _sandbox_call(request: Request) -> dict[str, Any]:
-    """Run a request in an idle sandbox process (or a new one); called in a sandbox thread."""
-    try:
-        process = _IDLE_PROCESSES.get_nowait()
-    except queue.Empty:
-        process = _SandboxProcess()
-    ok, answer = process.call(request)
-    _IDLE_PROCESSES.put(process)
-    if not ok:
-        raise ExpressionError(answer)
-    return dict(answer)
-
-
-# One thread per process: the thread waits on its process, the event loop stays free.
-_SANDBOX_THREADS = ThreadPoolExecutor(SANDBOX_PROCESSES, thread_name_prefix="cel-sandbox")
-_IDLE_PROCESSES: queue.SimpleQueue[_SandboxProcess] = queue.SimpleQueue()
-
-
 def _reads(expression: _Expression, env: Mapping[str, Any]) -> dict[str, Any]:
     """The variables an expression reads; of ``nodes``, only the nodes it names, if it does."""
     reads = {name: env[name] for name in expression.variables & env.keys()}
@@ -372,7 +213,7 @@ def _data_bytes(source: str, reads: dict[str, Any], sizes: dict[int, int]) -> in
             total += sizes[id(part)]
     if total > MAX_DATA_BYTES:
         raise ExpressionError(
-            f"{_name(source)} reads {total:,} bytes of data; the maximum is {MAX_DATA_BYTES:,}."
+            f"{shown(source)} reads {total:,} bytes of data; the maximum is {MAX_DATA_BYTES:,}."
         )
     return total
 
@@ -411,13 +252,11 @@ async def _evaluate(expressions: Sequence[_Expression], env: Mapping[str, Any]) 
             inline.add(expression.source, reads, data)
         else:
             sandboxed.add(expression.source, reads, data)
-    results = _run_programs(programs.items(), inline.variables) if programs else {}
+    results = run_programs(programs.items(), inline.variables) if programs else {}
     if sandboxed.sources:
         seconds = EVALUATION_TIMEOUT_SECONDS * len(sandboxed.sources)
         seconds += sandboxed.data_bytes / _CONVERSION_BYTES_PER_SECOND
-        request: Request = (sandboxed.sources, sandboxed.variables, seconds)
-        loop = asyncio.get_running_loop()
-        results.update(await loop.run_in_executor(_SANDBOX_THREADS, _sandbox_call, request))
+        results.update(await run_in_sandbox(sandboxed.sources, sandboxed.variables, seconds))
     return results
 
 
@@ -436,7 +275,7 @@ def _fill(template: CompiledTemplate, results: Mapping[str, Any]) -> object:
     text = "".join(to_text(value) for value in values)
     if len(text) > MAX_RESULT_BYTES and len(text.encode()) > MAX_RESULT_BYTES:
         raise ExpressionError(
-            f"The text rendered from {template.text[:_SHOWN_CHARS]!r} is longer than "
+            f"The text rendered from {template.text[:SHOWN_CHARS]!r} is longer than "
             f"{MAX_RESULT_BYTES:,} bytes."
         )
     return text
