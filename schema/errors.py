@@ -120,6 +120,7 @@ class ErrorPolicy(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
-        if result is None or not getattr(result, "errors", None):
+        errors = getattr(result, "errors", None)
+        if result is None or not errors:
             return
-        result.errors = [shape_error(error) for error in result.errors]  # type: ignore[union-attr]
+        result.errors = [shape_error(error) for error in errors]

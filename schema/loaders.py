@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from strawberry.dataloader import DataLoader
 
 from app.models import (
@@ -61,9 +62,7 @@ def build_loaders(session: SessionGetter) -> Loaders:
         return [found[key] for key in keys]
 
     async def load_webhooks(keys: list[uuid.UUID]) -> list[Webhook | None]:
-        rows = await session().execute(
-            select(Webhook).where(Webhook.workflow_id.in_(keys))  # type: ignore[attr-defined]
-        )
+        rows = await session().execute(select(Webhook).where(col(Webhook.workflow_id).in_(keys)))
         found = {row.workflow_id: row for row in rows.scalars()}
         return [found.get(key) for key in keys]
 
