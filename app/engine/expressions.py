@@ -62,6 +62,10 @@ _LOOP_WORDS = re.compile(r"\b(?:map|filter|all|exists|exists_one|bind|transform\
 _NODE_READ = re.compile(
     r"""\bnodes\b(?:\s*\.\s*([A-Za-z_]\w*)|\s*\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\])?"""
 )
+# ``secrets.NAME`` or ``secrets['NAME']``: the secrets an expression reads by name.
+_SECRET_READ = re.compile(
+    r"""\bsecrets\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\])"""
+)
 _LINEAR_NAMES = """_+_ _-_ _*_ _/_ _%_ -_ !_ _==_ _!=_ _<_ _<=_ _>_ _>=_ _&&_ _||_ _?_:_ _[_] @in
     @not_strictly_false size string int uint double bool bytes dyn type contains startsWith
     endsWith timestamp duration"""
@@ -188,6 +192,27 @@ def syntax_errors(data: object) -> list[tuple[tuple[str, ...], str]]:
                 _cached_template(item)
         except ExpressionError as exc:
             found.append((path, str(exc)))
+
+    _walk(data, check)
+    return found
+
+
+def secret_reads(data: object) -> list[tuple[tuple[str, ...], str]]:
+    """(path, name) for each secret an expression in a JSON value reads by name
+    (``secrets.NAME``, ``secrets['NAME']``); strings that do not compile are passed over."""
+    found: list[tuple[tuple[str, ...], str]] = []
+
+    def check(item: object, path: tuple[str, ...]) -> None:
+        if not (isinstance(item, str) and "secrets" in item and "{{" in item):
+            return
+        try:
+            template = _cached_template(item)
+        except ExpressionError:
+            return
+        for expression in template.expressions:
+            if "secrets" in expression.variables:
+                for match in _SECRET_READ.finditer(expression.source):
+                    found.append((path, next(g for g in match.groups() if g is not None)))
 
     _walk(data, check)
     return found

@@ -11,20 +11,28 @@ saved, only a sound one runs.
 - ``EXPRESSION_SYNTAX``: an expression in the node's ``data`` does not compile.
 - ``UNKNOWN_HANDLE``: an edge leaves by a handle its source does not have (or leaves a node
   with no outputs), or enters by a handle its target does not have (or enters a trigger).
+
+:func:`missing_secrets` adds ``MISSING_SECRET``, which needs the workspace's secrets: the
+services call it when a graph is saved. It is the one WARNING that does not stop a version
+from running: a secret may be set after the save, and a run whose secret is still missing
+fails at the node that reads it, saying so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
-from app.engine.expressions import syntax_errors
+from app.engine.expressions import secret_reads, syntax_errors
 from app.engine.graph import Diagnostic, GraphLimits, Severity, has_errors, validate_graph
 from app.engine.nodes.base import NodeType, load_catalogue
 
 _SHOWN_CHARS = 80
+#: MISSING_SECRET warnings beyond this many are counted in one more.
+MAX_SECRET_WARNINGS = 50
 
 
 def _quote(text: str) -> str:
@@ -152,6 +160,58 @@ def validate_workflow_graph(graph: object, limits: GraphLimits = GraphLimits()) 
     for index, edge in enumerate(checked.get("edges", [])):
         found.extend(_edge_diagnostics(index, edge, nodes))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class SecretUse:
+    """A node that reads a workspace secret by name, and where in its config."""
+
+    index: int
+    node_id: str
+    path: tuple[str, ...]  # within the node's data
+
+
+def secret_uses(graph: Any) -> dict[str, list[SecretUse]]:
+    """The secrets a graph without ERRORs reads by name, each with the nodes that read it
+    (``{{ secrets.NAME }}`` in any string, and the fields of a type that name a secret)."""
+    catalogue = load_catalogue()
+    uses: dict[str, list[SecretUse]] = {}
+    for index, node in enumerate(graph.get("nodes", [])):
+        node_id, data = str(node["id"]), node.get("data") or {}
+        found = secret_reads(data)
+        node_type = catalogue.get(str(node["type"]))
+        for field in node_type.secret_fields if node_type is not None else ():
+            name = data.get(field)
+            if isinstance(name, str) and name and "{{" not in name:
+                found.append(((field,), name))
+        for path, name in found:
+            uses.setdefault(name, []).append(SecretUse(index, node_id, path))
+    return uses
+
+
+def missing_secrets(uses: dict[str, list[SecretUse]], present: Collection[str]) -> list[Diagnostic]:
+    """A MISSING_SECRET warning for each secret used but not in ``present``, at its first use
+    (at most MAX_SECRET_WARNINGS, the last one counting the rest)."""
+    out: list[Diagnostic] = []
+    missing = [(name, where) for name, where in uses.items() if name not in present]
+    for name, where in missing[:MAX_SECRET_WARNINGS]:
+        first = where[0]
+        nodes = list(dict.fromkeys(use.node_id for use in where))
+        named = ", ".join(_quote(node_id) for node_id in nodes)
+        message = (
+            f"Secret {_quote(name)} is not set in this workspace "
+            f"(used by node{'s' if len(nodes) > 1 else ''} {named}): "
+            "an owner sets it with secretSet before the workflow runs."
+        )
+        path = ("nodes", str(first.index), "data", *first.path)
+        out.append(
+            Diagnostic(Severity.WARNING, "MISSING_SECRET", message, path, node_id=first.node_id)
+        )
+    if len(missing) > MAX_SECRET_WARNINGS:
+        rest = len(missing) - MAX_SECRET_WARNINGS
+        message = f"{rest} more secrets used by this graph are not set in this workspace."
+        out.append(Diagnostic(Severity.WARNING, "MISSING_SECRET", message, ()))
+    return out
 
 
 def executable_problems(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
 from app.engine.graph import Diagnostic, GraphLimits, Severity, has_errors
-from app.engine.validation import validate_workflow_graph
+from app.engine.validation import missing_secrets, secret_uses, validate_workflow_graph
 from app.errors import ErrorCode, FieldError, InputErrors
+from app.models import Secret
 from app.settings import Settings
 
 EMPTY_GRAPH: dict[str, Any] = {"nodes": [], "edges": []}
@@ -75,6 +81,24 @@ def prepare_graph(graph: Any, policy: GraphPolicy, field: tuple[str, ...]) -> Pr
             ]
         )
     return PreparedGraph(graph=graph, encoded=encoded, diagnostics=diagnostics)
+
+
+async def warn_missing_secrets(
+    session: AsyncSession, *, workspace_id: uuid.UUID, prepared: PreparedGraph
+) -> PreparedGraph:
+    """The graph with a MISSING_SECRET warning for each secret it reads by name that the
+    workspace (this one only) does not have."""
+    uses = secret_uses(prepared.graph)
+    if not uses:
+        return prepared
+    # All the workspace's names (at most MAX_SECRETS): a graph may name any number.
+    present = set(
+        await session.scalars(
+            select(col(Secret.name)).where(col(Secret.workspace_id) == workspace_id)
+        )
+    )
+    warnings = missing_secrets(uses, present)
+    return replace(prepared, diagnostics=[*prepared.diagnostics, *warnings])
 
 
 def diagnostics_to_json(diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from app.auth.principal import Principal
 from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import AuditAction, AuditObjectType, Role, Workflow, WorkflowVersion
 from app.services import audit
-from app.services.graphs import EMPTY_GRAPH, GraphPolicy, prepare_graph
+from app.services.graphs import EMPTY_GRAPH, GraphPolicy, prepare_graph, warn_missing_secrets
 from app.services.pagination import Page, check_page_size, decode_cursor, make_page
 from app.services.text import check_text, clean_name, storable
 from app.services.versions import insert_version, save_summary
@@ -154,6 +154,7 @@ async def create_workflow(
         raise InputErrors(errors)
     assert clean is not None
     assert prepared is not None
+    prepared = await warn_missing_secrets(session, workspace_id=workspace_id, prepared=prepared)
     workflow = Workflow(
         workspace_id=workspace_id,
         name=clean,
@@ -222,6 +223,9 @@ async def save_workflow(
         errors += graph_errors.errors
     if errors:
         raise InputErrors(errors)
+    prepared = await warn_missing_secrets(
+        session, workspace_id=workflow.workspace_id, prepared=prepared
+    )
     changes: dict[str, Any] = {}
     if clean is not None:
         changes["name"] = clean
@@ -304,6 +308,9 @@ async def rollback_workflow(
         )
     # Re-checked with today's rules: the copy gets current diagnostics.
     prepared = prepare_graph(graph, policy, ("input", "toVersion"))
+    prepared = await warn_missing_secrets(
+        session, workspace_id=workflow.workspace_id, prepared=prepared
+    )
     number = await _bump_version(session, workflow, base_version, {})
     version = await insert_version(
         session,

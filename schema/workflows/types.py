@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 Severity: TypeAlias = SeverityModel
 strawberry.enum(
-    Severity, description="ERROR blocks a save; WARNING is saved and shown, and blocks execution."
+    Severity,
+    description="ERROR blocks a save; WARNING is saved and shown, and blocks execution "
+    "(all but MISSING_SECRET: a secret may be set after the save).",
 )
 
 

@@ -196,5 +196,6 @@ NODE_TYPE = register(
         "vLLM, …) for an answer to a prompt; output its text and token usage.",
         config_model=AiGenerateConfig,
         run=run,
+        secret_fields=("apiKeySecret",),
     )
 )

@@ -122,6 +122,8 @@ class NodeType:
     # Pure: no effect outside the run (no call, no wait), so running it again after a crash
     # is invisible and its step may be recorded together with the next write.
     pure: bool = False
+    # Config fields that name a workspace secret (besides ``{{ secrets.NAME }}`` anywhere).
+    secret_fields: tuple[str, ...] = ()
 
     def output_handles(self, data: dict[str, Any]) -> tuple[str, ...]:
         """The output handles of a node of this type with this config."""

@@ -11,7 +11,7 @@ from app.models import Role
 from tests.factories import Factory, gid
 from tests.hostile import user_error
 from tests.openai_stub import OpenAIStub
-from tests.runs import flow, node, run_graph, steps_by_node
+from tests.runs import execute, flow, node, run_graph, steps_by_node, wait_for
 from tests.secrets import (
     DELETE,
     LIST,
@@ -215,8 +215,20 @@ async def test_a_node_reaches_only_its_own_workspaces_secrets(
     acme = await factory.owner("Acme")
     await owner_with_secrets(factory, "Globex", API_KEY=API_KEY)
     graph = flow(node("start", "trigger"), node("out", "output", value="{{ secrets.API_KEY }}"))
+    # Globex's API_KEY does not count for Acme: saving says so (MISSING_SECRET) ...
+    created = await factory.gql(
+        """mutation($i: WorkflowCreateInput!) { workflowCreate(input: $i) {
+             workflow { id currentVersion { diagnostics { code nodeId } } } } }""",
+        {"i": {"workspaceId": acme.workspace_id, "name": "Flow", "graph": graph}},
+        token=acme.token,
+    )
+    workflow = created["data"]["workflowCreate"]["workflow"]
+    assert workflow["currentVersion"]["diagnostics"] == [
+        {"code": "MISSING_SECRET", "nodeId": "out"}
+    ]
 
-    run = await run_graph(factory, acme, graph)
+    # ... and a run does not reach it
+    run = await wait_for(factory, acme, (await execute(factory, acme, workflow["id"]))["run"]["id"])
 
     assert run["status"] == "FAILED"
     assert API_KEY not in json.dumps(run)
