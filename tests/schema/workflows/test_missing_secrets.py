@@ -184,4 +184,5 @@ async def test_many_odd_and_long_secret_names_are_named_within_bounds(factory: F
         "path": [],
         "nodeId": None,
     }
-    assert "S98" not in str(diagnostics) and "S99" not in str(diagnostics)
+    assert "S98" not in str(diagnostics)
+    assert "S99" not in str(diagnostics)
