@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -146,31 +148,64 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
 
 @main.command()
 @click.option("--concurrency", default=None, type=int, help="Runs driven at once (default 10).")
-def worker(concurrency: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics and /healthz on this port (default FLOWDECK_WORKER_METRICS_PORT; "
+    "0: none).",
+)
+def worker(concurrency: int | None, metrics_port: int | None) -> None:
     """Run a worker: drive queued runs until SIGTERM/SIGINT (start as many as needed)."""
-    from app.db import create_engine
-    from app.runtime import Runtime
-    from app.worker.runner import run_worker
+    from app.serving import PortUnavailable, bind_port, worker_port_hint
 
     settings = get_settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
+    sock = None
+    if settings.worker_metrics_port:
+        try:  # first: a taken port fails before any other work
+            sock = bind_port(settings.host, settings.worker_metrics_port, worker_port_hint)
+        except PortUnavailable as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
     _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
     asyncio.run(_check_keys(settings, target.url))
+    started = f"Worker started (concurrency {settings.worker_concurrency})"
+    if sock is not None:
+        from app.serving import browser_url
 
-    async def work() -> None:
-        engine = create_engine(target.url, settings)
-        runtime = Runtime.build(settings, engine, target.url)
-        try:
-            async with runtime.opened():
+        port = sock.getsockname()[1]
+        started += f"; /metrics and /healthz at {browser_url(settings.host, port)}"
+    click.echo(f"{started}.", err=True)
+    asyncio.run(_work(settings, target.url, sock))
+
+
+async def _work(settings: Settings, url: str, sock: socket.socket | None) -> None:
+    """A worker until SIGTERM/SIGINT, with its endpoints on ``sock`` when given."""
+    from app.db import create_engine
+    from app.metrics import watch_event_loop
+    from app.runtime import Runtime
+    from app.serving import worker_endpoints
+    from app.worker.runner import run_worker
+
+    engine = create_engine(url, settings)
+    runtime = Runtime.build(settings, engine, url)
+    loop_watch = asyncio.create_task(watch_event_loop())
+    try:
+        async with runtime.opened():
+            endpoints = (
+                worker_endpoints(runtime, sock) if sock is not None else contextlib.nullcontext()
+            )
+            async with endpoints:
                 await run_worker(runtime, install_signal_handlers=True)
-        finally:
-            await engine.dispose()
-
-    click.echo(f"Worker started (concurrency {settings.worker_concurrency}).", err=True)
-    asyncio.run(work())
+    finally:
+        loop_watch.cancel()
+        await engine.dispose()
 
 
 @main.command()

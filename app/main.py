@@ -39,7 +39,7 @@ from app.engine.nodes.base import load_catalogue
 from app.errors import SERVICE_UNAVAILABLE, Unauthenticated, database_unavailable
 from app.graphql_http import GraphQLOverHTTP
 from app.logs import current_request_id, log_database_unavailable
-from app.metrics import watch_event_loop
+from app.metrics import WEBSOCKETS, watch_event_loop
 from app.middleware import BodySizeLimit, RequestContext, unexpected_error_body
 from app.ops import healthz, metrics, readyz
 from app.runtime import Runtime
@@ -138,12 +138,16 @@ class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
         self.sockets_per_user: Counter[uuid.UUID] = Counter()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
+        socket = scope["type"] == "websocket"
+        if socket:
             guard = SlowPeerGuard(send, receive, self.runtime.settings.slow_subscriber_seconds)
             send, receive = guard.send, guard.receive
+            WEBSOCKETS.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if socket:
+                WEBSOCKETS.dec()
             user_id = scope.get(SOCKET_USER_KEY)
             if user_id is not None:
                 self.sockets_per_user[user_id] -= 1

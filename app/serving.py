@@ -3,26 +3,48 @@ and a stop that cannot hang."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from importlib.metadata import version as package_version
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
 
 
 class PortUnavailable(Exception):
     """The address cannot be listened on; the message says why and what to do."""
 
 
-def bind_port(host: str, port: int) -> socket.socket:
+def serve_port_hint(port: int) -> str:
+    """What to do when `flowdeck serve`'s port is taken."""
+    return (
+        f"Choose another port: flowdeck serve --port {port}, or set "
+        f"FLOWDECK_PORT={port} (and FLOWDECK_HOST / --host for another address)."
+    )
+
+
+def worker_port_hint(port: int) -> str:
+    """What to do when a worker's metrics port is taken."""
+    return (
+        f"Choose another port for this worker's /metrics: flowdeck worker --metrics-port "
+        f"{port}, or set FLOWDECK_WORKER_METRICS_PORT={port} (0 turns it off)."
+    )
+
+
+def bind_port(host: str, port: int, hint: Callable[[int], str] = serve_port_hint) -> socket.socket:
     """A socket bound to ``host:port`` (not yet listening), taken before anything else runs.
 
     Binding first means a port in use is found in milliseconds, before the database is
@@ -44,11 +66,8 @@ def bind_port(host: str, port: int) -> socket.socket:
             reason = f"{where} needs privileges this user does not have."
         else:
             reason = f"cannot listen on {where}: {error.strerror or error}."
-        hint = port + 1 if 0 < port < 65535 else 8000
-        raise PortUnavailable(
-            f"{reason}\nChoose another port: flowdeck serve --port {hint}, or set "
-            f"FLOWDECK_PORT={hint} (and FLOWDECK_HOST / --host for another address)."
-        ) from error
+        suggested = port + 1 if 0 < port < 65535 else 8000
+        raise PortUnavailable(f"{reason}\n{hint(suggested)}") from error
     return sock
 
 
@@ -80,6 +99,32 @@ def banner(
     stop = "Stop with Ctrl-C"
     lines.append(f"{stop}; the embedded PostgreSQL stops with it." if embedded else f"{stop}.")
     return lines
+
+
+class EndpointServer(uvicorn.Server):
+    """uvicorn serving beside the process's main work, which owns the signals (a worker)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave SIGTERM and SIGINT to the worker: it stops, then this server."""
+        yield
+
+
+@contextlib.asynccontextmanager
+async def worker_endpoints(runtime: Runtime, sock: socket.socket) -> AsyncIterator[None]:
+    """Serve a worker's /metrics and /healthz on ``sock`` while the block runs."""
+    from app.ops import endpoints_app  # the runtime's weight, only once a worker starts
+
+    config = uvicorn.Config(
+        endpoints_app(runtime), lifespan="off", log_config=None, access_log=False
+    )
+    server = EndpointServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
 
 
 class FlowdeckServer(uvicorn.Server):

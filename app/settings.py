@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         le=3600,
         description="Retry-After of a 503 answered while the database is unavailable.",
     )
+    metrics_query_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="Longest /metrics waits for the database to read the queue; past it the "
+        "queue gauges are left out of that scrape.",
+    )
     readiness_timeout_seconds: float = Field(
         1.0,
         gt=0,
@@ -117,6 +124,13 @@ class Settings(BaseSettings):
         gt=0,
         description="A WebSocket whose sends stay blocked this long (its client stopped "
         "reading) is ended; its client resumes with afterSeq.",
+    )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port where `flowdeck worker` serves /metrics and /healthz (on "
+        "FLOWDECK_HOST); 0: none. A port in use stops the worker at start.",
     )
     worker_concurrency: int = Field(
         10, ge=1, le=500, description="Runs one worker process drives at the same time."

@@ -41,6 +41,7 @@ from app.errors import (
 from app.events import follow
 from app.keyring import DecryptError
 from app.logs import current_request_id, log_database_unavailable
+from app.metrics import WEBHOOK_DELIVERIES
 from app.models import RunStatus
 from app.runtime import Runtime
 from app.services import webhooks as webhook_service
@@ -55,6 +56,8 @@ MAX_BUCKETS = 10_000
 WEBHOOK_REQUESTS = Counter(
     "flowdeck_webhook_requests_total", "Webhook deliveries, by response status.", ["status"]
 )
+# Outcomes of a delivery that was taken (beside the refusals' error codes).
+ACCEPTED, COMPLETED, DUPLICATE = "ACCEPTED", "COMPLETED", "DUPLICATE"
 
 EncodeRunId = Callable[[uuid.UUID], str]
 
@@ -83,8 +86,11 @@ class RateLimiter:
         return wait
 
 
-def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def _answer(
+    status: int, body: dict[str, Any], outcome: str, headers: dict[str, str] | None = None
+) -> Response:
     WEBHOOK_REQUESTS.labels(str(status)).inc()
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
     return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -92,7 +98,7 @@ def _error(status: int, code: str, message: str, **headers: str) -> Response:
     error = {"code": code, "message": message}
     if status >= 500:
         error["requestId"] = current_request_id() or ""
-    return _answer(status, {"error": error}, headers or None)
+    return _answer(status, {"error": error}, code, headers or None)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -298,9 +304,9 @@ class HooksEndpoint:
         end = task.result() if task.done() and not task.cancelled() else None
         if waits and end is not None:
             answer |= {"status": end.status.value, "output": end.output, "error": end.error}
-            return _answer(200, answer)
+            return _answer(200, answer, COMPLETED)
         answer["status"] = (RunStatus.RUNNING if waits else RunStatus.QUEUED).value
-        return _answer(202, answer)
+        return _answer(202, answer, ACCEPTED)
 
     async def _not_written(
         self, session: AsyncSession, received: _Received, task: asyncio.Task[RunEnd | None]
@@ -339,6 +345,7 @@ class HooksEndpoint:
             "status": accepted.status.value,
             "duplicate": accepted.duplicate,
         }
+        outcome = DUPLICATE if accepted.duplicate else ACCEPTED
         if received.target.wait_for_result:
             runtime = self.runtime
             end = await follow.wait_for_end(
@@ -349,8 +356,8 @@ class HooksEndpoint:
             )
             if end is not None:
                 answer |= {"status": end.status.value, "output": end.output, "error": end.error}
-                return _answer(200, answer)
-        return _answer(202, answer)
+                return _answer(200, answer, DUPLICATE if accepted.duplicate else COMPLETED)
+        return _answer(202, answer, outcome)
 
 
 def _parse(request: Request, body: bytes) -> Any:

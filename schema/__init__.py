@@ -20,6 +20,7 @@ from app.settings import Settings, get_settings
 from schema.auth import RequireSignIn
 from schema.errors import ErrorPolicy
 from schema.node_tests.mutations import NodeTestMutations
+from schema.observe import OperationMetrics
 from schema.runs.mutations import RunMutations
 from schema.runs.queries import RunQueries
 from schema.runs.subscriptions import RunSubscriptions
@@ -77,6 +78,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=RunSubscriptions,
         config=StrawberryConfig(disable_field_suggestions=not settings.development),
         extensions=[
+            OperationMetrics,
             ErrorPolicy,
             RequireSignIn,
             StorableStrings,

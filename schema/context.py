@@ -19,6 +19,7 @@ from app.auth.cache import take_noted
 from app.auth.principal import Principal
 from app.auth.tokens import hash_token
 from app.errors import InputErrors, Unauthenticated
+from app.metrics import SUBSCRIPTIONS
 from app.runtime import Runtime
 from app.services.api_tokens import authenticate
 from schema.errors import UserError, guarded, user_errors
@@ -108,12 +109,12 @@ class Context:
                 _operation.set(None)
 
     async def stream(
-        self, open_source: Callable[[Principal], AsyncIterator[T]]
+        self, field_name: str, open_source: Callable[[Principal], AsyncIterator[T]]
     ) -> AsyncIterator[T]:
         """A subscription's items for the signed-in caller, each read with fresh loaders.
 
-        The operation gets its own session and loaders while it runs; its failures reach the
-        client shaped like any other error.
+        The operation gets its own session and loaders while it runs (counted as an open
+        subscription of ``field_name``); its failures reach the client shaped like any other error.
         """
 
         async def source() -> AsyncIterator[T]:
@@ -121,10 +122,11 @@ class Context:
             async for item in self._while_signed_in(open_source(principal)):
                 yield item
 
-        async with self.operation():
-            async for item in guarded(source()):
-                await self.refresh()
-                yield item
+        with SUBSCRIPTIONS.labels(field_name).track_inprogress():
+            async with self.operation():
+                async for item in guarded(source()):
+                    await self.refresh()
+                    yield item
 
     async def _while_signed_in(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
         """Relay ``items``, signing in again every token_recheck_seconds even while none

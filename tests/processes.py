@@ -219,9 +219,10 @@ class Processes:
         self.processes.append(process)
         return process
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """A worker (concurrency 4)."""
-        return self._spawn("worker", "--concurrency", "4")
+    def start(self, metrics_port: int | None = None) -> subprocess.Popen[bytes]:
+        """A worker (concurrency 4), serving /metrics on ``metrics_port`` when given."""
+        serving = ("--metrics-port", str(metrics_port)) if metrics_port else ()
+        return self._spawn("worker", "--concurrency", "4", *serving)
 
     def api(self) -> tuple[subprocess.Popen[bytes], str]:
         """An API process without a worker; returns once it answers, with its base URL."""

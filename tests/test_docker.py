@@ -83,7 +83,15 @@ def test_the_api_listens_publishes_and_is_probed_on_one_port(port: str | None) -
     # serve takes its port from FLOWDECK_PORT, as the health check does
     assert api["command"] == ["flowdeck", "serve", "--no-worker"]
     assert "healthcheck" not in api  # the image's own
-    assert spec["services"]["worker"]["healthcheck"] == {"disable": True}
+    worker = spec["services"]["worker"]
+    # A worker serves /healthz beside its /metrics, and is probed there.
+    assert worker["environment"] == {**api["environment"], "FLOWDECK_WORKER_METRICS_PORT": "9100"}
+    assert worker["healthcheck"]["test"] == [
+        "CMD",
+        "python",
+        "-c",
+        "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=4)",
+    ]
 
 
 def healthcheck_argv() -> list[str]:

@@ -49,6 +49,9 @@ class RunInfo:
     version_number: int
     input: Any
     deadline_at: datetime | None
+    # What started it (a RunTrigger value) and when it first started (None while QUEUED).
+    trigger: str
+    started_at: datetime | None
 
     @classmethod
     def of(cls, run: Run) -> RunInfo:
@@ -61,6 +64,8 @@ class RunInfo:
             version_number=run.version_number,
             input=run.input,
             deadline_at=run.deadline_at,
+            trigger=str(run.trigger),
+            started_at=run.started_at,
         )
 
 

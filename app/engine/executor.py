@@ -41,6 +41,7 @@ from app.engine.plan import NodePlan, PlanError, RunPlan, build_plan, cached_pla
 from app.engine.redact import redactor_for
 from app.engine.states import LeaseLost, claim_run, end_run
 from app.engine.steps import StepResult, StepRunner
+from app.metrics import RUNS_DRIVING, run_finished
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus, WorkflowVersion
 from app.settings import Settings
 
@@ -165,6 +166,8 @@ class RunDriver:
             version_number=birth.version_number,
             input=new.input,
             deadline_at=None,
+            trigger=birth.trigger,
+            started_at=None,
         )
         return await self._start(info, plan, journal, new.secrets_version)
 
@@ -175,7 +178,7 @@ class RunDriver:
         now = self.now()
         deadline = now + timedelta(seconds=self.settings.run_timeout_seconds)
         claim = Claim(
-            run=dataclasses.replace(run, deadline_at=deadline),
+            run=dataclasses.replace(run, deadline_at=deadline, started_at=now),
             plan=plan,
             number=journal.fence + 1,
             steps=journal.steps,
@@ -254,6 +257,13 @@ class RunDriver:
     # --- driving -----------------------------------------------------------------------
 
     async def _drive(self, claim: Claim, journal: Journal) -> str:
+        RUNS_DRIVING.inc()
+        try:
+            return await self._drive_to_end(claim, journal)
+        finally:
+            RUNS_DRIVING.dec()
+
+    async def _drive_to_end(self, claim: Claim, journal: Journal) -> str:
         deadline = claim.run.deadline_at or self.now()
         try:
             async with asyncio.timeout(max((deadline - self.now()).total_seconds(), 0.001)):
@@ -268,8 +278,7 @@ class RunDriver:
                 await journal.flush()
             except LeaseLost:
                 return "lost"
-            self.end = RunEnd(RunStatus.FAILED, None, self._error)
-            return "finished"
+            return self._ended(claim, RunEnd(RunStatus.FAILED, None, self._error))
         except asyncio.CancelledError:
             await asyncio.shield(self._on_cancel(claim, journal))
             raise
@@ -361,8 +370,7 @@ class RunDriver:
             node = claim.plan.nodes[node_id]
             self._fail(claim, journal, f'Node "{node_id}" ({node.type}) failed: {message}', node_id)
             await journal.flush()
-            self.end = RunEnd(RunStatus.FAILED, None, self._error)
-            return "finished"
+            return self._ended(claim, RunEnd(RunStatus.FAILED, None, self._error))
         waiting = [s.wake_at for s in claim.steps.values() if s.wake_at is not None]
         if waiting and any(s.status is StepStatus.RUNNING for s in claim.steps.values()):
             return await self._release(claim, journal, min(waiting))
@@ -383,7 +391,13 @@ class RunDriver:
             output=output,
         )
         await journal.flush()
-        self.end = RunEnd(RunStatus.SUCCEEDED, output, None)
+        return self._ended(claim, RunEnd(RunStatus.SUCCEEDED, output, None))
+
+    def _ended(self, claim: Claim, end: RunEnd) -> str:
+        """The run's end is written: keep it, and count it."""
+        self.end = end
+        run = claim.run
+        run_finished(end.status.value, run.trigger, run.started_at, self.now())
         return "finished"
 
     async def _release(self, claim: Claim, journal: Journal, wake_at: datetime) -> str:

@@ -43,6 +43,7 @@ from app.engine.states import (
     check_run_transition,
     check_step_transition,
 )
+from app.metrics import RUN_CLAIMS
 from app.models import RunEventType, RunStatus, StepStatus
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
@@ -217,6 +218,8 @@ class Journal:
             if not self.pending:
                 return
             statement, params, inserting = self._statement()
+            # Only a claim sets the attempt: here, a run this process queued (or was born).
+            claims = "attempt" in self.run_values
             fence = int(self.run_values.get("attempt", self.fence))
             self.run_values, self.dirty, self.events, self.birth = {}, {}, [], None
             async with self.pool.connection() as conn:
@@ -230,6 +233,8 @@ class Journal:
             self.fence = fence
             self.flushes += 1
             self.written.set()
+            if claims:
+                RUN_CLAIMS.labels("inline").inc()
 
     def _statement(self) -> tuple[str, dict[str, Any], bool]:
         if self.birth is not None:

@@ -23,6 +23,7 @@ from sqlalchemy.sql.expression import ScalarSelect
 from sqlmodel import col
 
 from app.engine.event_log import CHANNEL, append_event
+from app.metrics import RUN_CLAIMS, RUN_RESUMES, at_commit, run_finished
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus
 
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
@@ -153,6 +154,8 @@ async def transition_run(
     if row is None:
         await _explain_run(session, run_id, target, claim)
     assert row is not None
+    if target in TERMINAL_RUN:
+        _count_end(session, row)
     event = RUN_EVENTS.get(target)
     if target is RunStatus.RUNNING and current is RunStatus.QUEUED:
         event = RunEventType.RUN_STARTED
@@ -166,6 +169,12 @@ async def transition_run(
             error=row.error if target in (RunStatus.FAILED, RunStatus.CANCELLED) else None,
         )
     return row
+
+
+def _count_end(session: AsyncSession, run: Run) -> None:
+    status, trigger = run.status.value, str(run.trigger)
+    started_at, finished_at = run.started_at, run.finished_at
+    at_commit(session, lambda: run_finished(status, trigger, started_at, finished_at))
 
 
 async def _explain_run(
@@ -425,6 +434,8 @@ async def claim_run(
     if crashes > MAX_CRASHES:
         await _give_up(session, run, crashes)
         return None
+    resumed = None if run.status is RunStatus.QUEUED else ("crash" if abandoned else "wake")
+    at_commit(session, lambda: _count_claim(resumed))
     return await transition_run(
         session,
         run_id=run.id,
@@ -441,6 +452,12 @@ async def claim_run(
         },
         current=run.status,
     )
+
+
+def _count_claim(resumed: str | None) -> None:
+    RUN_CLAIMS.labels("job").inc()
+    if resumed is not None:
+        RUN_RESUMES.labels(resumed).inc()
 
 
 async def _settle_ended(session: AsyncSession, run: Run) -> None:

@@ -26,6 +26,7 @@ from app.engine.nodes.base import NodeContext, NodeFailure, NodeOutcome, Release
 from app.engine.outbound import OutboundBlocked
 from app.engine.plan import NodePlan, edge_is_active
 from app.engine.redact import storable
+from app.metrics import STEP_DURATION, STEP_RETRIES
 from app.models import StepStatus
 from app.settings import Settings
 
@@ -57,6 +58,13 @@ def failure_message(error: BaseException, timeout_seconds: float | None) -> str:
         return str(error)
     # The details go to the log (with the run and node ids), not to every reader of the run.
     return f"Unexpected error in the node ({type(error).__name__}); see the worker's log."
+
+
+def _observe(node: NodePlan, state: StepState, status: StepStatus) -> None:
+    """A step ended: observe its duration, from its first attempt (in memory, no statement)."""
+    if state.started_at is not None and state.finished_at is not None:
+        seconds = (state.finished_at - state.started_at).total_seconds()
+        STEP_DURATION.labels(node.type, status.value).observe(max(0.0, seconds))
 
 
 def _retryable(error: BaseException) -> bool:
@@ -133,6 +141,7 @@ class StepRunner:
             except Exception as error:  # every failure of a node is recorded on its step
                 message = self._failure_message(node, error)
                 if attempt < attempts and policy.retry is not None and _retryable(error):
+                    STEP_RETRIES.labels(node.type).inc()
                     self.journal.retrying(node.id, at=self.now(), attempt=attempt, error=message)
                     # Observers see the retry before the wait.
                     await self.journal.flush()
@@ -187,6 +196,7 @@ class StepRunner:
         state.error = message
         state.finished_at = self.now()
         self.journal.step(node.id, StepStatus.FAILED, at=state.finished_at)
+        _observe(node, state, StepStatus.FAILED)
         if not node.node_type.pure:  # its result is written before anything depends on it
             await self.journal.flush()
         return StepResult(node.id, failed=True, continue_on_fail=continues, error=message)
@@ -208,6 +218,7 @@ class StepRunner:
         state.error = None
         state.finished_at = self.now()
         self.journal.step(node.id, StepStatus.SUCCEEDED, at=state.finished_at)
+        _observe(node, state, StepStatus.SUCCEEDED)
         if not node.node_type.pure:  # its result is written before anything depends on it
             await self.journal.flush()
         return StepResult(node.id, failed=False, continue_on_fail=node.policy.continue_on_fail)

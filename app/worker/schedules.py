@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from app.metrics import SCHEDULE_FIRES
+from app.metrics import SCHEDULE_FIRES, SCHEDULE_LAG
 from app.models import FireOutcome, utcnow
 from app.services.schedules import Fired, due_schedules, fire_due
 from app.worker.context import WorkerContext
@@ -30,8 +30,9 @@ class TickResult:
     errors: int = 0
 
 
-def _record(fired: Fired) -> None:
+def _record(fired: Fired, now: datetime) -> None:
     SCHEDULE_FIRES.labels(outcome=fired.outcome.value).inc()
+    SCHEDULE_LAG.observe(max(0.0, (now - fired.fire_at).total_seconds()))
     log.log(
         logging.WARNING if fired.outcome is FireOutcome.FAILED else logging.INFO,
         "schedule fired",
@@ -70,7 +71,7 @@ async def tick(worker: WorkerContext, *, now: datetime | None = None) -> TickRes
                 result.errors += 1
                 continue
             if fired is not None:
-                _record(fired)
+                _record(fired, now)
                 result.fires.append(fired)
         if len(batch) < BATCH_SIZE:
             return result

@@ -23,13 +23,14 @@ class RunSubscriptions:
     ) -> AsyncGenerator[RunEvent, None]:
         runtime = info.context.runtime
         async for event in info.context.stream(
+            "runProgress",
             lambda principal: follow.run_progress(
                 runtime.sessions,
                 runtime.hub,
                 principal=principal,
                 run_id=decode_id("Run", run_id),
                 after_seq=after_seq,
-            )
+            ),
         ):
             yield RunEvent.from_model(event)
 
@@ -41,11 +42,12 @@ class RunSubscriptions:
     ) -> AsyncGenerator[Run, None]:
         runtime = info.context.runtime
         async for run in info.context.stream(
+            "workflowRuns",
             lambda principal: follow.workflow_runs(
                 runtime.sessions,
                 runtime.hub,
                 principal=principal,
                 workflow_id=decode_id("Workflow", workflow_id),
-            )
+            ),
         ):
             yield Run.from_model(run)

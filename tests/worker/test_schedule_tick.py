@@ -777,3 +777,25 @@ async def test_the_schedule_loop_outlives_database_errors_and_stops_when_cancell
     assert task.cancelled()
     assert len(failures) >= 2  # it kept trying
     assert {type(r.exc_info[1]).__name__ for r in failures if r.exc_info} == {"OperationalError"}
+
+
+async def test_a_late_fire_observes_how_late_it_was(factory: Factory, runtime: Runtime) -> None:
+    owner = await factory.owner()
+    await scheduled(factory, owner, runtime, cron="0 9 * * *", now=utc(2026, 6, 1))
+    count = REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_sum") or 0.0
+    within_10 = REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_bucket", {"le": "10.0"})
+    within_5 = REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_bucket", {"le": "5.0"})
+
+    result = await tick(runtime, now=utc(2026, 6, 1, 9, 0, 7, 500000))
+
+    assert [fired.outcome for fired in result.fires] == [FireOutcome.STARTED]
+    assert REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_count") == count + 1
+    assert REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_sum") == total + 7.5
+    assert (
+        REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_bucket", {"le": "10.0"})
+        == (within_10 or 0.0) + 1
+    )
+    assert REGISTRY.get_sample_value("flowdeck_schedule_lag_seconds_bucket", {"le": "5.0"}) == (
+        within_5 or 0.0
+    )
