@@ -386,7 +386,7 @@ def _refused(error: InputErrors) -> Response:
         problems = [{"path": list(e.field or ())[2:], "message": e.message} for e in mismatches]
         message = "; ".join(e.message for e in mismatches)
         body = {"error": {"code": "INPUT_INVALID", "message": message, "problems": problems}}
-        return _answer(422, body)
+        return _answer(422, body, "INPUT_INVALID")
     if ErrorCode.IDEMPOTENCY_CONFLICT in codes:
         return _error(
             409,
