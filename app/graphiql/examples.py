@@ -51,7 +51,7 @@ TABS = (
 #
 # The tabs, in the order of a first session:
 #   Viewer           your workspaces and their ids
-#   Templates        the gallery
+#   Templates        the gallery (start with Hello)
 #   TemplateClone    a workflow from a template
 #   WorkflowExecute  run it
 #   RunProgress      every event of the run, live
@@ -97,7 +97,7 @@ mutation TemplateClone($input: TemplateCloneInput!) {
         + USER_ERROR_FIELDS,
         variables=_variables(
             input={
-                "templateId": "a template id from Templates",
+                "templateId": "the id of the Hello template from Templates",
                 "workspaceId": "a workspace id from Viewer",
                 "name": "My first workflow",
             }
@@ -118,7 +118,9 @@ mutation WorkflowExecute($input: WorkflowExecuteInput!) {
 }
 """
         + USER_ERROR_FIELDS,
-        variables=_variables(input={"workflowId": "a workflow id from TemplateClone", "input": {}}),
+        variables=_variables(
+            input={"workflowId": "a workflow id from TemplateClone", "input": {"name": "Ada"}}
+        ),
     ),
     Tab(
         query="""# Every event of the run after `afterSeq` (all of them
