@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
 import json
 import uuid
@@ -20,7 +20,13 @@ from app.auth.principal import Principal
 from app.engine.executor import NewRun
 from app.engine.graph import check_json_value
 from app.engine.journal import Birth
-from app.engine.nodes.trigger import InputCheck, InputSchemaUnusable, input_checks, input_problems
+from app.engine.nodes.trigger import (
+    InputCheck,
+    InputSchemaUnusable,
+    input_checks,
+    input_problems,
+    off_the_loop,
+)
 from app.engine.plan import RunPlan, build_plan, cached_plan
 from app.engine.states import TERMINAL_RUN, end_run, open_run
 from app.engine.validation import validate_workflow_graph
@@ -45,10 +51,6 @@ from app.services.queue import RunQueue
 from app.services.workflows import get_workflow
 
 MAX_IDEMPOTENCY_KEY = 200
-# Inputs larger than this are checked against their schema in a thread: jsonschema is pure
-# Python and a large input can take it up to its budget (a second), which the event loop
-# must not wait out.
-INLINE_INPUT_CHECK_BYTES = 4096
 
 
 def _input_hash(value: Any) -> str:
@@ -168,10 +170,9 @@ async def check_input_schema(target: _Runnable, value: Any, size: int) -> None:
     schema; nothing is written before this passes."""
     if not target.input_checks:
         return
-    if size <= INLINE_INPUT_CHECK_BYTES:
-        errors = _input_errors(target, value)
-    else:
-        errors = await asyncio.to_thread(_input_errors, target, value)
+    # jsonschema is pure Python: a large input can take a check up to its budget (a second),
+    # which the event loop must not wait out.
+    errors = await off_the_loop(size, functools.partial(_input_errors, target, value))
     if errors:
         raise InputErrors(errors)
 

@@ -202,6 +202,33 @@ def test_an_input_check_stops_at_its_budget() -> None:
     assert took < 1, took
 
 
+async def test_trigger_checks_a_large_input_off_the_event_loop() -> None:
+    # Given a schema costly per item and an input that takes the check its whole budget
+    costly = {"anyOf": [{"type": "string", "minLength": k} for k in range(20)] + [{}]}
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    # When the trigger checks it, then it fails at the budget ...
+    with pytest.raises(NodeFailure) as caught:
+        await run_node(trigger.NODE_TYPE, {"inputSchema": {"items": costly}}, [0] * 200_000)
+    took = time.monotonic() - started
+    ticker.cancel()
+    assert str(caught.value) == (
+        "The run input does not match the trigger's input schema at $: "
+        "checking it took over 1 s; send a smaller input"
+    )
+    # ... and the event loop ran meanwhile (a check on the loop would let it tick ~once)
+    assert took >= 1
+    assert ticks >= took / 0.02 / 4, (ticks, took)
+
+
 def test_trigger_refuses_an_invalid_schema() -> None:
     with pytest.raises(ValidationError) as caught:
         trigger.TriggerConfig.model_validate({"inputSchema": {"type": 5}})

@@ -11,13 +11,16 @@ says so instead of holding a process.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from jsonschema import Draft202012Validator, SchemaError, ValidationError, validators
 from jsonschema.protocols import Validator
 from pydantic import Field, field_validator
@@ -36,6 +39,13 @@ from app.engine.nodes.base import (
 INPUT_CHECK_SECONDS = 1.0
 #: A check reports at most this many problems.
 MAX_INPUT_PROBLEMS = 10
+#: Inputs over this many bytes of JSON are checked in the input-check threads, not on the
+#: event loop (a large input can take a check up to its budget).
+INLINE_CHECK_BYTES = 4096
+# Their own small pool: checks that wait for a thread delay only other large checks, never
+# the default executor's work (DNS lookups of http.request, say).
+_CHECK_THREADS = ThreadPoolExecutor(2, thread_name_prefix="input-check")
+T = TypeVar("T")
 _REASON_CHARS = 300
 
 _deadline: ContextVar[float] = ContextVar("input_check_deadline", default=float("inf"))
@@ -167,11 +177,23 @@ def input_problems(
     ]
 
 
+async def off_the_loop(size: int, check: Callable[[], T]) -> T:
+    """``check()`` here when the input is small (``size`` bytes of JSON), else in a thread."""
+    if size <= INLINE_CHECK_BYTES:
+        return check()
+    return await asyncio.get_running_loop().run_in_executor(_CHECK_THREADS, check)
+
+
 async def run(ctx: NodeContext, config: TriggerConfig, input: Any) -> NodeOutcome:
     """Pass the run input on, once it matches the input schema if there is one."""
     if config.input_schema is not None:
+        validator = _BudgetedValidator(config.input_schema)
         try:
-            problems = input_problems(_BudgetedValidator(config.input_schema), input)
+            size = len(orjson.dumps(input))
+        except TypeError:  # not plain JSON (ints past 64 bits): take it as large
+            size = INLINE_CHECK_BYTES + 1
+        try:
+            problems = await off_the_loop(size, lambda: input_problems(validator, input))
         except InputSchemaUnusable as error:
             raise NodeFailure(f"The trigger's input schema cannot be applied: {error}") from None
         if problems:
