@@ -97,7 +97,13 @@ def main() -> None:
 @click.option("--host", default=None, help="Address to listen on (default FLOWDECK_HOST).")
 @click.option("--port", default=None, type=int, help="Port to listen on (default FLOWDECK_PORT).")
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run `flowdeck worker` apart.")
-def serve(host: str | None, port: int | None, no_worker: bool) -> None:
+@click.option(
+    "--processes",
+    default=1,
+    type=click.IntRange(1, 64),
+    help="API processes sharing the port (default 1; about one per core, see the README).",
+)
+def serve(host: str | None, port: int | None, no_worker: bool, processes: int) -> None:
     """Migrate the database, then serve the API (GraphiQL at /graphql) and a worker."""
     from app.serving import PortUnavailable, bind_port
 
@@ -113,7 +119,15 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
 
     from app.db import create_engine
     from app.main import create_app
-    from app.serving import FlowdeckServer, banner, browser_url
+    from app.serving import (
+        HTTP,
+        LOOP,
+        FlowdeckProcesses,
+        FlowdeckServer,
+        banner,
+        browser_url,
+        processes_config,
+    )
 
     port = sock.getsockname()[1]
     _logging(settings)
@@ -122,22 +136,36 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     asyncio.run(_check_keys(settings, target.url))
     token, mint = asyncio.run(_bootstrap(settings, target.url, embedded=target.embedded))
     base = settings.public_url or browser_url(host, port)
+    graceful_seconds = max(1, int(settings.shutdown_timeout_seconds / 2))
+
+    def ready() -> None:
+        lines = banner(settings, base, token, mint, embedded=target.embedded)
+        click.echo("\n".join(lines), err=True)
+
+    if processes > 1:
+        config = processes_config(
+            target.url,
+            processes=processes,
+            embedded_worker=not no_worker,
+            graceful_seconds=graceful_seconds,
+        )
+        # The supervisor stops its processes on SIGTERM/SIGINT and returns: the exit handlers
+        # run (the embedded PostgreSQL stops with its last user).
+        FlowdeckProcesses(config, [sock], on_ready=ready).run()
+        return
     app = create_app(
         settings, create_engine(target.url, settings), target.url, embedded_worker=not no_worker
     )
     config = uvicorn.Config(
         app,
+        loop=LOOP,
+        http=HTTP,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds / 2)),
+        timeout_graceful_shutdown=graceful_seconds,
     )
-    server = FlowdeckServer(
-        config,
-        on_ready=lambda: click.echo(
-            "\n".join(banner(settings, base, token, mint, embedded=target.embedded)), err=True
-        ),
-        deadline_seconds=settings.shutdown_timeout_seconds,
-    )
+    deadline = settings.shutdown_timeout_seconds
+    server = FlowdeckServer(config, on_ready=ready, deadline_seconds=deadline)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again to these
     # handlers: a requested stop exits 0, through the exit handlers (the embedded
     # PostgreSQL stops with its last user).

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import psutil
 import psycopg
 import pytest
 from psycopg import sql
@@ -160,3 +162,69 @@ def test_logs_are_readable_on_a_terminal_and_json_elsewhere_or_in_production(
     production = _migrate_on_a_terminal({**env, "FLOWDECK_ENV": "production"})
     [line] = [line for line in production.splitlines() if "database migrated" in line]
     assert json.loads(line)["event"] == "database migrated"
+
+
+def _serving_children(pid: int) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+def _holds_a_connection(process: psutil.Process, port: int) -> bool:
+    return any(
+        c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        for c in process.net_connections(kind="tcp")
+    )
+
+
+def test_serve_runs_on_uvloop_and_httptools(env: dict[str, str]) -> None:
+    served = Served({**env, "FLOWDECK_LOG_LEVEL": "WARNING"}, None, "--no-worker")
+    try:
+        assert any("uvloop" in m.path for m in psutil.Process(served.pid).memory_maps())
+        assert any("httptools" in m.path for m in psutil.Process(served.pid).memory_maps())
+    finally:
+        code, _ = served.stop(signal.SIGTERM)
+    assert code == 0
+
+
+def test_serve_with_several_processes_shares_its_port_and_stops_them_all(
+    env: dict[str, str],
+) -> None:
+    minted = run(env, "token", "create", "--email", "p@example.com", "--workspace", "Procs")
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    served = Served(env, None, "--no-worker", "--processes", "2")
+    try:
+        # Then the banner comes once both serve, each on uvloop and httptools
+        children = _serving_children(served.pid)
+        assert len(children) == 2
+        for child in children:
+            maps = [m.path for m in child.memory_maps()]
+            assert any("uvloop" in path for path in maps)
+            assert any("httptools" in path for path in maps)
+        assert served.banner()[1].startswith("GraphiQL: ")
+        # And both answer on the one port: connections kept open land on each of them
+        clients: list[httpx.Client] = []
+        try:
+            while len(clients) < 200 and not all(
+                _holds_a_connection(c, served.port) for c in children
+            ):
+                client = httpx.Client(base_url=served.url(""), timeout=10)
+                clients.append(client)
+                body = client.post(
+                    "/graphql",
+                    json={"query": "{ viewer { email } }"},
+                    headers={"authorization": f"Bearer {token}"},
+                ).json()
+                assert body == {"data": {"viewer": {"email": "p@example.com"}}}
+            assert all(_holds_a_connection(child, served.port) for child in children)
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        code, _ = served.stop(signal.SIGTERM)
+    # And SIGTERM stops every process, the parent exiting 0
+    assert code == 0, served.rest()
+    assert not any(child.is_running() and child.status() != "zombie" for child in children)
