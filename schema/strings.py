@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
 from typing import Any
 
 from graphql import (
@@ -187,6 +188,61 @@ def unstorable_arguments(
     ]
 
 
+def _can_hold_text(type_: GraphQLInputType, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a value of this input type can hold a String anywhere inside it."""
+    while isinstance(type_, GraphQLNonNull | GraphQLList):
+        type_ = type_.of_type
+    if isinstance(type_, GraphQLInputObjectType):
+        if type_.name in seen:  # a recursive input type: its fields are being looked at
+            return False
+        inner = seen | {type_.name}
+        return any(_can_hold_text(field.type, inner) for field in type_.fields.values())
+    return _is_string(type_)
+
+
+class _TextArguments(Visitor):
+    """Finds whether any argument of an operation can hold a String."""
+
+    def __init__(self, type_info: TypeInfo) -> None:
+        super().__init__()
+        self.type_info = type_info
+        self.found = False
+        self.spreads: list[str] = []
+
+    def enter_fragment_spread(self, node: FragmentSpreadNode, *_: Any) -> None:
+        self.spreads.append(node.name.value)
+
+    def enter_argument(self, node: Any, *_: Any) -> Any:
+        argument = self.type_info.get_argument()
+        if argument is not None and _can_hold_text(argument.type):
+            self.found = True
+        return SKIP
+
+
+@lru_cache(maxsize=256)
+def takes_text(schema: GraphQLSchema, document: Any, operation_name: str | None) -> bool:
+    """Whether an operation has any argument that can hold a String (else there is nothing
+    to check). Kept per document: the parser cache hands the same document to every request
+    with the same text, and most reads (an ID, a number) take none."""
+    operation = _operation(document, operation_name)
+    if operation is None:
+        return False
+    fragments = dict(_fragments(document))
+    pending: list[Node] = [operation]
+    visited: set[str] = set()
+    while pending:
+        type_info = TypeInfo(schema)
+        visitor = _TextArguments(type_info)
+        visit(pending.pop(), TypeInfoVisitor(type_info, visitor))
+        if visitor.found:
+            return True
+        for name in visitor.spreads:
+            if name not in visited and name in fragments:
+                visited.add(name)
+                pending.append(fragments[name])
+    return False
+
+
 def _operation(document: Any, name: str | None) -> OperationDefinitionNode | None:
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode) and (
@@ -209,7 +265,11 @@ class StorableStrings(SchemaExtension):
         execution = self.execution_context
         document = execution.graphql_document
         # Runs after sign-in (RequireSignIn comes first): a refused caller learns nothing here.
-        if execution.result is None and document is not None:
+        if (
+            execution.result is None
+            and document is not None
+            and takes_text(execution.schema._schema, document, execution.operation_name)
+        ):
             operation = _operation(document, execution.operation_name)
             if operation is not None:
                 errors = unstorable_arguments(

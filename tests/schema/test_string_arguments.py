@@ -284,3 +284,32 @@ async def test_literals_defaults_and_fragments_are_checked_and_all_reported(
         ],
     }
     assert await factory.snapshot() == before
+
+
+def test_only_operations_with_an_argument_that_can_hold_text_are_walked() -> None:
+    # The walk costs about 120 us a request; an operation taking only IDs, numbers and
+    # enums skips it (decided once per document).
+    from graphql import parse
+
+    from schema.strings import takes_text
+
+    def takes(text: str, name: str | None = None) -> bool:
+        return takes_text(schema._schema, parse(text), name)
+
+    assert not takes("query E($id: ID!) { workflow(id: $id) { id name currentVersion { graph } } }")
+    assert not takes("query($id: ID!) { workflow(id: $id) { runs(first: 5) { totalCount } } }")
+    assert takes('query { templates(workspaceId: "w") { id } workflow(id: "x") { id } }') is False
+    assert takes("mutation($i: SecretSetInput!) { secretSet(input: $i) { secret { name } } }")
+    assert (
+        takes(
+            'query A { workflow(id: "x") { id } } query B { ...F } '
+            'fragment F on Query { workflow(id: "y") { diff(from: 1, to: 2) { nodesAdded } } '
+            "viewer { email } } ",
+            "A",
+        )
+        is False
+    )
+    assert takes(
+        "query($w: ID!, $s: String) { ...F } fragment F on Query { workspace(id: $w) { "
+        "workflows(first: 1, search: $s) { totalCount } } }"
+    )
