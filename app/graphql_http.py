@@ -42,6 +42,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from app.errors import SERVICE_UNAVAILABLE
+from app.persisted_queries import PersistedQueries, PersistedQueryError
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -187,11 +188,19 @@ def refusal(error: HTTPException, media_type: str) -> tuple[int, str]:
 
 
 def error_response(
-    status: int, message: str, media_type: str, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    media_type: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    code: str | None = None,
 ) -> Response:
-    """A GraphQL-shaped error body: ``{"errors": [{"message": ...}]}``."""
+    """A GraphQL-shaped error body: ``{"errors": [{"message": ..., "extensions"?: {code}}]}``."""
+    error: dict[str, Any] = {"message": message}
+    if code is not None:
+        error["extensions"] = {"code": code}
     return Response(
-        orjson.dumps({"errors": [{"message": message}]}),
+        orjson.dumps({"errors": [error]}),
         status_code=status,
         media_type=f"{media_type}; charset=utf-8",
         headers=dict(headers or {}),
@@ -213,6 +222,8 @@ class GraphQLOverHTTP(GraphQL[Context, RootValue]):
     """Strawberry's ASGI view, answering as the GraphQL-over-HTTP specification asks."""
 
     request_adapter_class = MediaTypeRequestAdapter
+    # Automatic persisted queries (app/persisted_queries.py); None: not offered.
+    persisted_queries: PersistedQueries | None = None
 
     async def run(
         self,
@@ -242,6 +253,8 @@ class GraphQLOverHTTP(GraphQL[Context, RootValue]):
             response = await super().run(request, context, root_value)
         except MethodNotAllowed as error:
             return error_response(405, error.reason, media_type, {"allow": error.allow})
+        except PersistedQueryError as error:
+            return error_response(error.status, error.message, media_type, code=error.code)
         except HTTPException as error:
             status, answered_as = refusal(error, media_type)
             return error_response(status, error.reason, answered_as)
@@ -254,6 +267,15 @@ class GraphQLOverHTTP(GraphQL[Context, RootValue]):
         if status == 401:
             response.headers["www-authenticate"] = "Bearer"
         return response
+
+    async def parse_http_body(self, request: Any) -> Any:
+        parsed = await super().parse_http_body(request)
+        persisted = self.persisted_queries
+        if persisted is None:
+            return parsed
+        if isinstance(parsed, list):
+            return [persisted.resolve(item) for item in parsed]
+        return persisted.resolve(parsed)
 
     async def execute_single(
         self,

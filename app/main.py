@@ -42,6 +42,7 @@ from app.logs import current_request_id, log_database_unavailable
 from app.metrics import WEBSOCKETS, watch_event_loop
 from app.middleware import BodySizeLimit, RequestContext, unexpected_error_body
 from app.ops import healthz, metrics, readyz
+from app.persisted_queries import PersistedQueries
 from app.runtime import Runtime
 from app.services.secrets import check_keyring
 from app.settings import Settings
@@ -136,6 +137,9 @@ class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
         )
         self.runtime = runtime
         self.sockets_per_user: Counter[uuid.UUID] = Counter()
+        self.persisted_queries = PersistedQueries(
+            max_entries=settings.persisted_queries, max_bytes=settings.persisted_query_max_bytes
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         socket = scope["type"] == "websocket"

@@ -207,6 +207,19 @@ class Settings(BaseSettings):
         20 * 1024 * 1024, ge=1024, description="Largest PDF pdf.extract_text reads, in bytes."
     )
     pdf_max_pages: int = Field(500, ge=1, description="Most pages pdf.extract_text reads.")
+    persisted_queries: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Automatic persisted queries each API process keeps (an LRU of query "
+        "texts by SHA-256); 0 turns them off (answered PersistedQueryNotSupported).",
+    )
+    persisted_query_max_bytes: int = Field(
+        16384,
+        ge=1024,
+        le=1_048_576,
+        description="Longest query text kept as a persisted query, in UTF-8 bytes.",
+    )
     token_cache_seconds: float = Field(
         10.0,
         ge=0,
