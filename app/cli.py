@@ -31,6 +31,13 @@ def _logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_json, production=not settings.development)
 
 
+def _tracing(service: str) -> bool:
+    """Switch traces on when the OTEL_* variables ask (nothing is loaded otherwise)."""
+    from app.tracing import configure
+
+    return configure(service)
+
+
 def _database(settings: Settings) -> DatabaseTarget:
     from app.db import embedded_pgdata, needs_initdb, resolve_database
 
@@ -171,7 +178,14 @@ def serve(host: str | None, port: int | None, no_worker: bool, processes: int) -
     # PostgreSQL stops with its last user).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    server.run(sockets=[sock])
+    traced = _tracing("flowdeck-api" if no_worker else "flowdeck")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if traced:
+            from app.tracing import shutdown
+
+            shutdown()
 
 
 @main.command()
@@ -210,7 +224,14 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
         port = sock.getsockname()[1]
         started += f"; /metrics and /healthz at {browser_url(settings.host, port)}"
     click.echo(f"{started}.", err=True)
-    asyncio.run(_work(settings, target.url, sock))
+    traced = _tracing("flowdeck-worker")
+    try:
+        asyncio.run(_work(settings, target.url, sock))
+    finally:
+        if traced:
+            from app.tracing import shutdown
+
+            shutdown()
 
 
 async def _work(settings: Settings, url: str, sock: socket.socket | None) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from app import tracing
 from app.encoding import dumps
 from app.engine.executor import RunEnd
 from app.engine.journal import DuplicateRun, StaleBirth
@@ -91,6 +92,7 @@ def _answer(
 ) -> Response:
     WEBHOOK_REQUESTS.labels(str(status)).inc()
     WEBHOOK_DELIVERIES.labels(outcome).inc()
+    tracing.annotate({"flowdeck.webhook.outcome": outcome})
     return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -136,7 +138,16 @@ class HooksEndpoint:
         self.targets = webhook_service.DeliveryTargets()
 
     async def handle(self, request: Request) -> Response:
-        """The endpoint (a bound method: Starlette passes it the request)."""
+        """The endpoint (a bound method: Starlette passes it the request), in a span of its
+        own when traces are on (the URL id, a credential, is never in it)."""
+        attributes = {"http.request.method": "POST", "http.route": "/hooks/{id}"}
+        with tracing.server_span("webhook delivery", request.headers, attributes) as span:
+            response = await self._guarded(request)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _guarded(self, request: Request) -> Response:
         try:
             return await self._handle(request)
         except Exception as error:

@@ -52,6 +52,8 @@ class RunInfo:
     # What started it (a RunTrigger value) and when it first started (None while QUEUED).
     trigger: str
     started_at: datetime | None
+    # The span that queued it (traces on): each claim's span joins that trace.
+    traceparent: str | None = None
 
     @classmethod
     def of(cls, run: Run) -> RunInfo:
@@ -66,6 +68,7 @@ class RunInfo:
             deadline_at=run.deadline_at,
             trigger=str(run.trigger),
             started_at=run.started_at,
+            traceparent=run.traceparent,
         )
 
 

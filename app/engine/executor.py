@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import Span
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from app import tracing
 from app.engine.caps import cap_output
 from app.engine.claim import Claim, RunInfo, SecretsSource, StepState, no_secrets
 from app.engine.journal import Birth, Journal, Pool
@@ -112,6 +114,7 @@ class RunDriver:
         self.end: RunEnd | None = None
         self.written = asyncio.Event()
         self._error: str | None = None
+        self._span: Span | None = None
 
     # --- the ways in -------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class RunDriver:
             deadline_at=None,
             trigger=birth.trigger,
             started_at=None,
+            traceparent=birth.traceparent,
         )
         return await self._start(info, plan, journal, new.secrets_version)
 
@@ -258,10 +262,41 @@ class RunDriver:
 
     async def _drive(self, claim: Claim, journal: Journal) -> str:
         RUNS_DRIVING.inc()
+        run = claim.run
+        if tracing.enabled():
+            self._span = tracing.start_run_span(
+                run.traceparent,
+                {
+                    "flowdeck.run.id": str(run.id),
+                    "flowdeck.workflow.id": str(run.workflow_id),
+                    "flowdeck.workflow.version": run.version_number,
+                    "flowdeck.run.trigger": run.trigger,
+                    "flowdeck.run.attempt": claim.number,
+                },
+            )
+        outcome = "error"
         try:
-            return await self._drive_to_end(claim, journal)
+            outcome = await self._drive_to_end(claim, journal)
+            return outcome
+        except asyncio.CancelledError:
+            outcome = "stopped"
+            raise
         finally:
             RUNS_DRIVING.dec()
+            if self._span is not None:
+                self._end_span(outcome)
+
+    def _end_span(self, outcome: str) -> None:
+        """End this claim's span: how the drive ended, and the run's status if it ended."""
+        end = self.end
+        tracing.end_span(
+            self._span,
+            {
+                "flowdeck.run.outcome": outcome,
+                "flowdeck.run.status": end.status.value if end is not None else None,
+            },
+            error=end.error if end is not None and end.status is RunStatus.FAILED else None,
+        )
 
     async def _drive_to_end(self, claim: Claim, journal: Journal) -> str:
         deadline = claim.run.deadline_at or self.now()
@@ -284,7 +319,7 @@ class RunDriver:
             raise
 
     async def _loop(self, claim: Claim, journal: Journal) -> str:
-        runner = StepRunner(claim, journal, self.settings, self.now)
+        runner = StepRunner(claim, journal, self.settings, self.now, self._span)
         running: dict[asyncio.Task[StepResult], str] = {}
         try:
             while True:

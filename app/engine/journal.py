@@ -101,6 +101,8 @@ class Birth:
     created_by_id: uuid.UUID | None
     # (node id, node type) of each step, in the graph's order.
     nodes: Sequence[tuple[str, str]]
+    # The W3C traceparent of the span that received it (traces on), kept in its row.
+    traceparent: str | None = None
     # What must still hold when the run is written (a boolean SQL expression of our own,
     # its parameters named ``p_…``), e.g. that the webhook it came through is unchanged;
     # when it does not, nothing is written and StaleBirth is raised.
@@ -312,6 +314,7 @@ class Journal:
             "input_hash": birth.input_hash,
             "key": birth.idempotency_key,
             "created_by": birth.created_by_id,
+            "traceparent": birth.traceparent,
             "channel": CHANNEL,
             "notify_type": self._notify_type(),
             "attempt": int(self.run_values.get("attempt", 0)),
@@ -379,14 +382,14 @@ WITH d AS (SELECT %(doc)s::jsonb AS doc), r AS (
     INSERT INTO runs (id, workspace_id, workflow_id, version_id, version_number, status,
                       trigger, input, input_hash, idempotency_key, created_by_id, attempt,
                       crashes, output, error, error_node_id, lease_until, deadline_at,
-                      last_event_seq, queued_at, started_at, finished_at)
+                      last_event_seq, queued_at, started_at, finished_at, traceparent)
     SELECT %(run)s, %(workspace)s, %(workflow)s, %(version)s, %(version_number)s,
            %(r_status)s, %(trigger)s, %(input)s::jsonb, %(input_hash)s, %(key)s,
            %(created_by)s, %(attempt)s, 0, %(r_output)s::jsonb, %(r_error)s,
            %(r_error_node_id)s, %(r_lease_until)s, %(r_deadline_at)s,
            jsonb_array_length(d.doc -> 'events'),
            (d.doc -> 'events' -> 0 ->> 'at')::timestamptz,
-           %(r_started_at)s, %(r_finished_at)s
+           %(r_started_at)s, %(r_finished_at)s, %(traceparent)s
     FROM d WHERE {precondition}
     ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workspace_id, workflow_id, last_event_seq

@@ -321,6 +321,7 @@ RUN_OPEN_COLUMNS = {
     "idempotency_key": "text",
     "created_by_id": "uuid",
     "retry_of_id": "uuid",
+    "traceparent": "text",
 }
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from app import tracing
 from app.engine.caps import cap_output
 from app.engine.claim import Claim, StepState, json_text
 from app.engine.expressions import ExpressionError, render_config
@@ -81,11 +83,14 @@ class StepRunner:
         journal: Journal,
         settings: Settings,
         clock: Callable[[], datetime],
+        span: Span | None = None,
     ) -> None:
         self.claim = claim
         self.journal = journal
         self.settings = settings
         self.now = clock
+        # The claim's span (traces on): each step's span goes under it.
+        self.span = span
 
     def _environment(self, node: NodePlan) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         steps = self.claim.steps
@@ -121,6 +126,31 @@ class StepRunner:
 
     async def run(self, node: NodePlan) -> StepResult:
         """Run a node to its end in this claim (success, failure, or a release)."""
+        if self.span is None:  # traces off: nothing to build
+            return await self._run(node, None)
+        span = tracing.start_child_span(
+            self.span,
+            f"step {node.type}",
+            {"flowdeck.node.id": node.id, "flowdeck.node.type": node.type},
+        )
+        if span is None:
+            return await self._run(node, None)
+        state = self.claim.steps[node.id]
+        status = StepStatus.CANCELLED.value  # unless it ends otherwise
+        try:
+            result = await self._run(node, span)
+            # SUCCEEDED, FAILED, or RUNNING: released to wait, it goes on in a later claim.
+            status = state.status.value
+            return result
+        finally:
+            failed = status == StepStatus.FAILED.value
+            tracing.end_span(
+                span,
+                {"flowdeck.step.attempt": state.attempt, "flowdeck.step.status": status},
+                error=state.error if failed else None,
+            )
+
+    async def _run(self, node: NodePlan, span: Span | None) -> StepResult:
         state = self.claim.steps[node.id]
         policy = node.policy
         attempts = policy.retry.max_attempts if policy.retry else 1
@@ -142,6 +172,10 @@ class StepRunner:
                 message = self._failure_message(node, error)
                 if attempt < attempts and policy.retry is not None and _retryable(error):
                     STEP_RETRIES.labels(node.type).inc()
+                    if span is not None:
+                        span.add_event(
+                            "retry", {"flowdeck.step.attempt": attempt, "error": message}
+                        )
                     self.journal.retrying(node.id, at=self.now(), attempt=attempt, error=message)
                     # Observers see the retry before the wait.
                     await self.journal.flush()

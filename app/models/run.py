@@ -125,6 +125,9 @@ class Run(SQLModel, table=True):
     queued_at: datetime = timestamp()
     started_at: datetime | None = timestamp(nullable=True)
     finished_at: datetime | None = timestamp(nullable=True)
+    # The W3C traceparent of the span that queued the run (a GraphQL operation, a webhook
+    # delivery, a schedule fire) when traces are on: every driver's span joins that trace.
+    traceparent: str | None = Field(default=None, sa_column=Column(String(100)))
 
 
 class RunStep(SQLModel, table=True):

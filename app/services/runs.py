@@ -49,6 +49,7 @@ from app.services.graphs import GraphPolicy
 from app.services.pagination import Page, check_page_size, decode_cursor, make_page
 from app.services.queue import RunQueue
 from app.services.workflows import get_workflow
+from app.tracing import current_traceparent
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -299,6 +300,9 @@ async def _open_and_start(
 ) -> Run | None:
     """Open a run (born leased to this process when it has room) and have it driven once
     the caller commits; None, with nothing written, when its idempotency key was taken."""
+    traceparent = current_traceparent()
+    if traceparent is not None:  # the trace of the operation (or fire) that queues it
+        values = {**values, "traceparent": traceparent}
     lease = queue.reserve()
     try:
         run = await open_run(
@@ -359,6 +363,7 @@ async def born_run(
         idempotency_key=idempotency_key,
         created_by_id=created_by_id,
         nodes=plan.refs,
+        traceparent=current_traceparent(),
     )
     if precondition is not None:
         birth.precondition, birth.precondition_params = precondition

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from app import tracing
 from app.metrics import SCHEDULE_FIRES, SCHEDULE_LAG
 from app.models import FireOutcome, utcnow
 from app.services.schedules import Fired, due_schedules, fire_due
@@ -47,6 +48,20 @@ def _record(fired: Fired, now: datetime) -> None:
     )
 
 
+async def _fire(worker: WorkerContext, workflow_id: uuid.UUID, now: datetime) -> Fired | None:
+    """Fire one due workflow in its own transaction (a run it starts joins the current
+    span's trace)."""
+    async with worker.sessions() as session, session.begin():
+        return await fire_due(
+            session,
+            queue=worker.queue,
+            policy=worker.graph_policy,
+            max_input_bytes=worker.settings.max_run_input_bytes,
+            workflow_id=workflow_id,
+            now=now,
+        )
+
+
 async def tick(worker: WorkerContext, *, now: datetime | None = None) -> TickResult:
     """Fire every schedule due at ``now``, each workflow in its own transaction."""
     now = now or utcnow()
@@ -57,15 +72,8 @@ async def tick(worker: WorkerContext, *, now: datetime | None = None) -> TickRes
             batch = await due_schedules(session, now=now, after=after, limit=BATCH_SIZE)
         for _, workflow_id in batch:
             try:
-                async with worker.sessions() as session, session.begin():
-                    fired = await fire_due(
-                        session,
-                        queue=worker.queue,
-                        policy=worker.graph_policy,
-                        max_input_bytes=worker.settings.max_run_input_bytes,
-                        workflow_id=workflow_id,
-                        now=now,
-                    )
+                with tracing.span("schedule fire", {"flowdeck.workflow.id": str(workflow_id)}):
+                    fired = await _fire(worker, workflow_id, now)
             except Exception:  # one broken schedule must not stop the others
                 log.exception("schedule fire failed", extra={"workflow_id": str(workflow_id)})
                 result.errors += 1
