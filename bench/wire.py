@@ -28,6 +28,7 @@ class StatementCounter:
     """A relay to ``host:port`` that counts statements; run in a thread of its own."""
 
     def __init__(self, host: str, port: int) -> None:
+        # A host that is a directory is where the server's Unix socket is (the embedded one).
         self.target = (host, port)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -41,7 +42,9 @@ class StatementCounter:
     def for_url(cls, url: str) -> StatementCounter:
         """A counter in front of the server of a ``postgresql://`` URL."""
         parts = urlsplit(url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+        query = dict(parse_qsl(parts.query))
+        host = query.get("host") or parts.hostname or "127.0.0.1"
+        return cls(host, int(query.get("port") or parts.port or 5432))
 
     def url(self, url: str) -> str:
         """``url`` pointed at this relay, without TLS."""
@@ -49,6 +52,8 @@ class StatementCounter:
         netloc = parts.netloc.rsplit("@", 1)
         host = f"127.0.0.1:{self.port}"
         query = dict(parse_qsl(parts.query)) | {"sslmode": "disable"}
+        query.pop("host", None)
+        query.pop("port", None)
         location = f"{netloc[0]}@{host}" if len(netloc) == 2 else host
         return urlunsplit(parts._replace(netloc=location, query=urlencode(query)))
 
@@ -95,8 +100,12 @@ class StatementCounter:
         self._thread.join(10)
 
     async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        host, port = self.target
         try:
-            server, to_server = await asyncio.open_connection(*self.target)
+            if host.startswith("/"):
+                server, to_server = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                server, to_server = await asyncio.open_connection(host, port)
         except OSError:
             to_client.close()
             return

@@ -70,7 +70,7 @@ class Context:
         self._session: AsyncSession | None = None
         self._principal: Principal | None = None
         self._signed_in_at = 0.0
-        self._loaders: Loaders = build_loaders(lambda: self.session)
+        self._loaders: Loaders = build_loaders(lambda: self.session, self.runtime.pool)
         # Set by Strawberry from graphql-transport-ws's connection_init payload.
         self.connection_params: dict[str, Any] | None = None
 
@@ -96,7 +96,9 @@ class Context:
     async def operation(self) -> AsyncIterator[None]:
         """Give one subscription its own session and loaders for as long as it runs."""
         # The loaders read through self.session, which resolves to the scope's session.
-        scope = OperationScope(owner=self, loaders=build_loaders(lambda: self.session))
+        scope = OperationScope(
+            owner=self, loaders=build_loaders(lambda: self.session, self.runtime.pool)
+        )
         token = _operation.set(scope)
         try:
             yield
@@ -161,7 +163,7 @@ class Context:
         if scope.session is not None:
             await scope.session.close()
             scope.session = None
-        scope.loaders = build_loaders(lambda: self.session)
+        scope.loaders = build_loaders(lambda: self.session, self.runtime.pool)
 
     def use_token(self, token: str | None) -> None:
         """Authenticate with this token from now on (a socket's connection_init)."""

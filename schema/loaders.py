@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -14,28 +15,39 @@ from strawberry.dataloader import DataLoader
 
 from app.models import (
     Run,
+    RunStatus,
     RunStep,
     ScheduleFire,
     User,
     Webhook,
     Workflow,
-    WorkflowVersion,
     Workspace,
 )
+from app.services import reads
+from app.services.pagination import Page
+from app.services.reads import RunPageKey, RunRecord, UserRecord, VersionPageKey, VersionRecord
 from app.services.runs import load_last_runs, load_steps
 from app.services.schedules import load_recent_fires
-from app.services.versions import VersionKey, load_graph_texts, load_version_heads
 
 SessionGetter = Callable[[], AsyncSession]
+Pool = AsyncConnectionPool[Any]
+K = TypeVar("K")
+V = TypeVar("V")
+Columns = frozenset[str]
 
 
 @dataclass(slots=True)
 class Loaders:
     """The loaders of one request (or one WebSocket operation)."""
 
-    version_by_key: DataLoader[VersionKey, WorkflowVersion | None]
+    # (workflow id, number, the columns the selection needs): lean rows, by plain psycopg.
+    version_by_key: DataLoader[tuple[uuid.UUID, int, Columns], VersionRecord | None]
     graph_text_by_version_id: DataLoader[uuid.UUID, str | None]
-    user_by_id: DataLoader[uuid.UUID, User | None]
+    user_by_id: DataLoader[uuid.UUID, User | UserRecord | None]
+    # Connections nested under a list: every parent's page in one statement.
+    version_page: DataLoader[tuple[VersionPageKey, Columns], Page[VersionRecord]]
+    run_page: DataLoader[tuple[RunPageKey, Columns], Page[RunRecord]]
+    run_count: DataLoader[tuple[uuid.UUID, RunStatus | None], int]
     workspace_by_id: DataLoader[uuid.UUID, Workspace | None]
     workflow_by_id: DataLoader[uuid.UUID, Workflow | None]
     run_by_id: DataLoader[uuid.UUID, Run | None]
@@ -43,6 +55,8 @@ class Loaders:
     last_run_by_workflow_id: DataLoader[uuid.UUID, Run | None]
     webhook_by_workflow_id: DataLoader[uuid.UUID, Webhook | None]
     fires_by_workflow_and_limit: DataLoader[tuple[uuid.UUID, int], list[ScheduleFire]]
+    # What the document selects below each place, computed once (schema/selection.py).
+    selections: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
 
 def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Awaitable[list[Any]]]:
@@ -54,8 +68,23 @@ def _by_id(session: SessionGetter, model: Any) -> Callable[[list[uuid.UUID]], Aw
     return load
 
 
-def build_loaders(session: SessionGetter) -> Loaders:
-    """Fresh loaders reading through ``session()``."""
+async def _grouped(
+    keys: list[tuple[K, Columns]],
+    read: Callable[[list[K], Columns], Awaitable[list[V]]],
+) -> list[V]:
+    """Values for keys of (key, columns): one read per distinct column set, aligned."""
+    groups: dict[Columns, list[int]] = {}
+    for i, (_, columns) in enumerate(keys):
+        groups.setdefault(columns, []).append(i)
+    found: dict[int, V] = {}
+    for columns, positions in groups.items():
+        values = await read([keys[i][0] for i in positions], columns)
+        found.update(zip(positions, values, strict=True))
+    return [found[i] for i in range(len(keys))]
+
+
+def build_loaders(session: SessionGetter, pool: Pool) -> Loaders:
+    """Fresh loaders reading through ``session()`` and, the lean ones, ``pool``."""
 
     async def load_fires(keys: list[tuple[uuid.UUID, int]]) -> list[list[ScheduleFire]]:
         found = await load_recent_fires(session(), keys=list(keys))
@@ -66,13 +95,49 @@ def build_loaders(session: SessionGetter) -> Loaders:
         found = {row.workflow_id: row for row in rows.scalars()}
         return [found.get(key) for key in keys]
 
-    async def load_versions(keys: list[VersionKey]) -> list[WorkflowVersion | None]:
-        found = await load_version_heads(session(), keys=list(keys))
+    async def read_versions(
+        keys: list[tuple[uuid.UUID, int]], columns: Columns
+    ) -> list[VersionRecord | None]:
+        async with pool.connection() as conn:
+            found = await reads.read_versions(conn, keys=keys, columns=columns)
         return [found.get(key) for key in keys]
 
+    async def load_versions(
+        keys: list[tuple[uuid.UUID, int, Columns]],
+    ) -> list[VersionRecord | None]:
+        return await _grouped([((k[0], k[1]), k[2]) for k in keys], read_versions)
+
     async def load_version_graphs(keys: list[uuid.UUID]) -> list[str | None]:
-        found = await load_graph_texts(session(), version_ids=list(keys))
+        async with pool.connection() as conn:
+            found = await reads.read_graph_texts(conn, version_ids=list(keys))
         return [found.get(key) for key in keys]
+
+    async def load_users(keys: list[uuid.UUID]) -> list[User | UserRecord | None]:
+        async with pool.connection() as conn:
+            found = await reads.read_users(conn, user_ids=list(keys))
+        return [found.get(key) for key in keys]
+
+    async def read_version_pages(
+        keys: list[VersionPageKey], columns: Columns
+    ) -> list[Page[VersionRecord]]:
+        async with pool.connection() as conn:
+            return await reads.read_version_pages(conn, keys=keys, columns=columns)
+
+    async def load_version_pages(
+        keys: list[tuple[VersionPageKey, Columns]],
+    ) -> list[Page[VersionRecord]]:
+        return await _grouped(list(keys), read_version_pages)
+
+    async def read_run_pages(keys: list[RunPageKey], columns: Columns) -> list[Page[RunRecord]]:
+        async with pool.connection() as conn:
+            return await reads.read_run_pages(conn, keys=keys, columns=columns)
+
+    async def load_run_pages(keys: list[tuple[RunPageKey, Columns]]) -> list[Page[RunRecord]]:
+        return await _grouped(list(keys), read_run_pages)
+
+    async def load_run_counts(keys: list[tuple[uuid.UUID, RunStatus | None]]) -> list[int]:
+        async with pool.connection() as conn:
+            return await reads.count_runs_of(conn, keys=list(keys))
 
     async def load_steps_of(keys: list[uuid.UUID]) -> list[list[RunStep]]:
         found = await load_steps(session(), run_ids=list(keys))
@@ -85,7 +150,10 @@ def build_loaders(session: SessionGetter) -> Loaders:
     return Loaders(
         version_by_key=DataLoader(load_fn=load_versions),
         graph_text_by_version_id=DataLoader(load_fn=load_version_graphs),
-        user_by_id=DataLoader(load_fn=_by_id(session, User)),
+        user_by_id=DataLoader(load_fn=load_users),
+        version_page=DataLoader(load_fn=load_version_pages),
+        run_page=DataLoader(load_fn=load_run_pages),
+        run_count=DataLoader(load_fn=load_run_counts),
         workspace_by_id=DataLoader(load_fn=_by_id(session, Workspace)),
         workflow_by_id=DataLoader(load_fn=_by_id(session, Workflow)),
         run_by_id=DataLoader(load_fn=_by_id(session, Run)),

@@ -21,8 +21,9 @@ from app.migrate import migrate
 from app.runtime import Runtime
 from app.settings import Settings
 from app.worker.runner import run_worker
+from bench.wire import StatementCounter
 from tests.databases import scratch_database
-from tests.factories import Factory
+from tests.factories import Factory, Wire
 
 
 def _server_url() -> str:
@@ -116,6 +117,30 @@ async def app(
     application = create_app(settings, engine, database_url, own_engine=False)
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture(scope="session")
+async def wired_app(
+    settings: Settings, engine: AsyncEngine, database_url: str
+) -> AsyncIterator[tuple[Starlette, StatementCounter]]:
+    """A second app whose every database connection (the engine's, the lean reads' pool,
+    the job queue's) passes through a statement counter."""
+    with StatementCounter.for_url(database_url) as counter:
+        url = counter.url(database_url)
+        application = create_app(settings, create_engine(url, settings), url)
+        async with application.router.lifespan_context(application):
+            yield application, counter
+
+
+@pytest.fixture
+async def wire(
+    wired_app: tuple[Starlette, StatementCounter], engine: AsyncEngine
+) -> AsyncIterator[Wire]:
+    """Calls to the counted app, and the counter (for statements per request)."""
+    application, counter = wired_app
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+        yield Wire(Factory(engine, c), counter)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from app.models import Membership, Role, User, Workspace
 from app.services.api_tokens import create_api_token
 from app.services.users import get_or_create_user
 from app.services.workspaces import create_workspace
+from bench.wire import StatementCounter
 from schema.ids import encode_id
 
 _counter = itertools.count(1)
@@ -159,3 +160,21 @@ class Factory:
 def gid(kind: str, key: uuid.UUID | str) -> str:
     """A GraphQL ID, as the API would give it."""
     return encode_id(kind, key)
+
+
+@dataclass
+class Wire:
+    """GraphQL calls to an app whose database connections pass through ``counter``."""
+
+    factory: Factory
+    counter: StatementCounter
+
+    async def statements(
+        self, query: str, variables: dict[str, Any], *, token: str
+    ) -> tuple[int, dict[str, Any]]:
+        """The SQL statements one call sent (on the wire, whichever library sent them), and
+        its answer."""
+        with self.counter.counting() as sent:
+            body = await self.factory.gql(query, variables, token=token)
+        assert "errors" not in body, body
+        return sent[0], body

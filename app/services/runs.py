@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -46,7 +46,6 @@ from app.models import (
 )
 from app.services import audit
 from app.services.graphs import GraphPolicy
-from app.services.pagination import Page, check_page_size, decode_cursor, make_page
 from app.services.queue import RunQueue
 from app.services.workflows import get_workflow
 from app.tracing import current_traceparent
@@ -525,45 +524,6 @@ async def retry_run(
         summary={"fromFailedStep": from_failed_step, "reusedSteps": len(kept)},
     )
     return run
-
-
-async def list_runs(
-    session: AsyncSession,
-    *,
-    workflow: Workflow,
-    first: int,
-    after: str | None,
-    status: RunStatus | None,
-) -> Page[Run]:
-    """A page of a workflow's runs, newest first, optionally of one status."""
-    check_page_size(first)
-    query = (
-        select(Run)
-        .where(col(Run.workflow_id) == workflow.id)
-        .order_by(col(Run.queued_at).desc(), col(Run.id).desc())
-        .limit(first + 1)
-    )
-    if status is not None:
-        query = query.where(col(Run.status) == status)
-    if after is not None:
-        queued_at, last_id = decode_cursor(after, 2)
-        try:
-            key = (datetime.fromisoformat(str(queued_at)), uuid.UUID(str(last_id)))
-        except ValueError as error:
-            raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error
-        query = query.where(func.row(col(Run.queued_at), col(Run.id)) < func.row(*key))
-    rows = list((await session.execute(query)).scalars())
-    return make_page(rows, first, lambda r: [r.queued_at.isoformat(), str(r.id)])
-
-
-async def count_runs(
-    session: AsyncSession, *, workflow_id: uuid.UUID, status: RunStatus | None
-) -> int:
-    """How many runs a workflow has (of one status)."""
-    query = select(func.count()).select_from(Run).where(col(Run.workflow_id) == workflow_id)
-    if status is not None:
-        query = query.where(col(Run.status) == status)
-    return int(await session.scalar(query) or 0)
 
 
 async def load_steps(

@@ -45,6 +45,7 @@ from app.models import (
 from app.services import audit
 from app.services.graphs import GraphPolicy
 from app.services.queue import RunQueue
+from app.services.reads import WorkflowRecord
 from app.services.runs import queue_run
 from app.services.workflows import get_workflow
 
@@ -111,7 +112,9 @@ async def update_schedule(
     return workflow
 
 
-def upcoming(workflow: Workflow, *, count: int, now: datetime | None = None) -> list[datetime]:
+def upcoming(
+    workflow: Workflow | WorkflowRecord, *, count: int, now: datetime | None = None
+) -> list[datetime]:
     """The next ``count`` (1 to 50) fire times within 50 years, in UTC; [] when off."""
     if not 1 <= count <= MAX_UPCOMING:
         raise InputErrors.single(

@@ -5,19 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, insert, select, tuple_
+from sqlalchemy import Text, bindparam, cast, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
 from sqlmodel import col
 
 from app.engine.diff import GraphDiff, diff_graphs
-from app.errors import ErrorCode, InputErrors, NotFound
+from app.errors import NotFound
 from app.models import Workflow, WorkflowVersion
 from app.services.graphs import PreparedGraph, diagnostics_to_json
-from app.services.pagination import Page, check_page_size, decode_cursor, make_page
-
-VersionKey = tuple[uuid.UUID, int]
 
 
 async def insert_version(
@@ -63,70 +59,13 @@ async def insert_version(
     )
 
 
-async def load_version_heads(
-    session: AsyncSession, *, keys: list[VersionKey]
-) -> dict[VersionKey, WorkflowVersion]:
-    """Versions by (workflow id, number), without their graphs (loaded on demand)."""
-    if not keys:
-        return {}
-    rows = await session.execute(
-        select(WorkflowVersion)
-        .options(defer(WorkflowVersion.graph))
-        .where(tuple_(col(WorkflowVersion.workflow_id), col(WorkflowVersion.number)).in_(keys))
-    )
-    return {(v.workflow_id, v.number): v for v in rows.scalars()}
-
-
-async def load_graph_texts(
-    session: AsyncSession, *, version_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, str]:
-    """The graphs of versions as JSON text, by version id (never decoded on the way out)."""
-    if not version_ids:
-        return {}
-    rows = await session.execute(
-        select(col(WorkflowVersion.id), cast(col(WorkflowVersion.graph), Text)).where(
-            col(WorkflowVersion.id).in_(version_ids)
-        )
-    )
-    return dict(rows.all())
-
-
-async def get_version(
-    session: AsyncSession, *, workflow: Workflow, number: int
-) -> WorkflowVersion | None:
-    """Version ``number`` of a workflow (graph deferred), or None."""
-    heads = await load_version_heads(session, keys=[(workflow.id, number)])
-    return heads.get((workflow.id, number))
-
-
-async def list_versions(
-    session: AsyncSession, *, workflow: Workflow, first: int, after: str | None
-) -> Page[WorkflowVersion]:
-    """A page of a workflow's versions, newest first."""
-    check_page_size(first)
-    query = (
-        select(WorkflowVersion)
-        .options(defer(WorkflowVersion.graph))
-        .where(col(WorkflowVersion.workflow_id) == workflow.id)
-        .order_by(col(WorkflowVersion.number).desc())
-        .limit(first + 1)
-    )
-    if after is not None:
-        (number,) = decode_cursor(after, 1)
-        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 2**31 - 1:
-            raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.")
-        query = query.where(col(WorkflowVersion.number) < number)
-    rows = list((await session.execute(query)).scalars())
-    return make_page(rows, first, lambda v: [v.number])
-
-
 async def diff_versions(
-    session: AsyncSession, *, workflow: Workflow, from_number: int, to_number: int
+    session: AsyncSession, *, workflow_id: uuid.UUID, from_number: int, to_number: int
 ) -> GraphDiff:
     """What changed between two versions of a workflow, by node and edge id."""
     rows = await session.execute(
         select(col(WorkflowVersion.number), col(WorkflowVersion.graph)).where(
-            col(WorkflowVersion.workflow_id) == workflow.id,
+            col(WorkflowVersion.workflow_id) == workflow_id,
             col(WorkflowVersion.number).in_([from_number, to_number]),
         )
     )

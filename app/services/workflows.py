@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, false, func, select, update
@@ -16,7 +15,6 @@ from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import AuditAction, AuditObjectType, Role, Workflow, WorkflowVersion
 from app.services import audit
 from app.services.graphs import EMPTY_GRAPH, GraphPolicy, prepare_graph, warn_missing_secrets
-from app.services.pagination import Page, check_page_size, decode_cursor, make_page
 from app.services.text import check_text, clean_name, storable
 from app.services.versions import insert_version, save_summary
 
@@ -61,38 +59,6 @@ def _search_filter(search: str | None) -> ColumnElement[bool] | None:
         # No stored name can contain NUL or a lone surrogate: nothing matches.
         return false()
     return col(Workflow.name).ilike(f"%{like_escape(search)}%", escape="\\")
-
-
-async def list_workflows(
-    session: AsyncSession,
-    *,
-    principal: Principal,
-    workspace_id: uuid.UUID,
-    first: int,
-    after: str | None,
-    search: str | None,
-) -> Page[Workflow]:
-    """A page of a workspace's workflows, newest-updated first, optionally by name."""
-    principal.require(workspace_id, Role.VIEWER)
-    check_page_size(first)
-    query = (
-        select(Workflow)
-        .where(col(Workflow.workspace_id) == workspace_id)
-        .order_by(col(Workflow.updated_at).desc(), col(Workflow.id).desc())
-        .limit(first + 1)
-    )
-    condition = _search_filter(search)
-    if condition is not None:
-        query = query.where(condition)
-    if after is not None:
-        updated_at, last_id = decode_cursor(after, 2)
-        try:
-            key = (datetime.fromisoformat(str(updated_at)), uuid.UUID(str(last_id)))
-        except ValueError as error:
-            raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error
-        query = query.where(func.row(col(Workflow.updated_at), col(Workflow.id)) < func.row(*key))
-    rows = list((await session.execute(query)).scalars())
-    return make_page(rows, first, lambda w: [w.updated_at.isoformat(), str(w.id)])
 
 
 async def count_workflows(

@@ -47,17 +47,6 @@ async def create_workspace(session: AsyncSession, *, principal: Principal, name:
     return workspace
 
 
-async def get_workspace(
-    session: AsyncSession, *, principal: Principal, workspace_id: uuid.UUID
-) -> Workspace:
-    """A workspace the caller belongs to (NotFound otherwise)."""
-    principal.require(workspace_id, Role.VIEWER)
-    workspace = await session.get(Workspace, workspace_id)
-    if workspace is None:
-        raise NotFound("Workspace")
-    return workspace
-
-
 async def set_member(
     session: AsyncSession,
     *,

@@ -14,8 +14,10 @@ from app.models import RunEventType as RunEventTypeModel
 from app.models import RunStatus as RunStatusModel
 from app.models import RunTrigger as RunTriggerModel
 from app.models import StepStatus as StepStatusModel
+from app.services.reads import RunRecord
 from schema.context import Info
 from schema.ids import encode_id
+from schema.selection import columns_for, selected_names
 
 if TYPE_CHECKING:
     from schema.workflows.types import Workflow, WorkflowVersion
@@ -76,7 +78,7 @@ class RunStep:
 
 @strawberry.type(description="One execution of one workflow version.")
 class Run:
-    row: strawberry.Private[models.Run]
+    row: strawberry.Private[models.Run | RunRecord]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     status: RunStatus = strawberry.field(description="Where the run is.")
     trigger: RunTrigger = strawberry.field(description="What started it.")
@@ -96,10 +98,10 @@ class Run:
     async def version(
         self, info: Info
     ) -> Annotated[WorkflowVersion, strawberry.lazy("schema.workflows.types")]:
-        from schema.workflows.types import WorkflowVersion
+        from schema.workflows.types import WorkflowVersion, version_columns
 
         row = await info.context.loaders.version_by_key.load(
-            (self.row.workflow_id, self.row.version_number)
+            (self.row.workflow_id, self.row.version_number, version_columns(info))
         )
         assert row is not None
         return WorkflowVersion.from_model(row)
@@ -127,21 +129,47 @@ class Run:
         return Run.from_model(row) if row else None
 
     @classmethod
-    def from_model(cls, row: models.Run) -> Run:
-        """The type of a row."""
+    def from_model(cls, row: models.Run | RunRecord) -> Run:
+        """The type of a row. A lean row holds only the columns its selection needs: the
+        others are never shown."""
         return cls(
             row=row,
             id=strawberry.ID(encode_id("Run", row.id)),
-            status=row.status,
-            trigger=row.trigger,
-            input=row.input,
-            output=row.output,
-            error=row.error,
-            error_node_id=row.error_node_id,
+            status=getattr(row, "status", RunStatusModel.QUEUED),
+            trigger=getattr(row, "trigger", RunTriggerModel.MANUAL),
+            input=getattr(row, "input", None),
+            output=getattr(row, "output", None),
+            error=getattr(row, "error", None),
+            error_node_id=getattr(row, "error_node_id", None),
             queued_at=row.queued_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
+            started_at=getattr(row, "started_at", None),
+            finished_at=getattr(row, "finished_at", None),
         )
+
+
+# The columns each field of a run needs besides id, workflow_id and queued_at.
+RUN_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": (),
+    "status": ("status",),
+    "trigger": ("trigger",),
+    "input": ("input",),
+    "output": ("output",),
+    "error": ("error",),
+    "errorNodeId": ("error_node_id",),
+    "queuedAt": (),
+    "startedAt": ("started_at",),
+    "finishedAt": ("finished_at",),
+    "durationMs": ("started_at", "finished_at"),
+    "version": ("version_number",),
+    "workflow": (),
+    "steps": (),
+    "retryOf": ("retry_of_id",),
+}
+
+
+def run_columns(info: Info, below: tuple[str, ...] = ()) -> frozenset[str]:
+    """The run columns the selection under the current field (or ``below`` it) needs."""
+    return columns_for(selected_names(info, below), RUN_COLUMNS, RunRecord.selectable())
 
 
 @strawberry.type(description="One event of a run, numbered 1, 2, 3 … per run.")

@@ -11,6 +11,7 @@ from app import models
 from app.models import FireOutcome as FireOutcomeModel
 from app.models import ScheduleOverlap as ScheduleOverlapModel
 from app.services import schedules as schedule_service
+from app.services.reads import WorkflowRecord
 from schema.context import Info
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class ScheduleFire:
 
 @strawberry.type(description="A workflow's cron schedule.")
 class WorkflowSchedule:
-    row: strawberry.Private[models.Workflow]
+    row: strawberry.Private[models.Workflow | WorkflowRecord]
     enabled: bool = strawberry.field(description="Whether it fires; off keeps cron and zone.")
     cron: str = strawberry.field(
         description="Five-field cron expression: minute hour day-of-month month day-of-week."
@@ -96,7 +97,7 @@ class WorkflowSchedule:
         return [ScheduleFire.from_model(row) for row in rows]
 
     @classmethod
-    def from_model(cls, row: models.Workflow) -> WorkflowSchedule | None:
+    def from_model(cls, row: models.Workflow | WorkflowRecord) -> WorkflowSchedule | None:
         """The schedule of a workflow row; None when no cron was ever set."""
         if row.schedule_cron is None or row.schedule_timezone is None:
             return None

@@ -48,9 +48,8 @@ def present_workflow(
         workflow, version = value if isinstance(value, tuple) else (value, None)
         if version is not None:
             loaders = info.context.loaders
-            loaders.version_by_key.prime((workflow.id, version.number), version)
             loaders.graph_text_by_version_id.prime(version.id, orjson.dumps(version.graph).decode())
-        return {"workflow": Workflow.from_model(workflow)}
+        return {"workflow": Workflow.from_model(workflow, version)}
 
     return present
 

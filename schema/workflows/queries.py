@@ -5,11 +5,11 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 
-from app.services import workflows as workflow_service
+from app.services import reads
 from app.services.graphs import check_graph
 from schema.context import Info
 from schema.ids import decode_id
-from schema.workflows.types import Diagnostic, Workflow
+from schema.workflows.types import Diagnostic, Workflow, workflow_columns
 
 
 @strawberry.type
@@ -17,11 +17,14 @@ class WorkflowQueries:
     @strawberry.field(description="A workflow of one of your workspaces.")
     async def workflow(self, info: Info, id: strawberry.ID) -> Workflow | None:
         ctx = info.context
-        row = await workflow_service.get_workflow(
-            ctx.session,
-            principal=await ctx.principal(),
-            workflow_id=decode_id("Workflow", id),
-        )
+        principal = await ctx.principal()
+        async with ctx.runtime.pool.connection() as conn:
+            row = await reads.read_workflow(
+                conn,
+                principal=principal,
+                workflow_id=decode_id("Workflow", id),
+                columns=workflow_columns(info),
+            )
         return Workflow.from_model(row)
 
     @strawberry.field(description="The save-time checks of a graph, without saving it.")

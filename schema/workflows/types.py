@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import orjson
@@ -17,16 +17,22 @@ from app.engine.diff import NodeChange as NodeChangeModel
 from app.engine.diff import ValueChange as ValueChangeModel
 from app.engine.graph import Diagnostic as DiagnosticModel
 from app.engine.graph import Severity as SeverityModel
+from app.services import reads
 from app.services import versions as version_service
+from app.services.reads import RunPageKey, VersionPageKey, VersionRecord, WorkflowRecord
 from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
+from schema.selection import columns_for, selected_names
 from schema.workspaces.types import User, Workspace
 
 if TYPE_CHECKING:
     from schema.runs.types import Run, RunStatus
     from schema.schedules.types import WorkflowSchedule
     from schema.webhooks.types import Webhook
+
+# What a lean row's unread timestamp column reads as; never shown (its field was not asked).
+NEVER = datetime.min.replace(tzinfo=UTC)
 
 Severity: TypeAlias = SeverityModel
 strawberry.enum(
@@ -74,9 +80,9 @@ class Diagnostic:
 class WorkflowVersion:
     # Plain fields are copied once in from_model: Strawberry resolves them far faster than
     # method resolvers, which matters on list pages (measured in bench/).
-    row: strawberry.Private[models.WorkflowVersion]
+    row: strawberry.Private[models.WorkflowVersion | VersionRecord]
     # The workflow row when the parent had it (else loaded): says whether this is published.
-    workflow_row: strawberry.Private[models.Workflow | None]
+    workflow_row: strawberry.Private[models.Workflow | WorkflowRecord | None]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     number: int = strawberry.field(description="1, 2, 3 … per workflow, never reused.")
     message: str | None = strawberry.field(description="The save message, if any.")
@@ -95,8 +101,11 @@ class WorkflowVersion:
     @strawberry.field(description="The graph exactly as saved, unknown keys included.")
     async def graph(self, info: Info) -> JSON:
         # The stored JSON text goes into the response as is: decoding and re-encoding a
-        # 22 KB graph would cost a third of a read (bench/).
-        text = await info.context.loaders.graph_text_by_version_id.load(self.row.id)
+        # 22 KB graph would cost a third of a read (bench/). A lean row read it already
+        # when the selection asked for it.
+        text = getattr(self.row, "graph_text", None)
+        if text is None:
+            text = await info.context.loaders.graph_text_by_version_id.load(self.row.id)
         assert text is not None, "a version's graph is read with the version"
         return JSON(orjson.Fragment(text))
 
@@ -104,9 +113,9 @@ class WorkflowVersion:
     def diagnostics(self) -> list[Diagnostic]:
         return [Diagnostic.from_json(d) for d in self.row.diagnostics or []]
 
-    async def _published(self, info: Info) -> models.Workflow | None:
+    async def _published(self, info: Info) -> models.Workflow | WorkflowRecord | None:
         """The workflow row when this version is the published one, else None."""
-        workflow = self.workflow_row
+        workflow: models.Workflow | WorkflowRecord | None = self.workflow_row
         if workflow is None:
             workflow = await info.context.loaders.workflow_by_id.load(self.row.workflow_id)
         if workflow is None or workflow.published_version != self.row.number:
@@ -135,18 +144,52 @@ class WorkflowVersion:
 
     @classmethod
     def from_model(
-        cls, row: models.WorkflowVersion, workflow: models.Workflow | None = None
+        cls,
+        row: models.WorkflowVersion | VersionRecord,
+        workflow: models.Workflow | WorkflowRecord | None = None,
     ) -> WorkflowVersion:
-        """The type of a row (with its workflow's row when at hand)."""
+        """The type of a row (with its workflow's row when at hand). A lean row holds only
+        the columns its selection needs: the others are never shown."""
         return cls(
             row=row,
             workflow_row=workflow,
             id=strawberry.ID(encode_id("WorkflowVersion", row.id)),
             number=row.number,
-            message=row.message,
-            created_at=row.created_at,
-            restored_from=row.restored_from,
+            message=getattr(row, "message", None),
+            created_at=getattr(row, "created_at", NEVER),
+            restored_from=getattr(row, "restored_from", None),
         )
+
+
+# The columns each field of a version needs besides id, workflow_id and number.
+VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": (),
+    "number": (),
+    "message": ("message",),
+    "createdAt": ("created_at",),
+    "restoredFrom": ("restored_from",),
+    "createdBy": ("created_by_id",),
+    "graph": ("graph_text",),
+    "diagnostics": ("diagnostics",),
+    "isPublished": (),
+    "publishedAt": (),
+    "publishedBy": (),
+}
+
+
+def version_columns(info: Info, below: tuple[str, ...] = ()) -> frozenset[str]:
+    """The version columns the selection under the current field (or ``below`` it) needs."""
+    return columns_for(selected_names(info, below), VERSION_COLUMNS, VersionRecord.selectable())
+
+
+async def load_version(
+    info: Info, workflow: models.Workflow | WorkflowRecord, number: int
+) -> WorkflowVersion | None:
+    """Version ``number`` of a workflow, with the columns its selection needs."""
+    row = await info.context.loaders.version_by_key.load(
+        (workflow.id, number, version_columns(info))
+    )
+    return WorkflowVersion.from_model(row, workflow) if row else None
 
 
 ChangeKind: TypeAlias = ChangeKindModel
@@ -240,7 +283,9 @@ class GraphDiff:
 
 @strawberry.type(description="A workflow: a name and a history of graph versions.")
 class Workflow:
-    row: strawberry.Private[models.Workflow]
+    row: strawberry.Private[models.Workflow | WorkflowRecord]
+    # The version a mutation just wrote (it is the current one): shown without a read.
+    written: strawberry.Private[models.WorkflowVersion | None]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     name: str = strawberry.field(description="Name, unique in its workspace (case-insensitive).")
     description: str = strawberry.field(description="Free text description.")
@@ -285,11 +330,12 @@ class Workflow:
 
     @strawberry.field(description="The newest version (a draft until it is published).")
     async def current_version(self, info: Info) -> WorkflowVersion:
-        row = await info.context.loaders.version_by_key.load(
-            (self.row.id, self.row.current_version)
-        )
-        assert row is not None
-        return WorkflowVersion.from_model(row, self.row)
+        written = self.written
+        if written is not None and written.number == self.row.current_version:
+            return WorkflowVersion.from_model(written, self.row)
+        version = await load_version(info, self.row, self.row.current_version)
+        assert version is not None
+        return version
 
     @strawberry.field(
         description="The version schedules and webhooks run; null until one is published."
@@ -297,23 +343,20 @@ class Workflow:
     async def published_version(self, info: Info) -> WorkflowVersion | None:
         if self.row.published_version is None:
             return None
-        row = await info.context.loaders.version_by_key.load(
-            (self.row.id, self.row.published_version)
-        )
-        return WorkflowVersion.from_model(row, self.row) if row else None
+        return await load_version(info, self.row, self.row.published_version)
 
     @strawberry.field(description="One version by number (null when there is none).")
     async def version(self, info: Info, number: int) -> WorkflowVersion | None:
-        row = await info.context.loaders.version_by_key.load((self.row.id, number))
-        return WorkflowVersion.from_model(row, self.row) if row else None
+        return await load_version(info, self.row, number)
 
     @strawberry.field(description="The history, newest version first.")
     async def versions(
         self, info: Info, first: int = 20, after: str | None = None
     ) -> Connection[WorkflowVersion]:
-        ctx = info.context
-        page = await version_service.list_versions(
-            ctx.session, workflow=self.row, first=first, after=after
+        reads.check_version_page(first, after)
+        columns = version_columns(info, ("edges", "node"))
+        page = await info.context.loaders.version_page.load(
+            (VersionPageKey(self.row.id, first, after), columns)
         )
         workflow = self.row
         return connection(
@@ -330,7 +373,7 @@ class Workflow:
         self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int
     ) -> GraphDiff:
         model = await version_service.diff_versions(
-            info.context.session, workflow=self.row, from_number=from_, to_number=to
+            info.context.session, workflow_id=self.row.id, from_number=from_, to_number=to
         )
         return GraphDiff.from_model(model)
 
@@ -342,18 +385,17 @@ class Workflow:
         after: str | None = None,
         status: Annotated[RunStatus, strawberry.lazy("schema.runs.types")] | None = None,
     ) -> Connection[Annotated[Run, strawberry.lazy("schema.runs.types")]]:
-        from app.services import runs as run_service
-        from schema.runs.types import Run
+        from schema.runs.types import Run, run_columns
 
-        ctx = info.context
-        page = await run_service.list_runs(
-            ctx.session, workflow=self.row, first=first, after=after, status=status
-        )
+        reads.check_run_page(first, after)
+        loaders = info.context.loaders
+        columns = run_columns(info, ("edges", "node"))
+        page = await loaders.run_page.load((RunPageKey(self.row.id, first, after, status), columns))
         workflow_id = self.row.id
         return connection(
             page,
             Run.from_model,
-            lambda: run_service.count_runs(ctx.session, workflow_id=workflow_id, status=status),
+            lambda: loaders.run_count.load((workflow_id, status)),
         )
 
     @strawberry.field(description="Its newest run, if any.")
@@ -366,20 +408,63 @@ class Workflow:
         return Run.from_model(row) if row else None
 
     @classmethod
-    def from_model(cls, row: models.Workflow) -> Workflow:
-        """The type of a row."""
+    def from_model(
+        cls,
+        row: models.Workflow | WorkflowRecord,
+        written: models.WorkflowVersion | None = None,
+    ) -> Workflow:
+        """The type of a row (and of the version a mutation just wrote). A lean row holds
+        only the columns its selection needs: the others are never shown."""
         return cls(
             row=row,
+            written=written,
             id=strawberry.ID(encode_id("Workflow", row.id)),
-            name=row.name,
-            description=row.description,
-            is_template=row.is_template,
-            template_category=row.template_category,
-            created_at=row.created_at,
+            name=getattr(row, "name", ""),
+            description=getattr(row, "description", ""),
+            is_template=getattr(row, "is_template", False),
+            template_category=getattr(row, "template_category", None),
+            created_at=getattr(row, "created_at", NEVER),
             updated_at=row.updated_at,
         )
 
 
-async def _count(workflow: models.Workflow) -> int:
+SCHEDULE_COLUMNS = (
+    "schedule_cron",
+    "schedule_timezone",
+    "schedule_enabled",
+    "schedule_next_fire_at",
+    "schedule_last_fired_at",
+    "schedule_overlap",
+    "schedule_skipped_count",
+)
+# The columns each field of a workflow needs besides WorkflowRecord.BASE.
+WORKFLOW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": (),
+    "name": ("name",),
+    "description": ("description",),
+    "isTemplate": ("is_template",),
+    "templateCategory": ("template_category",),
+    "createdAt": ("created_at",),
+    "updatedAt": (),
+    "workspace": (),
+    "createdBy": ("created_by_id",),
+    "webhook": (),
+    "schedule": SCHEDULE_COLUMNS,
+    "currentVersion": (),
+    "publishedVersion": (),
+    "version": (),
+    "versions": (),
+    "diff": (),
+    "runs": (),
+    "lastRun": (),
+}
+
+
+def workflow_columns(info: Info, below: tuple[str, ...] = ()) -> frozenset[str]:
+    """The workflow columns the selection under the current field (or ``below`` it) needs."""
+    return columns_for(selected_names(info, below), WORKFLOW_COLUMNS, WorkflowRecord.selectable())
+
+
+async def _count(workflow: models.Workflow | WorkflowRecord) -> int:
     # Versions are numbered 1..current without gaps (a unique constraint and one bump a save).
     return workflow.current_version

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
-from app.services import workspaces as workspace_service
+from app.services import reads
 from schema.context import Info
 from schema.ids import decode_id
-from schema.workspaces.types import Viewer, Workspace
+from schema.workspaces.types import Viewer, Workspace, workspace_columns
 
 
 @strawberry.type
@@ -20,7 +20,12 @@ class WorkspaceQueries:
     @strawberry.field(description="One of your workspaces.")
     async def workspace(self, info: Info, id: strawberry.ID) -> Workspace | None:
         ctx = info.context
-        row = await workspace_service.get_workspace(
-            ctx.session, principal=await ctx.principal(), workspace_id=decode_id("Workspace", id)
-        )
+        principal = await ctx.principal()
+        async with ctx.runtime.pool.connection() as conn:
+            row = await reads.read_workspace(
+                conn,
+                principal=principal,
+                workspace_id=decode_id("Workspace", id),
+                columns=workspace_columns(info),
+            )
         return Workspace.from_model(row)

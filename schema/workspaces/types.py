@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import strawberry
 
 from app import models
 from app.models import Role as RoleModel
+from app.services import reads
 from app.services import secrets as secret_service
 from app.services import workflows as workflow_service
 from app.services.api_tokens import ApiTokenInfo
+from app.services.reads import UserRecord, WorkspaceRecord
 from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
+from schema.selection import columns_for, selected_names
 
 if TYPE_CHECKING:
     from schema.audit.inputs import AuditEventFilter
@@ -24,19 +27,22 @@ if TYPE_CHECKING:
     from schema.secrets.types import Secret
     from schema.workflows.types import Workflow
 
+# What a lean row's unread timestamp column reads as; never shown (its field was not asked).
+NEVER = datetime.min.replace(tzinfo=UTC)
+
 Role: TypeAlias = RoleModel
 strawberry.enum(Role, description="A member's role, weakest first.")
 
 
 @strawberry.type(description="A person.")
 class User:
-    row: strawberry.Private[models.User]
+    row: strawberry.Private[models.User | UserRecord]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     email: str = strawberry.field(description="Email address (lower case).")
     name: str = strawberry.field(description="Display name.")
 
     @classmethod
-    def from_model(cls, row: models.User) -> User:
+    def from_model(cls, row: models.User | UserRecord) -> User:
         """The type of a row."""
         return cls(
             row=row, id=strawberry.ID(encode_id("User", row.id)), email=row.email, name=row.name
@@ -45,7 +51,7 @@ class User:
 
 @strawberry.type(description="A tenant: workflows, runs and secrets belong to one workspace.")
 class Workspace:
-    row: strawberry.Private[models.Workspace]
+    row: strawberry.Private[models.Workspace | WorkspaceRecord]
     id: strawberry.ID = strawberry.field(description="Opaque ID.")
     name: str = strawberry.field(description="Display name.")
     created_at: datetime = strawberry.field(description="When it was created.")
@@ -65,17 +71,21 @@ class Workspace:
     async def workflows(
         self, info: Info, first: int = 20, after: str | None = None, search: str | None = None
     ) -> Connection[Annotated[Workflow, strawberry.lazy("schema.workflows.types")]]:
-        from schema.workflows.types import Workflow
+        from schema.workflows.types import Workflow, workflow_columns
 
         ctx = info.context
-        page = await workflow_service.list_workflows(
-            ctx.session,
-            principal=await ctx.principal(),
-            workspace_id=self.row.id,
-            first=first,
-            after=after,
-            search=search,
-        )
+        principal = await ctx.principal()
+        columns = workflow_columns(info, ("edges", "node"))
+        async with ctx.runtime.pool.connection() as conn:
+            page = await reads.read_workflow_page(
+                conn,
+                principal=principal,
+                workspace_id=self.row.id,
+                first=first,
+                after=after,
+                search=search,
+                columns=columns,
+            )
         return connection(
             page,
             Workflow.from_model,
@@ -158,15 +168,35 @@ class Workspace:
         )
 
     @classmethod
-    def from_model(cls, row: models.Workspace) -> Workspace:
-        """The type of a row."""
+    def from_model(cls, row: models.Workspace | WorkspaceRecord) -> Workspace:
+        """The type of a row. A lean row holds only the columns its selection needs: the
+        others are never shown."""
         return cls(
             row=row,
             id=strawberry.ID(encode_id("Workspace", row.id)),
-            name=row.name,
-            created_at=row.created_at,
-            run_retention_days=row.run_retention_days,
+            name=getattr(row, "name", ""),
+            created_at=getattr(row, "created_at", NEVER),
+            run_retention_days=getattr(row, "run_retention_days", 0),
         )
+
+
+# The columns each field of a workspace needs besides its id.
+WORKSPACE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": (),
+    "name": ("name",),
+    "createdAt": ("created_at",),
+    "runRetentionDays": ("run_retention_days",),
+    "viewerRole": (),
+    "workflows": (),
+    "secrets": (),
+    "runs": (),
+    "auditEvents": (),
+}
+
+
+def workspace_columns(info: Info) -> frozenset[str]:
+    """The workspace columns the selection under the current field needs."""
+    return columns_for(selected_names(info), WORKSPACE_COLUMNS, WorkspaceRecord.selectable())
 
 
 @strawberry.type(description="A user's role in a workspace.")
@@ -236,7 +266,7 @@ class Viewer(User):
         return [Membership.from_model(row) for row in rows]
 
     @classmethod
-    def from_model(cls, row: models.User) -> Viewer:
+    def from_model(cls, row: models.User | UserRecord) -> Viewer:
         """The type of a row."""
         return cls(
             row=row, id=strawberry.ID(encode_id("User", row.id)), email=row.email, name=row.name
