@@ -3,10 +3,10 @@
 ``StatementCounter`` is a TCP relay in front of PostgreSQL: give a process its URL
 (``counter.url(database_url)``) and it counts the frontend messages that run a statement,
 ``Q`` (simple query) and ``E`` (execute a bound statement, extended protocol), on every
-connection, SQLAlchemy's and plain psycopg's alike. It needs no server extension
-(pg_stat_statements needs a preload and a restart) and it sees statements of every database
-client in the process. The relayed connections are asked not to use TLS (``sslmode=disable``),
-since an encrypted stream could not be read.
+connection, SQLAlchemy's and plain psycopg's alike, and keeps each one's SQL. It needs no
+server extension (pg_stat_statements needs a preload and a restart) and it sees statements of
+every database client in the process. The relayed connections are asked not to use TLS
+(``sslmode=disable``), since an encrypted stream could not be read.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class StatementCounter:
         # A host that is a directory is where the server's Unix socket is (the embedded one).
         self.target = (host, port)
         self.counts: Counter[str] = Counter()
+        self.texts: list[str] = []  # each statement's SQL, in the order sent
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -70,6 +71,16 @@ class StatementCounter:
         result: list[int] = []
         yield result
         result.append(self.statements - start)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """The SQL of the statements sent while the block runs, once it ends."""
+        with self._lock:
+            start = len(self.texts)
+        result: list[str] = []
+        yield result
+        with self._lock:
+            result += self.texts[start:]
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -136,14 +147,28 @@ class StatementCounter:
             to_server.write(head + await client.readexactly(length - 8))
             await to_server.drain()
             break
+        prepared: dict[bytes, str] = {}  # statement name → SQL (Parse)
+        portals: dict[bytes, bytes] = {}  # portal name → statement name (Bind)
         while True:
             head = await client.readexactly(5)
             kind = head[:1].decode("latin-1")
             (length,) = struct.unpack("!i", head[1:])
             body = await client.readexactly(length - 4)
-            if kind in ("Q", "E"):
+            if kind == "P":
+                name, _, rest = body.partition(b"\0")
+                prepared[name] = rest.partition(b"\0")[0].decode("utf-8", "replace")
+            elif kind == "B":
+                portal, _, rest = body.partition(b"\0")
+                portals[portal] = rest.partition(b"\0")[0]
+            elif kind in ("Q", "E"):
+                if kind == "Q":
+                    text = body.rstrip(b"\0").decode("utf-8", "replace")
+                else:
+                    statement = portals.get(body.partition(b"\0")[0], b"")
+                    text = prepared.get(statement, "")
                 with self._lock:
                     self.counts[kind] += 1
+                    self.texts.append(text)
             to_server.write(head + body)
             await to_server.drain()
 

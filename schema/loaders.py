@@ -17,7 +17,6 @@ from app.models import (
     Run,
     RunStatus,
     RunStep,
-    ScheduleFire,
     User,
     Webhook,
     Workflow,
@@ -25,9 +24,9 @@ from app.models import (
 )
 from app.services import reads
 from app.services.pagination import Page
-from app.services.reads import RunPageKey, RunRecord, UserRecord, VersionPageKey, VersionRecord
-from app.services.runs import load_last_runs, load_steps
-from app.services.schedules import load_recent_fires
+from app.services.reads import RunPageKey, VersionPageKey
+from app.services.records import FireRecord, RunRecord, UserRecord, VersionRecord
+from app.services.runs import load_steps
 
 SessionGetter = Callable[[], AsyncSession]
 Pool = AsyncConnectionPool[Any]
@@ -52,9 +51,9 @@ class Loaders:
     workflow_by_id: DataLoader[uuid.UUID, Workflow | None]
     run_by_id: DataLoader[uuid.UUID, Run | None]
     steps_by_run_id: DataLoader[uuid.UUID, list[RunStep]]
-    last_run_by_workflow_id: DataLoader[uuid.UUID, Run | None]
+    last_run_by_workflow_id: DataLoader[tuple[uuid.UUID, Columns], RunRecord | None]
     webhook_by_workflow_id: DataLoader[uuid.UUID, Webhook | None]
-    fires_by_workflow_and_limit: DataLoader[tuple[uuid.UUID, int], list[ScheduleFire]]
+    fires_by_workflow_and_limit: DataLoader[tuple[uuid.UUID, int], list[FireRecord]]
     # What the document selects below each place, computed once (schema/selection.py).
     selections: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
@@ -86,9 +85,9 @@ async def _grouped(
 def build_loaders(session: SessionGetter, pool: Pool) -> Loaders:
     """Fresh loaders reading through ``session()`` and, the lean ones, ``pool``."""
 
-    async def load_fires(keys: list[tuple[uuid.UUID, int]]) -> list[list[ScheduleFire]]:
-        found = await load_recent_fires(session(), keys=list(keys))
-        return [found[key] for key in keys]
+    async def load_fires(keys: list[tuple[uuid.UUID, int]]) -> list[list[FireRecord]]:
+        async with pool.connection() as conn:
+            return await reads.read_recent_fires(conn, keys=keys)
 
     async def load_webhooks(keys: list[uuid.UUID]) -> list[Webhook | None]:
         rows = await session().execute(select(Webhook).where(col(Webhook.workflow_id).in_(keys)))
@@ -143,9 +142,13 @@ def build_loaders(session: SessionGetter, pool: Pool) -> Loaders:
         found = await load_steps(session(), run_ids=list(keys))
         return [found[key] for key in keys]
 
-    async def load_last(keys: list[uuid.UUID]) -> list[Run | None]:
-        found = await load_last_runs(session(), workflow_ids=list(keys))
-        return [found.get(key) for key in keys]
+    async def read_last(workflow_ids: list[uuid.UUID], columns: Columns) -> list[RunRecord | None]:
+        async with pool.connection() as conn:
+            found = await reads.read_last_runs(conn, workflow_ids=workflow_ids, columns=columns)
+        return [found.get(key) for key in workflow_ids]
+
+    async def load_last(keys: list[tuple[uuid.UUID, Columns]]) -> list[RunRecord | None]:
+        return await _grouped(list(keys), read_last)
 
     return Loaders(
         version_by_key=DataLoader(load_fn=load_versions),

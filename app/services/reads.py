@@ -3,7 +3,7 @@
 The builder's hot reads (a workflow with its graph, the workflow list, nested pages of
 versions and runs) skip the ORM: each is one statement through the runtime's psycopg pool
 (autocommit; psycopg prepares a statement server-side after a few uses), whose rows become
-``Record``s holding exactly the selected columns (reading another one raises). A page nested
+``Record``s holding exactly the selected columns (``app/services/records.py``). A page nested
 under a list (each workflow's versions or runs) is read for every parent at once: the
 parents' keys go in as arrays and a LATERAL subquery pages each one, with its own ``first``
 and cursor, from its index; one statement whatever the page sizes. Tenancy is in the SQL as
@@ -13,16 +13,12 @@ well as in the role checks: a workflow is only read from the caller's workspaces
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
-
-import psycopg
 
 from app.auth.principal import Principal
 from app.errors import ErrorCode, InputErrors, NotFound
-from app.models import Role, RunStatus, RunTrigger
+from app.models import Role, RunStatus
 from app.services.pagination import (
     Page,
     check_page_size,
@@ -30,261 +26,24 @@ from app.services.pagination import (
     decode_time_cursor,
     make_page,
 )
+from app.services.records import (
+    NO_ID,
+    NO_NUMBER,
+    NO_TIME,
+    Connection,
+    FireRecord,
+    RunRecord,
+    UserRecord,
+    VersionRecord,
+    WorkflowRecord,
+    WorkspaceRecord,
+    group_by_key,
+    keyed_records,
+    plan_of,
+    records,
+)
 from app.services.text import storable
 from app.services.workflows import MAX_SEARCH, like_escape
-
-Connection = psycopg.AsyncConnection[Any]
-R = TypeVar("R", bound="Record")
-
-# Past every stored key: a page without a cursor starts here (keeps the index condition).
-NO_NUMBER = 2**31 - 1
-NO_TIME = datetime.max.replace(tzinfo=UTC)
-NO_ID = uuid.UUID(int=2**128 - 1)
-
-
-class Record:
-    """Some columns of one row; a column that was not selected is not an attribute."""
-
-    __slots__ = ()
-    TABLE: ClassVar[str]
-    ALIAS: ClassVar[str]
-    # Read whatever the selection: keys, cursors, and what other fields' resolvers need.
-    BASE: ClassVar[tuple[str, ...]]
-    # A column's SQL when it is not the column itself (the graph as its stored text).
-    EXPRESSIONS: ClassVar[dict[str, str]] = {}
-    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {}
-
-    @classmethod
-    def selectable(cls) -> frozenset[str]:
-        """Every column a query may ask for."""
-        return frozenset(cls.__slots__)
-
-
-class WorkflowRecord(Record):
-    """Columns of a ``workflows`` row."""
-
-    __slots__ = (
-        "created_at",
-        "created_by_id",
-        "current_version",
-        "description",
-        "id",
-        "is_template",
-        "name",
-        "published_at",
-        "published_by_id",
-        "published_version",
-        "schedule_cron",
-        "schedule_enabled",
-        "schedule_last_fired_at",
-        "schedule_next_fire_at",
-        "schedule_overlap",
-        "schedule_skipped_count",
-        "schedule_timezone",
-        "template_category",
-        "updated_at",
-        "workspace_id",
-    )
-    TABLE = "workflows"
-    ALIAS = "w"
-    # What a version's isPublished/publishedAt/publishedBy read of its workflow included.
-    BASE = (
-        "id",
-        "workspace_id",
-        "updated_at",
-        "current_version",
-        "published_version",
-        "published_at",
-        "published_by_id",
-    )
-    id: uuid.UUID
-    workspace_id: uuid.UUID
-    name: str
-    description: str
-    is_template: bool
-    template_category: str | None
-    current_version: int
-    created_by_id: uuid.UUID | None
-    created_at: datetime
-    updated_at: datetime
-    schedule_cron: str | None
-    schedule_timezone: str | None
-    schedule_enabled: bool
-    schedule_next_fire_at: datetime | None
-    schedule_last_fired_at: datetime | None
-    schedule_overlap: str
-    schedule_skipped_count: int
-    published_version: int | None
-    published_at: datetime | None
-    published_by_id: uuid.UUID | None
-
-
-class VersionRecord(Record):
-    """Columns of a ``workflow_versions`` row; ``graph_text`` is its graph as stored text."""
-
-    __slots__ = (
-        "created_at",
-        "created_by_id",
-        "diagnostics",
-        "graph_text",
-        "id",
-        "message",
-        "number",
-        "restored_from",
-        "workflow_id",
-    )
-    TABLE = "workflow_versions"
-    ALIAS = "v"
-    BASE = ("id", "workflow_id", "number")
-    EXPRESSIONS = {"graph_text": "v.graph::text"}
-    id: uuid.UUID
-    workflow_id: uuid.UUID
-    number: int
-    message: str | None
-    restored_from: int | None
-    created_by_id: uuid.UUID | None
-    created_at: datetime
-    diagnostics: Any
-    graph_text: str
-
-
-class RunRecord(Record):
-    """Columns of a ``runs`` row."""
-
-    __slots__ = (
-        "error",
-        "error_node_id",
-        "finished_at",
-        "id",
-        "input",
-        "output",
-        "queued_at",
-        "retry_of_id",
-        "started_at",
-        "status",
-        "trigger",
-        "version_number",
-        "workflow_id",
-    )
-    TABLE = "runs"
-    ALIAS = "r"
-    BASE = ("id", "workflow_id", "queued_at")
-    CONVERT = {"status": RunStatus, "trigger": RunTrigger}
-    id: uuid.UUID
-    workflow_id: uuid.UUID
-    version_number: int
-    status: RunStatus
-    trigger: RunTrigger
-    input: Any
-    output: Any
-    error: str | None
-    error_node_id: str | None
-    queued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    retry_of_id: uuid.UUID | None
-
-
-class WorkspaceRecord(Record):
-    """Columns of a ``workspaces`` row."""
-
-    __slots__ = ("created_at", "id", "name", "run_retention_days")
-    TABLE = "workspaces"
-    ALIAS = "s"
-    BASE = ("id",)
-    id: uuid.UUID
-    name: str
-    created_at: datetime
-    run_retention_days: int
-
-
-class UserRecord(Record):
-    """Columns of a ``users`` row."""
-
-    __slots__ = ("email", "id", "name")
-    TABLE = "users"
-    ALIAS = "u"
-    BASE = ("id", "email", "name")
-    id: uuid.UUID
-    email: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How to read some columns of a table: select lists, and a record from a row."""
-
-    inner: str  # inside a subquery, with the expressions
-    outer: str  # around it, by name
-    make: Callable[[Sequence[Any]], Any]
-
-
-_plans: dict[tuple[type[Record], frozenset[str]], _Plan] = {}
-
-
-def _plan(kind: type[Record], columns: frozenset[str]) -> _Plan:
-    plan = _plans.get((kind, columns))
-    if plan is not None:
-        return plan
-    unknown = columns - kind.selectable()
-    if unknown:
-        raise ValueError(f"not columns of {kind.TABLE}: {sorted(unknown)}")
-    names = kind.BASE + tuple(sorted(columns - set(kind.BASE)))
-    # Names come from the record's own slots (checked above), never from a request.
-    inner = [kind.EXPRESSIONS.get(n, f'{kind.ALIAS}."{n}"') + f' AS "{n}"' for n in names]
-    outer = [f'{kind.ALIAS}."{n}"' for n in names]
-    plan = _Plan(", ".join(inner), ", ".join(outer), _maker(kind, names))
-    if len(_plans) < 1024:  # column sets come from the schema's fields: few
-        _plans[(kind, columns)] = plan
-    return plan
-
-
-def columns_of(kind: type[Record], columns: Iterable[str]) -> frozenset[str]:
-    """A checked column set of ``kind`` (the base columns are always read)."""
-    chosen = frozenset(columns)
-    _plan(kind, chosen)
-    return chosen
-
-
-def _maker(kind: type[Record], names: tuple[str, ...]) -> Callable[[Sequence[Any]], Any]:
-    """A record of ``kind`` from a row of ``names``."""
-    setters = [getattr(kind, n).__set__ for n in names]
-    convert = [(n, kind.CONVERT[n]) for n in names if n in kind.CONVERT]
-
-    def make(values: Sequence[Any]) -> Record:
-        record = kind.__new__(kind)
-        for set_value, value in zip(setters, values, strict=True):
-            set_value(record, value)
-        for name, to_value in convert:
-            value = getattr(record, name)
-            if value is not None:
-                setattr(record, name, to_value(value))
-        return record
-
-    return make
-
-
-async def _records(
-    conn: Connection, kind: type[R], columns: frozenset[str], template: str, params: Any
-) -> list[R]:
-    """Rows of ``template``, whose ``{columns}`` is the select list."""
-    plan = _plan(kind, columns)
-    cursor = await conn.execute(template.replace("{columns}", plan.inner), params)
-    make = plan.make
-    return [make(row) for row in await cursor.fetchall()]
-
-
-async def _keyed_records(
-    conn: Connection, kind: type[R], columns: frozenset[str], template: str, params: Any
-) -> list[tuple[int, R]]:
-    """Rows whose first column is the ordinal of the key they answer; ``{inner}`` is the
-    select list of the paging subquery, ``{outer}`` the one around it."""
-    plan = _plan(kind, columns)
-    statement = template.replace("{inner}", plan.inner).replace("{outer}", plan.outer)
-    cursor = await conn.execute(statement, params)
-    make = plan.make
-    return [(row[0], make(row[1:])) for row in await cursor.fetchall()]
-
 
 # --- workspaces, users --------------------------------------------------------------------
 
@@ -299,7 +58,7 @@ async def read_workspace(
         record = WorkspaceRecord.__new__(WorkspaceRecord)
         record.id = workspace_id
         return record
-    found = await _records(
+    found = await records(
         conn,
         WorkspaceRecord,
         columns,
@@ -313,7 +72,7 @@ async def read_workspace(
 
 async def read_users(conn: Connection, *, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, UserRecord]:
     """Users by id (their id, email and name)."""
-    rows = await _records(
+    rows = await records(
         conn,
         UserRecord,
         frozenset(),
@@ -326,27 +85,42 @@ async def read_users(conn: Connection, *, user_ids: list[uuid.UUID]) -> dict[uui
 # --- workflows ----------------------------------------------------------------------------
 
 
+WORKFLOW = "SELECT {columns} FROM workflows w WHERE w.id = %s AND w.workspace_id = ANY(%s)"
+WORKFLOW_AND_VERSION = (
+    "SELECT {columns}, {version} FROM workflows w"
+    " LEFT JOIN workflow_versions v ON v.workflow_id = w.id AND v.number = w.current_version"
+    " WHERE w.id = %s AND w.workspace_id = ANY(%s)"
+)
+
+
 async def read_workflow(
     conn: Connection,
     *,
     principal: Principal,
     workflow_id: uuid.UUID,
     columns: frozenset[str],
-    role: Role = Role.VIEWER,
-) -> WorkflowRecord:
-    """A workflow of the caller's workspaces (NotFound otherwise), with ``role`` there."""
-    workspaces = list(principal.roles)
-    found = await _records(
-        conn,
-        WorkflowRecord,
-        columns,
-        "SELECT {columns} FROM workflows w WHERE w.id = %s AND w.workspace_id = ANY(%s)",
-        (workflow_id, workspaces),
-    )
-    if not found:
+    current_version: frozenset[str] | None = None,
+) -> tuple[WorkflowRecord, VersionRecord | None]:
+    """A workflow of the caller's workspaces (NotFound otherwise), and with it, when
+    ``current_version`` names its columns, its newest version: one statement."""
+    plan = plan_of(WorkflowRecord, columns)
+    statement = WORKFLOW.replace("{columns}", plan.inner)
+    if current_version is not None:
+        version_plan = plan_of(VersionRecord, current_version)
+        statement = WORKFLOW_AND_VERSION.replace("{columns}", plan.inner).replace(
+            "{version}", version_plan.inner
+        )
+    cursor = await conn.execute(statement, (workflow_id, list(principal.roles)))
+    row = await cursor.fetchone()
+    if row is None:
         raise NotFound("Workflow")
-    principal.require(found[0].workspace_id, role, "Workflow")
-    return found[0]
+    width = len(WorkflowRecord.BASE) + len(columns - set(WorkflowRecord.BASE))
+    workflow: WorkflowRecord = plan.make(row[:width])
+    principal.require(workflow.workspace_id, Role.VIEWER, "Workflow")
+    if current_version is None or row[width] is None:
+        return workflow, None
+    version: VersionRecord = version_plan.make(row[width:])
+    return workflow, version
 
 
 WORKFLOW_PAGE = (
@@ -354,9 +128,23 @@ WORKFLOW_PAGE = (
     " AND (w.updated_at, w.id) < (%(at)s, %(id)s)"
     " ORDER BY w.updated_at DESC, w.id DESC LIMIT %(size)s"
 )
+WORKFLOW_COUNT = "SELECT count(*) FROM workflows w WHERE w.workspace_id = %(ws)s"
+WORKFLOW_COUNT_SEARCH = WORKFLOW_COUNT + " AND w.name ILIKE %(pattern)s ESCAPE '\\'"
 WORKFLOW_PAGE_SEARCH = WORKFLOW_PAGE.replace(
     " ORDER BY", " AND w.name ILIKE %(pattern)s ESCAPE '\\' ORDER BY"
 )
+
+
+async def count_workflows(conn: Connection, *, workspace_id: uuid.UUID, search: str | None) -> int:
+    """How many workflows a workspace has (matching ``search``, checked by the page)."""
+    if search and not storable(search):
+        return 0
+    cursor = await conn.execute(
+        WORKFLOW_COUNT_SEARCH if search else WORKFLOW_COUNT,
+        {"ws": workspace_id, "pattern": f"%{like_escape(search)}%" if search else None},
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def read_workflow_page(
@@ -379,7 +167,7 @@ async def read_workflow_page(
         # No stored name can contain NUL or a lone surrogate: nothing matches.
         return make_page([], first, lambda w: [])
     pattern = f"%{like_escape(search)}%" if search else None
-    rows = await _records(
+    rows = await records(
         conn,
         WorkflowRecord,
         columns,
@@ -396,7 +184,7 @@ async def read_versions(
     conn: Connection, *, keys: list[tuple[uuid.UUID, int]], columns: frozenset[str]
 ) -> dict[tuple[uuid.UUID, int], VersionRecord]:
     """Versions by (workflow id, number), with the asked columns."""
-    rows = await _records(
+    rows = await records(
         conn,
         VersionRecord,
         columns,
@@ -445,7 +233,7 @@ async def read_version_pages(
     conn: Connection, *, keys: Sequence[VersionPageKey], columns: frozenset[str]
 ) -> list[Page[VersionRecord]]:
     """Each key's page of its workflow's versions, newest first: one statement for all."""
-    rows = await _keyed_records(
+    rows = await keyed_records(
         conn,
         VersionRecord,
         columns,
@@ -464,15 +252,8 @@ async def read_version_pages(
     )
     return [
         make_page(found, key.first, lambda v: [v.number])
-        for key, found in zip(keys, _group(rows, len(keys)), strict=True)
+        for key, found in zip(keys, group_by_key(rows, len(keys)), strict=True)
     ]
-
-
-def _group(rows: list[tuple[int, R]], count: int) -> list[list[R]]:
-    groups: list[list[R]] = [[] for _ in range(count)]
-    for ordinal, record in rows:
-        groups[ordinal - 1].append(record)
-    return groups
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -500,7 +281,7 @@ async def read_run_pages(
 ) -> list[Page[RunRecord]]:
     """Each key's page of its workflow's runs, newest queued first: one statement for all."""
     cursors = [decode_time_cursor(k.after) if k.after else (NO_TIME, NO_ID) for k in keys]
-    rows = await _keyed_records(
+    rows = await keyed_records(
         conn,
         RunRecord,
         columns,
@@ -522,7 +303,7 @@ async def read_run_pages(
     )
     return [
         make_page(found, key.first, lambda r: [r.queued_at.isoformat(), str(r.id)])
-        for key, found in zip(keys, _group(rows, len(keys)), strict=True)
+        for key, found in zip(keys, group_by_key(rows, len(keys)), strict=True)
     ]
 
 
@@ -538,3 +319,40 @@ async def count_runs_of(
         ([k[0] for k in keys], [k[1].value if k[1] else None for k in keys]),
     )
     return [int(row[0]) for row in await cursor.fetchall()]
+
+
+async def read_last_runs(
+    conn: Connection, *, workflow_ids: list[uuid.UUID], columns: frozenset[str]
+) -> dict[uuid.UUID, RunRecord]:
+    """The newest run of each workflow (from its index, one row each): one statement."""
+    rows = await keyed_records(
+        conn,
+        RunRecord,
+        columns,
+        "SELECT k.ord, {outer} FROM unnest(%s::uuid[]) WITH ORDINALITY AS k(workflow_id, ord)"
+        " CROSS JOIN LATERAL (SELECT {inner} FROM runs r WHERE r.workflow_id = k.workflow_id"
+        "   ORDER BY r.queued_at DESC, r.id DESC LIMIT 1) r",
+        (workflow_ids,),
+    )
+    return {record.workflow_id: record for _, record in rows}
+
+
+# --- schedule fires -------------------------------------------------------------------------
+
+
+async def read_recent_fires(
+    conn: Connection, *, keys: Sequence[tuple[uuid.UUID, int]]
+) -> list[list[FireRecord]]:
+    """The latest fires of each (workflow, limit), newest first: one statement for all."""
+    rows = await keyed_records(
+        conn,
+        FireRecord,
+        frozenset(),
+        "SELECT k.ord, {outer}"
+        " FROM unnest(%s::uuid[], %s::int[]) WITH ORDINALITY AS k(workflow_id, size, ord)"
+        " CROSS JOIN LATERAL (SELECT {inner} FROM schedule_fires f"
+        "   WHERE f.workflow_id = k.workflow_id ORDER BY f.fire_at DESC LIMIT k.size) f"
+        " ORDER BY k.ord, f.fire_at DESC",
+        ([k[0] for k in keys], [k[1] for k in keys]),
+    )
+    return group_by_key(rows, len(keys))

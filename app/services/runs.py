@@ -541,19 +541,6 @@ async def load_steps(
     return found
 
 
-async def load_last_runs(
-    session: AsyncSession, *, workflow_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, Run]:
-    """The newest run of each workflow."""
-    rows = await session.execute(
-        select(Run)
-        .where(col(Run.workflow_id).in_(workflow_ids))
-        .order_by(col(Run.workflow_id), col(Run.queued_at).desc(), col(Run.id).desc())
-        .distinct(col(Run.workflow_id))
-    )
-    return {run.workflow_id: run for run in rows.scalars()}
-
-
 async def runs_by_ids(session: AsyncSession, *, run_ids: list[uuid.UUID]) -> list[Run]:
     """Runs by id, oldest queued first."""
     rows = await session.execute(

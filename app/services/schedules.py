@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.auth.principal import Principal
@@ -45,7 +44,7 @@ from app.models import (
 from app.services import audit
 from app.services.graphs import GraphPolicy
 from app.services.queue import RunQueue
-from app.services.reads import WorkflowRecord
+from app.services.records import WorkflowRecord
 from app.services.runs import queue_run
 from app.services.workflows import get_workflow
 
@@ -134,48 +133,6 @@ def check_fires_limit(limit: int) -> None:
         raise InputErrors.single(
             ("limit",), ErrorCode.INVALID, f"limit must be between 1 and {MAX_RECENT_FIRES}."
         )
-
-
-async def recent_fires(
-    session: AsyncSession, *, workflow_id: uuid.UUID, limit: int
-) -> list[ScheduleFire]:
-    """A schedule's latest ``limit`` (1 to 100) fires, newest first."""
-    check_fires_limit(limit)
-    found = await load_recent_fires(session, keys=[(workflow_id, limit)])
-    return found[(workflow_id, limit)]
-
-
-async def load_recent_fires(
-    session: AsyncSession, *, keys: list[tuple[uuid.UUID, int]]
-) -> dict[tuple[uuid.UUID, int], list[ScheduleFire]]:
-    """The latest fires of many schedules, newest first: one query per distinct limit."""
-    found: dict[tuple[uuid.UUID, int], list[ScheduleFire]] = {key: [] for key in keys}
-    by_limit: dict[int, list[uuid.UUID]] = {}
-    for workflow_id, limit in keys:
-        by_limit.setdefault(limit, []).append(workflow_id)
-    for limit, workflow_ids in by_limit.items():
-        ranked = (
-            select(
-                ScheduleFire,
-                func.row_number()
-                .over(
-                    partition_by=col(ScheduleFire.workflow_id),
-                    order_by=col(ScheduleFire.fire_at).desc(),
-                )
-                .label("rank"),
-            )
-            .where(col(ScheduleFire.workflow_id).in_(workflow_ids))
-            .subquery()
-        )
-        fire = aliased(ScheduleFire, ranked)
-        rows = await session.execute(
-            select(fire)
-            .where(ranked.c.rank <= limit)
-            .order_by(ranked.c.workflow_id, ranked.c.fire_at.desc())
-        )
-        for row in rows.scalars():
-            found[(row.workflow_id, limit)].append(row)
-    return found
 
 
 # --- firing ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, false, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -15,7 +15,7 @@ from app.errors import ErrorCode, FieldError, InputErrors, NotFound
 from app.models import AuditAction, AuditObjectType, Role, Workflow, WorkflowVersion
 from app.services import audit
 from app.services.graphs import EMPTY_GRAPH, GraphPolicy, prepare_graph, warn_missing_secrets
-from app.services.text import check_text, clean_name, storable
+from app.services.text import check_text, clean_name
 from app.services.versions import insert_version, save_summary
 
 MAX_DESCRIPTION = 10_000
@@ -48,30 +48,6 @@ async def get_workflow(
 def like_escape(text: str) -> str:
     """``text`` as a literal inside a LIKE pattern whose escape character is a backslash."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _search_filter(search: str | None) -> ColumnElement[bool] | None:
-    if not search:
-        return None
-    if len(search) > MAX_SEARCH:
-        raise InputErrors.single(["search"], ErrorCode.INVALID, f"At most {MAX_SEARCH} characters.")
-    if not storable(search):
-        # No stored name can contain NUL or a lone surrogate: nothing matches.
-        return false()
-    return col(Workflow.name).ilike(f"%{like_escape(search)}%", escape="\\")
-
-
-async def count_workflows(
-    session: AsyncSession, *, workspace_id: uuid.UUID, search: str | None
-) -> int:
-    """How many workflows a workspace has (matching ``search``)."""
-    query = (
-        select(func.count()).select_from(Workflow).where(col(Workflow.workspace_id) == workspace_id)
-    )
-    condition = _search_filter(search)
-    if condition is not None:
-        query = query.where(condition)
-    return int(await session.scalar(query) or 0)
 
 
 def _details_errors(

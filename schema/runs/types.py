@@ -14,7 +14,7 @@ from app.models import RunEventType as RunEventTypeModel
 from app.models import RunStatus as RunStatusModel
 from app.models import RunTrigger as RunTriggerModel
 from app.models import StepStatus as StepStatusModel
-from app.services.reads import RunRecord
+from app.services.records import RunRecord
 from schema.context import Info
 from schema.ids import encode_id
 from schema.selection import columns_for, selected_names

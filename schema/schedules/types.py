@@ -11,7 +11,7 @@ from app import models
 from app.models import FireOutcome as FireOutcomeModel
 from app.models import ScheduleOverlap as ScheduleOverlapModel
 from app.services import schedules as schedule_service
-from app.services.reads import WorkflowRecord
+from app.services.records import FireRecord, WorkflowRecord
 from schema.context import Info
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ strawberry.enum(
 
 @strawberry.type(description="One firing of a schedule at one fire time.")
 class ScheduleFire:
-    row: strawberry.Private[models.ScheduleFire]
+    row: strawberry.Private[models.ScheduleFire | FireRecord]
     fire_at: datetime = strawberry.field(description="The fire time it stands for (UTC).")
     outcome: ScheduleFireOutcome = strawberry.field(description="What it did.")
     error: str | None = strawberry.field(
@@ -56,7 +56,7 @@ class ScheduleFire:
         return Run.from_model(row) if row else None
 
     @classmethod
-    def from_model(cls, row: models.ScheduleFire) -> ScheduleFire:
+    def from_model(cls, row: models.ScheduleFire | FireRecord) -> ScheduleFire:
         """The type of a row."""
         return cls(
             row=row, fire_at=row.fire_at, outcome=row.outcome, error=row.error, missed=row.missed

@@ -9,7 +9,13 @@ from app.services import reads
 from app.services.graphs import check_graph
 from schema.context import Info
 from schema.ids import decode_id
-from schema.workflows.types import Diagnostic, Workflow, workflow_columns
+from schema.selection import selected_names
+from schema.workflows.types import (
+    Diagnostic,
+    Workflow,
+    current_version_columns,
+    workflow_columns,
+)
 
 
 @strawberry.type
@@ -18,13 +24,22 @@ class WorkflowQueries:
     async def workflow(self, info: Info, id: strawberry.ID) -> Workflow | None:
         ctx = info.context
         principal = await ctx.principal()
+        # The editor's newest version (its graph included when asked) comes in the same
+        # statement as the workflow, and waits in the loader for currentVersion.
+        version_columns = None
+        if "currentVersion" in selected_names(info):
+            version_columns = current_version_columns(info)
         async with ctx.runtime.pool.connection() as conn:
-            row = await reads.read_workflow(
+            row, version = await reads.read_workflow(
                 conn,
                 principal=principal,
                 workflow_id=decode_id("Workflow", id),
                 columns=workflow_columns(info),
+                current_version=version_columns,
             )
+        if version is not None and version_columns is not None:
+            key = (row.id, row.current_version, version_columns)
+            ctx.loaders.version_by_key.prime(key, version)
         return Workflow.from_model(row)
 
     @strawberry.field(description="The save-time checks of a graph, without saving it.")

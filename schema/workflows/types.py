@@ -19,7 +19,8 @@ from app.engine.graph import Diagnostic as DiagnosticModel
 from app.engine.graph import Severity as SeverityModel
 from app.services import reads
 from app.services import versions as version_service
-from app.services.reads import RunPageKey, VersionPageKey, VersionRecord, WorkflowRecord
+from app.services.reads import RunPageKey, VersionPageKey
+from app.services.records import VersionRecord, WorkflowRecord
 from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
@@ -180,6 +181,14 @@ VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
 def version_columns(info: Info, below: tuple[str, ...] = ()) -> frozenset[str]:
     """The version columns the selection under the current field (or ``below`` it) needs."""
     return columns_for(selected_names(info, below), VERSION_COLUMNS, VersionRecord.selectable())
+
+
+def current_version_columns(info: Info) -> frozenset[str]:
+    """From a workflow's field: the version columns its ``currentVersion`` selection needs
+    (as ``version_columns`` computes them inside currentVersion's own resolver)."""
+    return columns_for(
+        selected_names(info, ("currentVersion",)), VERSION_COLUMNS, VersionRecord.selectable()
+    )
 
 
 async def load_version(
@@ -402,9 +411,11 @@ class Workflow:
     async def last_run(
         self, info: Info
     ) -> Annotated[Run, strawberry.lazy("schema.runs.types")] | None:
-        from schema.runs.types import Run
+        from schema.runs.types import Run, run_columns
 
-        row = await info.context.loaders.last_run_by_workflow_id.load(self.row.id)
+        row = await info.context.loaders.last_run_by_workflow_id.load(
+            (self.row.id, run_columns(info))
+        )
         return Run.from_model(row) if row else None
 
     @classmethod

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
+from psycopg_pool import AsyncConnectionPool
 
 from app import models
 from app.models import Role as RoleModel
 from app.services import reads
 from app.services import secrets as secret_service
-from app.services import workflows as workflow_service
 from app.services.api_tokens import ApiTokenInfo
-from app.services.reads import UserRecord, WorkspaceRecord
+from app.services.records import UserRecord, WorkspaceRecord
 from schema.context import Info
 from schema.ids import encode_id
 from schema.pagination import Connection, connection
@@ -89,9 +90,7 @@ class Workspace:
         return connection(
             page,
             Workflow.from_model,
-            lambda: workflow_service.count_workflows(
-                ctx.session, workspace_id=self.row.id, search=search
-            ),
+            lambda: _count_workflows(ctx.runtime.pool, self.row.id, search),
         )
 
     @strawberry.field(description="Its secrets by name (editors and owners; never values).")
@@ -178,6 +177,13 @@ class Workspace:
             created_at=getattr(row, "created_at", NEVER),
             run_retention_days=getattr(row, "run_retention_days", 0),
         )
+
+
+async def _count_workflows(
+    pool: AsyncConnectionPool[Any], workspace_id: uuid.UUID, search: str | None
+) -> int:
+    async with pool.connection() as conn:
+        return await reads.count_workflows(conn, workspace_id=workspace_id, search=search)
 
 
 # The columns each field of a workspace needs besides its id.

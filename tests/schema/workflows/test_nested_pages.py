@@ -279,3 +279,114 @@ async def test_nested_pages_never_reach_into_another_workspace(factory: Factory)
         body = await factory.gql(query, variables, token=ours.token)
         assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND", body
         assert body["data"] in (None, {"workspace": None}, {"workflow": None})
+
+
+EDITOR = """
+query($id: ID!) {
+  workflow(id: $id) {
+    id name description isTemplate createdAt updatedAt
+    currentVersion {
+      id number message createdAt createdBy { id name } restoredFrom graph
+      diagnostics { severity code message nodeId edgeId }
+    }
+  }
+}"""
+
+
+async def test_the_editor_read_is_two_statements_and_reads_only_what_it_shows(
+    factory: Factory, wire: Wire
+) -> None:
+    owner = await factory.owner()
+    await with_versions(factory, owner, 1, 3)
+    workflow_id = await factory.scalar("SELECT id FROM workflows")
+    await factory.execute("UPDATE workflow_versions SET created_by_id = :u", u=owner.user.id)
+    from schema.ids import encode_id
+
+    variables = {"id": encode_id("Workflow", workflow_id)}
+    await wire.factory.gql(EDITOR, variables, token=owner.token)  # the token's first use
+
+    with wire.counter.recording() as sent:
+        count, body = await wire.statements(EDITOR, variables, token=owner.token)
+
+    # The workflow with its newest version and graph, then its author.
+    assert count == 2
+    assert "workflow_versions" in sent[0]
+    assert "graph" in sent[0]
+    assert "FROM users" in sent[1]
+    version = body["data"]["workflow"]["currentVersion"]
+    assert (version["number"], version["message"], version["graph"]) == (
+        3,
+        "save 3",
+        {"nodes": [], "edges": []},
+    )
+    assert version["createdBy"] == {
+        "id": encode_id("User", owner.user.id),
+        "name": owner.user.name,
+    }
+
+    # Without `graph` (nor createdBy, description…), neither is read.
+    slim = "query($id: ID!) { workflow(id: $id) { name currentVersion { number } } }"
+    with wire.counter.recording() as sent:
+        count, body = await wire.statements(slim, variables, token=owner.token)
+    assert count == 1
+    assert body["data"]["workflow"] == {"name": "wf 00", "currentVersion": {"number": 3}}
+    assert "graph" not in sent[0]
+    assert "description" not in sent[0]
+
+    # Nor by the list with versions.
+    with wire.counter.recording() as sent:
+        await wire.statements(
+            LIST, {"ws": owner.workspace_id, "first": 10, "versions": 5}, token=owner.token
+        )
+    assert not [s for s in sent if "graph" in s or "description" in s], sent
+
+
+LAST_RUN = """
+query($ws: ID!, $first: Int!) {
+  workspace(id: $ws) {
+    workflows(first: $first) {
+      totalCount
+      edges { node { name lastRun { id status queuedAt } } }
+    }
+  }
+}"""
+
+
+async def test_the_list_shows_each_workflows_newest_run_in_one_statement(
+    factory: Factory, wire: Wire
+) -> None:
+    owner = await factory.owner()
+    await with_versions(factory, owner, 30, 1)
+    await factory.execute(GENERATE_RUNS, runs=3, ws=owner.workspace.id)
+    # wf 00 has never run.
+    await factory.execute(
+        "DELETE FROM runs WHERE workflow_id = (SELECT id FROM workflows WHERE name = 'wf 00')"
+    )
+    newest = {
+        row["name"]: row
+        for row in await factory.rows(
+            """SELECT DISTINCT ON (w.name) w.name, r.id, r.queued_at FROM runs r
+               JOIN workflows w ON w.id = r.workflow_id ORDER BY w.name, r.queued_at DESC"""
+        )
+    }
+    from schema.ids import encode_id
+
+    variables = {"ws": owner.workspace_id, "first": 1}
+    await wire.factory.gql(LAST_RUN, variables, token=owner.token)  # the token's first use
+    counts = {}
+    for first in (1, 10, 30):
+        counts[first], body = await wire.statements(
+            LAST_RUN, {**variables, "first": first}, token=owner.token
+        )
+        connection = body["data"]["workspace"]["workflows"]
+        assert connection["totalCount"] == 30
+        for edge in connection["edges"]:
+            name, last = edge["node"]["name"], edge["node"]["lastRun"]
+            if name == "wf 00":
+                assert last is None
+            else:
+                assert last["id"] == encode_id("Run", newest[name]["id"])
+                assert last["status"] == "SUCCEEDED"  # run 1 of each, a minute old
+
+    # The page, the count, and every workflow's newest run.
+    assert counts == {1: 3, 10: 3, 30: 3}
