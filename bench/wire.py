@@ -22,14 +22,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 SSL_REQUEST = 80877103
 GSS_REQUEST = 80877104
+# A process's LISTEN connection checks itself now and then when quiet: not a request's work.
+LISTENERS = ("flowdeck-listener",)
 
 
 class StatementCounter:
     """A relay to ``host:port`` that counts statements; run in a thread of its own."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, ignore: tuple[str, ...] = LISTENERS) -> None:
         # A host that is a directory is where the server's Unix socket is (the embedded one).
         self.target = (host, port)
+        # Connections of these application_names are relayed but not counted.
+        self.ignore = ignore
         self.counts: Counter[str] = Counter()
         self.texts: list[str] = []  # each statement's SQL, in the order sent
         self._lock = threading.Lock()
@@ -144,9 +148,13 @@ class StatementCounter:
                 to_client.write(b"N")
                 await to_client.drain()
                 continue
-            to_server.write(head + await client.readexactly(length - 8))
+            startup = await client.readexactly(length - 8)
+            to_server.write(head + startup)
             await to_server.drain()
             break
+        words = startup.split(b"\0")
+        settings = dict(zip(words[::2], words[1::2], strict=False))
+        counted = settings.get(b"application_name", b"").decode() not in self.ignore
         prepared: dict[bytes, str] = {}  # statement name → SQL (Parse)
         portals: dict[bytes, bytes] = {}  # portal name → statement name (Bind)
         while True:
@@ -160,7 +168,7 @@ class StatementCounter:
             elif kind == "B":
                 portal, _, rest = body.partition(b"\0")
                 portals[portal] = rest.partition(b"\0")[0]
-            elif kind in ("Q", "E"):
+            elif kind in ("Q", "E") and counted:
                 if kind == "Q":
                     text = body.rstrip(b"\0").decode("utf-8", "replace")
                 else:

@@ -124,10 +124,12 @@ async def wired_app(
     settings: Settings, engine: AsyncEngine, database_url: str
 ) -> AsyncIterator[tuple[Starlette, StatementCounter]]:
     """A second app whose every database connection (the engine's, the lean reads' pool,
-    the job queue's) passes through a statement counter."""
+    the job queue's) passes through a statement counter. It keeps a signed-in principal for
+    an hour: a count must not depend on how long a loaded machine took to get there."""
+    kept = settings.model_copy(update={"token_cache_seconds": 3600.0})
     with StatementCounter.for_url(database_url) as counter:
         url = counter.url(database_url)
-        application = create_app(settings, create_engine(url, settings), url)
+        application = create_app(kept, create_engine(url, kept), url)
         async with application.router.lifespan_context(application):
             yield application, counter
 

@@ -103,6 +103,7 @@ async def read_workflow(
 ) -> tuple[WorkflowRecord, VersionRecord | None]:
     """A workflow of the caller's workspaces (NotFound otherwise), and with it, when
     ``current_version`` names its columns, its newest version: one statement."""
+    columns = columns | {"workspace_id"}  # the role check reads it
     plan = plan_of(WorkflowRecord, columns)
     statement = WORKFLOW.replace("{columns}", plan.inner)
     if current_version is not None:
@@ -187,7 +188,7 @@ async def read_versions(
     rows = await records(
         conn,
         VersionRecord,
-        columns,
+        columns | {"workflow_id"},  # the key of each row found
         "SELECT {columns} FROM unnest(%s::uuid[], %s::int[]) AS k(workflow_id, number)"
         " JOIN workflow_versions v ON v.workflow_id = k.workflow_id AND v.number = k.number",
         ([k[0] for k in keys], [k[1] for k in keys]),

@@ -71,16 +71,7 @@ class WorkflowRecord(Record):
     )
     TABLE = "workflows"
     ALIAS = "w"
-    # What a version's isPublished/publishedAt/publishedBy read of its workflow included.
-    BASE = (
-        "id",
-        "workspace_id",
-        "updated_at",
-        "current_version",
-        "published_version",
-        "published_at",
-        "published_by_id",
-    )
+    BASE = ("id", "updated_at", "current_version")
     id: uuid.UUID
     workspace_id: uuid.UUID
     name: str
@@ -119,7 +110,7 @@ class VersionRecord(Record):
     )
     TABLE = "workflow_versions"
     ALIAS = "v"
-    BASE = ("id", "workflow_id", "number")
+    BASE = ("number",)
     EXPRESSIONS = {"graph_text": "v.graph::text"}
     id: uuid.UUID
     workflow_id: uuid.UUID

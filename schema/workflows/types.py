@@ -154,7 +154,7 @@ class WorkflowVersion:
         return cls(
             row=row,
             workflow_row=workflow,
-            id=strawberry.ID(encode_id("WorkflowVersion", row.id)),
+            id=_version_id(row),
             number=row.number,
             message=getattr(row, "message", None),
             created_at=getattr(row, "created_at", NEVER),
@@ -162,19 +162,25 @@ class WorkflowVersion:
         )
 
 
-# The columns each field of a version needs besides id, workflow_id and number.
+def _version_id(row: models.WorkflowVersion | VersionRecord) -> strawberry.ID:
+    # A lean row without its id was read for a selection without `id` (never shown).
+    version_id = getattr(row, "id", None)
+    return strawberry.ID(encode_id("WorkflowVersion", version_id) if version_id else "")
+
+
+# The columns each field of a version needs besides its number.
 VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
-    "id": (),
+    "id": ("id",),
     "number": (),
     "message": ("message",),
     "createdAt": ("created_at",),
     "restoredFrom": ("restored_from",),
     "createdBy": ("created_by_id",),
-    "graph": ("graph_text",),
+    "graph": ("id", "graph_text"),
     "diagnostics": ("diagnostics",),
-    "isPublished": (),
-    "publishedAt": (),
-    "publishedBy": (),
+    "isPublished": ("workflow_id",),
+    "publishedAt": ("workflow_id",),
+    "publishedBy": ("workflow_id",),
 }
 
 
@@ -448,6 +454,8 @@ SCHEDULE_COLUMNS = (
     "schedule_overlap",
     "schedule_skipped_count",
 )
+# What a version's isPublished, publishedAt and publishedBy read of its workflow.
+PUBLISHED_COLUMNS = ("published_version", "published_at", "published_by_id")
 # The columns each field of a workflow needs besides WorkflowRecord.BASE.
 WORKFLOW_COLUMNS: dict[str, tuple[str, ...]] = {
     "id": (),
@@ -457,14 +465,14 @@ WORKFLOW_COLUMNS: dict[str, tuple[str, ...]] = {
     "templateCategory": ("template_category",),
     "createdAt": ("created_at",),
     "updatedAt": (),
-    "workspace": (),
+    "workspace": ("workspace_id",),
     "createdBy": ("created_by_id",),
     "webhook": (),
     "schedule": SCHEDULE_COLUMNS,
-    "currentVersion": (),
-    "publishedVersion": (),
-    "version": (),
-    "versions": (),
+    "currentVersion": PUBLISHED_COLUMNS,
+    "publishedVersion": PUBLISHED_COLUMNS,
+    "version": PUBLISHED_COLUMNS,
+    "versions": PUBLISHED_COLUMNS,
     "diff": (),
     "runs": (),
     "lastRun": (),
