@@ -165,7 +165,7 @@ def _input_errors(target: _Runnable, value: Any) -> list[FieldError]:
     return errors
 
 
-async def check_input_schema(target: _Runnable, value: Any, size: int) -> None:
+async def _check_input_schema(target: _Runnable, value: Any, size: int) -> None:
     """InputErrors (INPUT_INVALID, with the path) unless the input matches every trigger's
     schema; nothing is written before this passes."""
     if not target.input_checks:
@@ -250,7 +250,7 @@ async def queue_run(
     wanted = workflow.current_version if version is None else version
     target = await _runnable_version(session, workflow.id, wanted, policy)
     _check_runnable(target)
-    await check_input_schema(target, input, size)
+    await _check_input_schema(target, input, size)
     digest = _input_hash(input)
     run = await _open_and_start(
         session,
@@ -344,7 +344,7 @@ async def born_run(
     _check_idempotency_key(idempotency_key)
     target = await _runnable_version(session, workflow_id, version, policy)
     _check_runnable(target)
-    await check_input_schema(target, input, size)
+    await _check_input_schema(target, input, size)
     plan = cached_plan(target.id)
     if plan is None:
         graph = await session.scalar(
