@@ -17,12 +17,27 @@ import click
 from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from app.db import DatabaseTarget
 
 # Everything heavier than the settings is imported where it is used: `serve` takes its port,
 # and `--version`, `-h` and `config` answer, before SQLAlchemy, Alembic or the app load.
+
+
+def _settings() -> Settings:
+    """The settings, or exit 2 saying which ones are wrong (no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            where = "".join(f"FLOWDECK_{str(part).upper()}: " for part in problem["loc"][:1])
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            click.echo(f"error: invalid setting: {where}{message}", err=True)
+        sys.exit(2)
 
 
 def _logging(settings: Settings) -> None:
@@ -114,7 +129,7 @@ def serve(host: str | None, port: int | None, no_worker: bool, processes: int) -
     """Migrate the database, then serve the API (GraphiQL at /graphql) and a worker."""
     from app.serving import PortUnavailable, bind_port
 
-    settings = get_settings()
+    settings = _settings()
     host = host or settings.host
     port = settings.port if port is None else port
     try:
@@ -201,7 +216,7 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
     """Run a worker: drive queued runs until SIGTERM/SIGINT (start as many as needed)."""
     from app.serving import PortUnavailable, bind_port, worker_port_hint
 
-    settings = get_settings()
+    settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
     if metrics_port is not None:
@@ -215,8 +230,9 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
             sys.exit(1)
     _logging(settings)
     target = _database(settings)
-    asyncio.run(_migrate(settings, target.url))
-    asyncio.run(_check_keys(settings, target.url))
+    # A worker started while the database is away waits for it (logged once).
+    asyncio.run(_when_reachable(lambda: _migrate(settings, target.url)))
+    asyncio.run(_when_reachable(lambda: _check_keys(settings, target.url)))
     started = f"Worker started (concurrency {settings.worker_concurrency})"
     if sock is not None:
         from app.serving import browser_url
@@ -232,6 +248,13 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
             from app.tracing import shutdown
 
             shutdown()
+
+
+async def _when_reachable(work: Callable[[], Awaitable[None]]) -> None:
+    """``work()``, repeated while the database is unavailable."""
+    from app.outage import ride_out
+
+    await ride_out(work)
 
 
 async def _work(settings: Settings, url: str, sock: socket.socket | None) -> None:
@@ -260,7 +283,7 @@ async def _work(settings: Settings, url: str, sock: socket.socket | None) -> Non
 @main.command()
 def migrate() -> None:
     """Apply the database migrations (under an advisory lock)."""
-    settings = get_settings()
+    settings = _settings()
     _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
@@ -273,7 +296,7 @@ def config(as_json: bool) -> None:
     """Say which database and secret key are in use, and every setting (secrets masked)."""
     from app.db import describe_database
 
-    settings = get_settings()
+    settings = _settings()
     database, key = describe_database(settings), describe_secret_key(settings)
     values = settings.masked()
     if as_json:
@@ -390,7 +413,7 @@ def secrets_rotate(prune: bool) -> None:
     )
     from app.services.secrets import key_ids_in_use, rotate
 
-    settings = get_settings()
+    settings = _settings()
     _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))
@@ -562,7 +585,7 @@ def token_revoke(email: str, token_id: str) -> None:
 
 
 def _open_database() -> tuple[Settings, DatabaseTarget]:
-    settings = get_settings()
+    settings = _settings()
     _logging(settings)
     target = _database(settings)
     asyncio.run(_migrate(settings, target.url))

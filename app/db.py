@@ -35,6 +35,8 @@ from app.settings import Settings, mask_url
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "flowdeck"
+# How long a pool keeps reconnecting a lost connection before the next request starts over.
+RECONNECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +363,9 @@ def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.Asy
         kwargs={"autocommit": True, "application_name": "flowdeck"}
         | statement_timeout_option(settings),
         timeout=settings.db_pool_timeout_seconds,
+        # After an outage the pool reconnects with doubling waits; capped like this, the
+        # next request for a connection starts over within seconds of the database's return.
+        reconnect_timeout=RECONNECT_SECONDS,
         open=False,
         name="flowdeck",
     )

@@ -145,6 +145,9 @@ def configure_logging(
     # migration run; their problems still come through (app.migrate says what was applied).
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    # psycopg's pool warns of every connection an outage breaks and every reconnection that
+    # fails: app.outage says once that the database is gone, and once that it is back.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     # Our own middleware logs each request with its id; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(

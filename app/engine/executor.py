@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +45,7 @@ from app.engine.states import LeaseLost, claim_run, end_run
 from app.engine.steps import StepResult, StepRunner
 from app.metrics import RUNS_DRIVING, run_finished
 from app.models import Run, RunEventType, RunStatus, RunStep, StepStatus, WorkflowVersion
+from app.outage import ride_out
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,10 @@ class RunDriver:
     # --- claiming ----------------------------------------------------------------------
 
     async def _claim(self) -> Claim | None:
+        # Through an outage the claim waits for the database (its transaction rolled back).
+        return await ride_out(self._claim_once)
+
+    async def _claim_once(self) -> Claim | None:
         async with self.sessions() as session, session.begin():
             run = await claim_run(
                 session,
@@ -243,10 +248,14 @@ class RunDriver:
         plan = cached_plan(version_id)
         if plan is not None:
             return plan
-        async with self.sessions() as session:
-            graph = await session.scalar(
-                select(col(WorkflowVersion.graph)).where(col(WorkflowVersion.id) == version_id)
-            )
+
+        async def read() -> Any:
+            async with self.sessions() as session:
+                return await session.scalar(
+                    select(col(WorkflowVersion.graph)).where(col(WorkflowVersion.id) == version_id)
+                )
+
+        graph = await ride_out(read)
         try:
             return build_plan(version_id, graph)
         except PlanError:
@@ -254,8 +263,12 @@ class RunDriver:
 
     async def _open_secrets(self, claim: Claim, version: int | None) -> None:
         """The workspace's secrets (as of ``version`` when known), and their redactor."""
-        async with self.sessions() as session:
-            claim.secrets = await self.secrets(session, claim.run.workspace_id, version)
+
+        async def read() -> Mapping[str, str]:
+            async with self.sessions() as session:
+                return await self.secrets(session, claim.run.workspace_id, version)
+
+        claim.secrets = await ride_out(read)
         claim.redactor = redactor_for(claim.secrets)
 
     # --- driving -----------------------------------------------------------------------
@@ -447,8 +460,12 @@ class RunDriver:
             values={"wake_at": wake_at, "lease_until": None},
         )
         await journal.flush()
-        async with self.sessions() as session, session.begin():
-            await self.resume(session, claim.run.id, wake_at)
+
+        async def queue_resume() -> None:
+            async with self.sessions() as session, session.begin():
+                await self.resume(session, claim.run.id, wake_at)
+
+        await ride_out(queue_resume)
         return "released"
 
     def _settle_open(self, claim: Claim, journal: Journal, now: datetime) -> None:
@@ -491,7 +508,7 @@ class RunDriver:
             values={"wake_at": self.now(), "lease_until": None},
         )
         try:
-            await journal.flush()
+            await journal.flush(retry=False)  # once: a stopping process does not wait
         except LeaseLost:
             return
         except Exception:  # the database may be gone too: the lease or the job recovers it

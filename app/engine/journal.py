@@ -8,6 +8,11 @@ with one NOTIFY. A statement is atomic, so a flush needs no transaction of its o
 round trip. When the fence fails (the run was cancelled or taken over since), nothing of
 the flush is written and ``LeaseLost`` is raised.
 
+A flush the database could not take (an outage, a terminated connection) keeps what it was
+to write and tries again with backoff until the database is back (``app.outage``). When
+the statement may have been applied before its answer was lost, the retry first reads the
+run back: a write that landed is not written twice (its events would be).
+
 The driver decides when to flush: before a step with an outside effect starts and right
 after it ends (its result is committed before anything that depends on it is observable),
 before it waits, and when the run ends. Steps without effects ride along with the next
@@ -43,8 +48,10 @@ from app.engine.states import (
     check_run_transition,
     check_step_transition,
 )
+from app.errors import database_unavailable
 from app.metrics import RUN_CLAIMS
 from app.models import RunEventType, RunStatus, StepStatus
+from app.outage import DATABASE, Backoff
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
@@ -70,6 +77,15 @@ class DuplicateRun(Exception):
 
 class StaleBirth(Exception):
     """A run born in memory whose precondition no longer held: nothing was written."""
+
+
+class _Unanswered(Exception):
+    """A flush's statement failed once sent: it may have been applied all the same."""
+
+    def __init__(self, error: Exception, events: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.events = events
 
 
 @dataclass(slots=True)
@@ -134,6 +150,8 @@ class Journal:
         self.dirty: dict[str, None] = {}
         self.events: list[Event] = []
         self.flushes = 0
+        # The run's last event seq as the last flush left it (None until one did).
+        self.seq: int | None = None
         # Flushes go one at a time, in the order their changes were noted (their seqs).
         self._lock = asyncio.Lock()
         # Set once the run's row exists (at once for a run that was queued already).
@@ -211,31 +229,105 @@ class Journal:
             )
         )
 
-    async def flush(self) -> None:
+    async def flush(self, *, retry: bool = True) -> None:
         """Write everything noted, in one statement; LeaseLost when the fence fails.
 
-        What is noted while the statement runs waits for the next flush.
+        What is noted while the statement runs waits for the next flush. While the database
+        is unavailable the flush waits and tries again (``retry``), or raises with everything
+        kept for the next flush.
         """
         async with self._lock:
-            if not self.pending:
-                return
-            statement, params, inserting = self._statement()
-            # Only a claim sets the attempt: here, a run this process queued (or was born).
-            claims = "attempt" in self.run_values
-            fence = int(self.run_values.get("attempt", self.fence))
-            self.run_values, self.dirty, self.events, self.birth = {}, {}, [], None
-            async with self.pool.connection() as conn:
-                row = await (await conn.execute(statement, params)).fetchone()
-            if row is None:
-                if inserting:
-                    raise DuplicateRun(str(params["key"]))
-                raise LeaseLost(f"run {self.run_id} is no longer held by claim {self.fence}")
-            if row[0] is None:
-                raise StaleBirth(str(self.run_id))
-            self.fence = fence
-            self.flushes += 1
-            self.written.set()
-            if claims:
+            backoff = Backoff()
+            # Events of a try whose answer was lost: it may have been applied.
+            unanswered: int | None = None
+            while self.pending:
+                try:
+                    async with self.pool.connection() as conn:
+                        if unanswered is not None:
+                            await self._settle(conn, unanswered)
+                            unanswered = None
+                        if self.pending:
+                            await self._write(conn)
+                except _Unanswered as failure:
+                    unanswered, error = failure.events, failure.error
+                except Exception as failure:
+                    error = failure
+                else:
+                    DATABASE.succeeded()
+                    return
+                # A run born here and not yet written was not accepted: its caller answers
+                # (503) rather than wait for the database.
+                if not (retry and self.written.is_set() and database_unavailable(error)):
+                    raise error
+                DATABASE.failed(error)
+                await asyncio.sleep(backoff.next())
+
+    async def _write(self, conn: AsyncConnection[Any]) -> None:
+        """One try of the flush; on a failure, what it was to write is noted again."""
+        statement, params, inserting = self._statement()
+        # Only a claim sets the attempt: here, a run this process queued (or was born).
+        claims = "attempt" in self.run_values
+        fence = int(self.run_values.get("attempt", self.fence))
+        taken = (self.run_values, self.dirty, self.events, self.birth)
+        self.run_values, self.dirty, self.events, self.birth = {}, {}, [], None
+        try:
+            row = await (await conn.execute(statement, params)).fetchone()
+        except Exception as error:
+            self._keep(*taken)
+            raise _Unanswered(error, len(taken[2])) from error
+        if row is None:
+            if inserting:
+                raise DuplicateRun(str(params["key"]))
+            raise LeaseLost(f"run {self.run_id} is no longer held by claim {self.fence}")
+        if row[0] is None:
+            raise StaleBirth(str(self.run_id))
+        self._written(fence, int(row[0]))
+        if claims:
+            RUN_CLAIMS.labels("inline").inc()
+
+    def _written(self, fence: int, seq: int) -> None:
+        self.fence = fence
+        self.seq = seq
+        self.flushes += 1
+        self.written.set()
+
+    def _keep(
+        self,
+        run_values: dict[str, Any],
+        dirty: dict[str, None],
+        events: list[Event],
+        birth: Birth | None,
+    ) -> None:
+        """Note again, before what was noted since, the changes of a flush that failed."""
+        self.run_values = {**run_values, **self.run_values}
+        self.dirty = {**dirty, **self.dirty}
+        self.events = [*events, *self.events]
+        self.birth = birth
+
+    async def _settle(self, conn: AsyncConnection[Any], events: int) -> None:
+        """Find out whether a try whose answer was lost was applied (the run reads as it
+        would have left it); if so, its first ``events`` events are not written again."""
+        cursor = await conn.execute(
+            "SELECT attempt, last_event_seq FROM runs WHERE id = %s", (self.run_id,)
+        )
+        found = await cursor.fetchone()
+        if found is None:
+            return  # an insert that was not applied
+        attempt, seq = int(found[0]), int(found[1])
+        fence = int(self.run_values.get("attempt", self.fence))
+        if self.birth is not None:
+            landed = True  # the run's id is new: only this journal inserts it
+        elif self.seq is not None:
+            landed = attempt == fence and seq == self.seq + events
+        else:
+            # Before a first answer the seq is unknown; a write that moved the attempt (the
+            # first claim, made here under a lease) is known by that attempt.
+            landed = fence != self.fence and attempt == fence
+        if landed:
+            self.birth = None
+            self.events = self.events[events:]
+            self._written(fence, seq)
+            if self.run_values.pop("attempt", None) is not None:
                 RUN_CLAIMS.labels("inline").inc()
 
     def _statement(self) -> tuple[str, dict[str, Any], bool]:

@@ -26,6 +26,7 @@ from app.engine.executor import NewRun, RunDriver, RunEnd
 from app.engine.journal import DuplicateRun, StaleBirth
 from app.engine.plan import RunPlan
 from app.models import Run
+from app.outage import every, ride_out
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -175,16 +176,19 @@ class InlineRuns:
                 await self._renewer
 
     async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            ids = list(self._tasks)
-            if not ids:
-                continue
-            try:
-                async with self.worker.sessions() as session, session.begin():
-                    await session.execute(RENEW, {"seconds": self.lease_seconds, "ids": ids})
-            except Exception:  # the database may be restarting: the next round tries again
-                log.warning("could not renew the leases of runs driven here", exc_info=True)
+        await every(self.lease_seconds / 3, self._renew, "renewing the leases of runs", logger=log)
+
+    async def _renew(self) -> None:
+        ids = list(self._tasks)
+        if not ids:
+            return
+        # Through an outage, renewed the moment the database is back (a worker waits a
+        # while after an outage before it takes runs whose lease ran out meanwhile).
+        await ride_out(lambda: self._renew_once(ids))
+
+    async def _renew_once(self, ids: list[uuid.UUID]) -> None:
+        async with self.worker.sessions() as session, session.begin():
+            await session.execute(RENEW, {"seconds": self.lease_seconds, "ids": ids})
 
 
 def _listen_once(

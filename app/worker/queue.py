@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import procrastinate
 import psycopg
+from procrastinate.connector import Notify
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.db import libpq_url
+from app.db import RECONNECT_SECONDS, libpq_url
 from app.engine.executor import RunDriver
 from app.engine.states import MAX_CRASHES
+from app.errors import database_unavailable
 from app.models import Run
+from app.outage import DATABASE, Backoff, ride_out
 from app.worker.context import WorkerContext
 from app.worker.inline import InlineRuns
 
@@ -24,6 +29,60 @@ log = logging.getLogger(__name__)
 
 DRIVE_TASK = "flowdeck.drive_run"
 RUNS_QUEUE = "runs"
+# How long a request for a pool connection waits (then tries again: see SteadyConnector).
+POOL_WAIT_SECONDS = 5.0
+
+# The ids of the jobs this process is driving now (a job the database says it holds but
+# that is not here was lost between its fetch and its answer: see app.worker.runner).
+DRIVING: set[int] = set()
+
+
+class SteadyConnector(procrastinate.PsycopgConnector):
+    """procrastinate's connector, riding out database outages.
+
+    The queries a worker runs on its own (fetching jobs, heartbeats, finishing jobs, the
+    maintenance queries) wait for the database to come back instead of raising, and so
+    does listening for new jobs; procrastinate's worker never sees an outage. Queries run
+    on a caller's connection (deferring a job in a transaction) are the caller's to retry.
+    """
+
+    async def open_async(self, pool: Any = None) -> None:
+        """Open the pool, waiting for the database when it is away."""
+        await ride_out(lambda: self._open_once(pool))
+
+    async def _open_once(self, pool: Any) -> None:
+        try:
+            await super().open_async(pool)
+        except Exception:
+            # Forget a pool that could not connect, so that the next try makes another.
+            if self._async_pool is not None and not self._pool_externally_set:
+                await self._async_pool.close()
+            self._async_pool = None
+            raise
+
+    async def execute_query_async(self, query: Any, **arguments: Any) -> None:
+        run = super().execute_query_async
+        await ride_out(lambda: run(query, **arguments))
+
+    async def execute_query_one_async(self, query: Any, **arguments: Any) -> dict[str, Any]:
+        run = super().execute_query_one_async
+        return await ride_out(lambda: run(query, **arguments))
+
+    async def execute_query_all_async(self, query: Any, **arguments: Any) -> list[dict[str, Any]]:
+        run = super().execute_query_all_async
+        return await ride_out(lambda: run(query, **arguments))
+
+    async def listen_notify(self, on_notification: Notify, channels: Iterable[str]) -> None:
+        listen = super().listen_notify
+        backoff = Backoff()
+        while True:  # returns only by cancellation, like procrastinate's own
+            try:
+                await listen(on_notification=on_notification, channels=channels)
+            except Exception as error:
+                if not database_unavailable(error):
+                    raise
+                DATABASE.failed(error)
+                await asyncio.sleep(backoff.next())
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
@@ -100,14 +159,24 @@ async def drive_run_task(context: procrastinate.JobContext, run_id: str) -> None
         job_id=context.job.id,
         secrets=worker.secrets,
     )
-    outcome = await driver.drive()
+    job_id = context.job.id
+    if job_id is not None:
+        DRIVING.add(job_id)
+    try:
+        outcome = await driver.drive()
+    finally:
+        DRIVING.discard(job_id or 0)
     log.info("run driven", extra={"run_id": run_id, "outcome": outcome})
 
 
 def build_queue(url: str, *, max_connections: int = 10) -> ProcrastinateRunQueue:
     """The run queue over the database at ``url``, with Flowdeck's task registered."""
-    connector = procrastinate.PsycopgConnector(
-        conninfo=libpq_url(url), min_size=1, max_size=max_connections
+    connector = SteadyConnector(
+        conninfo=libpq_url(url),
+        min_size=1,
+        max_size=max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        reconnect_timeout=RECONNECT_SECONDS,
     )
     app = procrastinate.App(connector=connector)
     # An unexpected error re-drives the run a few times (each counts against its crash limit,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app import tracing
+from app.errors import database_unavailable
 from app.metrics import SCHEDULE_FIRES, SCHEDULE_LAG
 from app.models import FireOutcome, utcnow
 from app.services.schedules import Fired, due_schedules, fire_due
@@ -74,7 +75,9 @@ async def tick(worker: WorkerContext, *, now: datetime | None = None) -> TickRes
             try:
                 with tracing.span("schedule fire", {"flowdeck.workflow.id": str(workflow_id)}):
                     fired = await _fire(worker, workflow_id, now)
-            except Exception:  # one broken schedule must not stop the others
+            except Exception as error:  # one broken schedule must not stop the others
+                if database_unavailable(error):
+                    raise  # nor can any other fire now: the loop tries again
                 log.exception("schedule fire failed", extra={"workflow_id": str(workflow_id)})
                 result.errors += 1
                 continue

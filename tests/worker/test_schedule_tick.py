@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from sqlalchemy import text
 
 from app.db import create_engine
 from app.models import FireOutcome, ScheduleOverlap, Workflow
+from app.outage import DatabaseWatch
 from app.runtime import Runtime
 from app.services.schedules import Fired, fire_schedule, upcoming
 from app.settings import Settings
@@ -753,30 +753,45 @@ async def test_the_workers_schedule_loop_fires_a_due_schedule(
     )
 
 
-async def test_the_schedule_loop_outlives_database_errors_and_stops_when_cancelled(
+async def test_the_schedule_loop_outlives_database_errors_logs_the_outage_once_and_stops_when_cancelled(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # A "database" that accepts each connection and hangs up at once, counting them
+    attempts = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     url = f"postgresql://postgres@127.0.0.1:{port}/nowhere"
     quick = settings.model_copy(update={"schedule_tick_seconds": 0.05})
     engine = create_engine(url, quick)
     runtime = Runtime.build(quick, engine, url)
+    watch = DatabaseWatch()
 
-    with caplog.at_level(logging.WARNING, logger="app.worker.runner"):
-        task = asyncio.create_task(schedule_loop(runtime))
-        await asyncio.sleep(1)
+    with caplog.at_level(logging.INFO):
+        task = asyncio.create_task(schedule_loop(runtime, watch=watch))
+        await asyncio.sleep(1.5)
         still_running = not task.done()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     await engine.dispose()
+    server.close()
 
-    failures = [r for r in caplog.records if r.getMessage() == "schedule tick failed"]
     assert still_running
     assert task.cancelled()
-    assert len(failures) >= 2  # it kept trying
-    assert {type(r.exc_info[1]).__name__ for r in failures if r.exc_info} == {"OperationalError"}
+    assert attempts >= 3  # it kept trying, backing off (a tick every 0.05 s would be ~30)
+    assert attempts <= 12
+    # One line for the outage, with the error's class and no driver text; none per failure
+    shown = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.getMessage(), r.error_class) for r in shown] == [  # type: ignore[attr-defined]
+        ("app.outage", "database unreachable", "OperationalError")
+    ]
+    assert shown[0].exc_info is None
+    assert watch.reachable is False
 
 
 async def test_a_late_fire_observes_how_late_it_was(factory: Factory, runtime: Runtime) -> None:
