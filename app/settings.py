@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A worker is judged stalled after at least this many heartbeat intervals of silence.
+STALLED_HEARTBEATS = 3
 
 
 class Environment(StrEnum):
@@ -139,7 +142,11 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often a worker says it is alive."
     )
     worker_stalled_seconds: float = Field(
-        10.0, gt=0, description="Silence after which a worker's runs go to another worker."
+        10.0,
+        gt=0,
+        description="Silence after which a worker's runs go to another worker; at least "
+        "three heartbeats (FLOWDECK_WORKER_HEARTBEAT_SECONDS), so a live worker is not judged "
+        "stalled for one late heartbeat.",
     )
     run_timeout_seconds: int = Field(
         3600, ge=1, description="Longest a run may take before it ends FAILED."
@@ -155,7 +162,8 @@ class Settings(BaseSettings):
         15.0,
         ge=1,
         description="How long a run driven where it was queued stays its process's without a "
-        "renewal (renewed every third of it); a process gone longer loses it to a worker.",
+        "renewal (renewed every third of it, so two renewals may be late or lost before it "
+        "runs out); a process gone longer loses it to a worker.",
     )
     max_run_input_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest run input, in bytes of compact JSON."
@@ -273,6 +281,20 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # An empty variable (as compose passes an unset one) means no key was given.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _liveness_margins(self) -> Settings:
+        # A heartbeat is late now and then (a busy machine, a slow statement): a live worker
+        # whose runs went to another worker would see its steps with effects run twice.
+        floor = STALLED_HEARTBEATS * self.worker_heartbeat_seconds
+        if self.worker_stalled_seconds < floor:
+            raise ValueError(
+                f"FLOWDECK_WORKER_STALLED_SECONDS ({self.worker_stalled_seconds:g}) must be at "
+                f"least {STALLED_HEARTBEATS} times FLOWDECK_WORKER_HEARTBEAT_SECONDS "
+                f"({self.worker_heartbeat_seconds:g}), that is at least {floor:g}: raise it, or "
+                "send heartbeats more often."
+            )
+        return self
 
     @property
     def development(self) -> bool:

@@ -53,6 +53,32 @@ def test_every_command_takes_h(path: tuple[str, ...]) -> None:
     assert "  -h, --help" in result.output
 
 
+def test_a_stall_threshold_under_three_heartbeats_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    # given a worker told to judge others stalled after less than three heartbeats
+    env = clean_env(
+        FLOWDECK_DATA_DIR=str(tmp_path),
+        FLOWDECK_WORKER_HEARTBEAT_SECONDS="2",
+        FLOWDECK_WORKER_STALLED_SECONDS="5",
+    )
+    # when it starts (and serve, whose embedded worker has the same settings)
+    for command in ("worker", "serve"):
+        done = run(env, command, timeout=30)
+        # then it exits 2 saying why, starts no database, and shows no traceback
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == (
+            "error: invalid setting: FLOWDECK_WORKER_STALLED_SECONDS (5) must be at least 3 "
+            "times FLOWDECK_WORKER_HEARTBEAT_SECONDS (2), that is at least 6: raise it, or "
+            "send heartbeats more often.\n"
+        )
+    assert list(tmp_path.iterdir()) == []
+    # and at three heartbeats the settings are accepted
+    accepted = run({**env, "FLOWDECK_WORKER_STALLED_SECONDS": "6"}, "config", "--json")
+    assert accepted.returncode == 0, accepted.stderr
+    assert json.loads(accepted.stdout)["settings"]["worker_stalled_seconds"] == 6
+
+
 def test_the_role_choices_are_the_roles() -> None:
     assert isinstance(ROLE, click.Choice)
     assert list(ROLE.choices) == [role.value for role in Role]

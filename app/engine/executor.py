@@ -59,6 +59,12 @@ Clock = Callable[[], datetime]
 STARTED = RunEventType.RUN_STARTED
 
 
+async def _compiled(version_id: uuid.UUID, graph: Any) -> RunPlan:
+    """A version's plan, compiled in a thread: a large graph's expressions take a second,
+    which on the event loop would hold the worker's heartbeats (and every other run)."""
+    return await asyncio.to_thread(build_plan, version_id, graph)
+
+
 def utc_now() -> datetime:
     """The current time in UTC (the driver's default clock)."""
     return datetime.now(UTC)
@@ -222,7 +228,7 @@ class RunDriver:
             select(col(WorkflowVersion.graph)).where(col(WorkflowVersion.id) == run.version_id)
         )
         try:
-            plan = build_plan(run.version_id, graph)
+            plan = cached_plan(run.version_id) or await _compiled(run.version_id, graph)
         except PlanError as error:
             await end_run(
                 session,
@@ -257,7 +263,7 @@ class RunDriver:
 
         graph = await ride_out(read)
         try:
-            return build_plan(version_id, graph)
+            return await _compiled(version_id, graph)
         except PlanError:
             return None
 
@@ -345,6 +351,9 @@ class RunDriver:
                         if node.inline:
                             self._settled(await runner.run(node), running)
                             progressed = True
+                            # A pure node may never wait on anything: let the loop have its
+                            # turn (heartbeats, requests) between them, not after hundreds.
+                            await asyncio.sleep(0)
                         else:
                             running[asyncio.create_task(runner.run(node))] = node_id
                 if progressed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -350,7 +351,8 @@ async def born_run(
         graph = await session.scalar(
             select(col(WorkflowVersion.graph)).where(col(WorkflowVersion.id) == target.id)
         )
-        plan = build_plan(target.id, graph)
+        # Compiling a large graph's expressions takes a second: off the event loop.
+        plan = await asyncio.to_thread(build_plan, target.id, graph)
     birth = Birth(
         workspace_id=workspace_id,
         workflow_id=workflow_id,
