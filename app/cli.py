@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,29 @@ def _logging(settings: Settings) -> None:
     from app.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json, production=not settings.development)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """Processes sharing a port share their metrics: each writes them into a directory that a
+    scrape of any of them reads whole (prometheus_client's multiprocess mode; one made for
+    this run unless PROMETHEUS_MULTIPROC_DIR names one)."""
+    import os
+    import shutil
+    import tempfile
+
+    from app.metrics import MULTIPROCESS_DIR
+
+    if os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="flowdeck-metrics-")
+    os.environ[MULTIPROCESS_DIR] = directory  # read by the processes as they start
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _tracing(service: str) -> bool:
@@ -173,7 +197,8 @@ def serve(host: str | None, port: int | None, no_worker: bool, processes: int) -
         )
         # The supervisor stops its processes on SIGTERM/SIGINT and returns: the exit handlers
         # run (the embedded PostgreSQL stops with its last user).
-        FlowdeckProcesses(config, [sock], on_ready=ready).run()
+        with _shared_metrics():
+            FlowdeckProcesses(config, [sock], on_ready=ready).run()
         return
     app = create_app(
         settings, create_engine(target.url, settings), target.url, embedded_worker=not no_worker

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,6 +111,7 @@ RUN_RESUMES = Counter(
 RUNS_DRIVING = Gauge(
     "flowdeck_runs_driving",
     "Runs this process is driving now.",
+    multiprocess_mode="livesum",
 )
 
 # --- webhooks and subscriptions ---------------------------------------------------------
@@ -123,10 +126,12 @@ SUBSCRIPTIONS = Gauge(
     "flowdeck_subscriptions_active",
     "GraphQL subscriptions open in this process, by field (runProgress, workflowRuns).",
     ["field"],
+    multiprocess_mode="livesum",
 )
 WEBSOCKETS = Gauge(
     "flowdeck_websocket_connections",
     "GraphQL WebSocket connections open in this process.",
+    multiprocess_mode="livesum",
 )
 
 QUEUE_READ_ERRORS = Counter(
@@ -134,6 +139,27 @@ QUEUE_READ_ERRORS = Counter(
     "Scrapes of /metrics that could not read the queue from the database in time (the "
     "queue gauges are then left out).",
 )
+
+# Set (by `flowdeck serve --processes N`) for processes that share a port: each writes its
+# values into files there, and a scrape of any of them sums every process's.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """This process's metrics in the text format, or all the port's processes' together."""
+    directory = os.environ.get(MULTIPROCESS_DIR)
+    if not directory:
+        return generate_latest()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def process_stopped() -> None:
+    """A process sharing the port stops: its live gauges stop counting (counters stay)."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
 
 # A stall this long is logged: something ran on the loop that should not have.
 BLOCKED_LOOP_SECONDS = 0.5

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from app.db import libpq_url
 from app.errors import database_error_summary
-from app.metrics import QUEUE_READ_ERRORS
+from app.metrics import QUEUE_READ_ERRORS, exposition
 from app.migrate import head_revision
 from app.runtime import Runtime
 
@@ -85,7 +85,7 @@ async def metrics(request: Request) -> Response:
     the queue (read from the database now) and the connection pools."""
     runtime: Runtime = request.app.state.runtime
     families = [*await queue_families(runtime), *pool_families(runtime)]
-    body = generate_latest() + generate_latest(_Families(families))
+    body = exposition() + generate_latest(_Families(families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -10,6 +10,7 @@ its own app (``process_app``) over the database the parent resolved and migrated
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import os
@@ -209,8 +210,14 @@ def process_app() -> Starlette:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json, production=not settings.development)
+    from app import tracing
+    from app.metrics import process_stopped
+
     url = os.environ[PROCESS_URL_ENV]
     worker = os.environ.get(PROCESS_WORKER_ENV) == "1"
+    if tracing.configure("flowdeck" if worker else "flowdeck-api"):
+        atexit.register(tracing.shutdown)
+    atexit.register(process_stopped)
     return create_app(settings, create_engine(url, settings), url, embedded_worker=worker)
 
 

@@ -9,9 +9,11 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -568,3 +570,66 @@ async def test_open_subscriptions_and_sockets_are_gauged_while_they_last(
         delta(idle, closed, "flowdeck_graphql_operations_total", type="subscription", outcome="ok")
         == 1
     )
+
+
+def finished_in_files(directory: Path) -> dict[str, float]:
+    """Runs counted SUCCEEDED in each process's counter file of a multiprocess directory."""
+    counted = {}
+    for path in directory.glob("counter_*.db"):
+        values = MmapedDict.read_all_values_from_file(str(path))
+        counted[path.name] = sum(
+            count
+            for key, count, *_ in values
+            if '"flowdeck_runs_finished_total"' in key and '"SUCCEEDED"' in key
+        )
+    return counted
+
+
+async def test_api_processes_sharing_a_port_answer_every_scrape_with_their_sum(
+    factory: Factory, database_url: str, tmp_path: Path
+) -> None:
+    # Runs driven where they were queued: each in whichever process took the request. The
+    # processes' files go where the test can read them (else a directory made for the run).
+    shared = Processes(database_url, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    port = free_port()
+    shared._spawn("serve", "--no-worker", "--processes", "2", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base)
+        owner = await factory.owner()
+        chain = await create_workflow(factory, owner, CHAIN)
+        for n in range(12):  # a connection each: the kernel spreads them over both processes
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                remote = Factory(factory.engine, client)
+                assert (await execute(remote, owner, chain, {"n": n}))["userErrors"] == []
+        await finished(factory, 12)
+        scrapes = [scrape_url(base) for _ in range(6)]
+    finally:
+        shared.stop_all()
+
+    # Each process counted its own runs...
+    finished_by_process = finished_in_files(tmp_path)
+    # (the supervisor's own file counts none)
+    assert len([count for count in finished_by_process.values() if count]) == 2
+    assert sum(finished_by_process.values()) == 12
+    # ... and every scrape, whichever process answers it, says the sum.
+    for samples in scrapes:
+        assert (
+            value(samples, "flowdeck_runs_finished_total", status="SUCCEEDED", trigger="MANUAL")
+            == 12
+        )
+        assert value(samples, "flowdeck_run_claims_total", path="inline") == 12
+        assert (
+            value(
+                samples,
+                "flowdeck_step_duration_seconds_count",
+                node_type="trigger",
+                status="SUCCEEDED",
+            )
+            == 12
+        )
+        assert (
+            value(samples, "flowdeck_graphql_operations_total", type="mutation", outcome="ok") == 12
+        )
+        assert value(samples, "flowdeck_runs_driving") == 0
+        assert value(samples, "flowdeck_queue_depth") == 0
