@@ -1,5 +1,5 @@
 """Operator endpoints: /healthz (process up), /readyz (database and migrations), /metrics;
-a worker serves /healthz and /metrics on a port of its own (``endpoints_app``)."""
+a worker serves /healthz, /readyz and /metrics on a port of its own (``endpoints_app``)."""
 
 from __future__ import annotations
 
@@ -167,7 +167,9 @@ def pool_families(runtime: Runtime) -> list[Metric]:
 
 
 def endpoints_app(runtime: Runtime) -> Starlette:
-    """/healthz and /metrics alone, over a runtime: what a worker process serves."""
-    app = Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+    """/healthz, /readyz and /metrics, over a runtime: what a worker process serves."""
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    )
     app.state.runtime = runtime
     return app

@@ -3,8 +3,9 @@
 Two `flowdeck worker` processes and a `flowdeck serve --no-worker` that drives two runs
 itself (the rest go to the workers) run over a database of their own (tests/faults.py).
 Runs are queued before the fault and during it; every backend of the database is
-terminated every 0.4 s for 10 s, then it refuses connections for 4 s. A stub upstream
-records each call of the runs' side-effecting step with its Idempotency-Key.
+terminated every 0.4 s for 10 s, then it refuses connections for 4 s (a worker's /readyz
+says so within a second, and that it is back). A stub upstream records each call of the
+runs' side-effecting step with its Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from app.db import create_engine
 from app.settings import Settings
 from schema.ids import decode_id
 from tests.factories import Account, Factory
-from tests.faults import FaultyDatabase, FlowdeckProcess
+from tests.faults import FaultyDatabase, FlowdeckProcess, free_port
 from tests.runs import RUN_FIELDS, create_workflow, flow, node, steps_by_node
 from tests.servers import LocalHTTP
 
@@ -52,7 +53,8 @@ def stack(
     with FaultyDatabase.scratch(server_url) as database:
         # Started together (the first to migrate holds the others at its advisory lock)
         workers = [
-            FlowdeckProcess.worker(database.url, tmp_path, **LIVENESS).start() for _ in range(2)
+            FlowdeckProcess.worker(database.url, tmp_path, **LIVENESS, **ports).start()
+            for ports in ({"worker_metrics_port": str(free_port())}, {})
         ]
         api = FlowdeckProcess.api(database.url, tmp_path, inline_runs="2", **LIVENESS).start()
         try:
@@ -105,6 +107,18 @@ async def read_when_available(factory: Factory, owner: Account, run_id: str) -> 
         await asyncio.sleep(0.2)
 
 
+async def readiness_within(worker: FlowdeckProcess, status: int, *, seconds: float) -> bool:
+    """Whether the worker's /readyz answers ``status`` within ``seconds``."""
+    port = worker.env["FLOWDECK_WORKER_METRICS_PORT"]
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+        while time.monotonic() < deadline:
+            if (await client.get("/readyz")).status_code == status:
+                return True
+            await asyncio.sleep(0.05)
+    return False
+
+
 async def wait_until_running(processes: list[FlowdeckProcess]) -> None:
     deadline = time.monotonic() + 60
     for process in processes:
@@ -116,7 +130,12 @@ async def wait_until_running(processes: list[FlowdeckProcess]) -> None:
 
 
 def outage_lines(process: FlowdeckProcess) -> list[str]:
-    return [line["event"] for line in process.log_lines() if line.get("event") in OUTAGE_LINES]
+    """What the process's DatabaseWatch logged (/readyz notes its own changes apart)."""
+    return [
+        line["event"]
+        for line in process.log_lines()
+        if line.get("logger") == "app.outage" and line.get("event") in OUTAGE_LINES
+    ]
 
 
 async def test_workers_and_the_api_ride_out_an_outage_and_every_accepted_run_ends_once(
@@ -142,7 +161,10 @@ async def test_workers_and_the_api_ride_out_an_outage_and_every_accepted_run_end
             await asyncio.sleep(1.5)
         await asyncio.sleep(2.5)
     with database.down():
-        await asyncio.sleep(4)
+        # (the first worker says it is not ready within a second: /readyz asks afresh)
+        not_ready = await readiness_within(workers[0], 503, seconds=1)
+        await asyncio.sleep(3)
+    ready_again = await readiness_within(workers[0], 200, seconds=1)
 
     # Then every accepted run ends SUCCEEDED, within seconds of the database's return
     deadline = time.monotonic() + 40
@@ -179,6 +201,7 @@ async def test_workers_and_the_api_ride_out_an_outage_and_every_accepted_run_end
     # ... and the side effect was called once per run, with the run's Idempotency-Key
     keys = Counter(hit.headers.get("idempotency-key") for hit in upstream.hits)
     assert keys == Counter({f"{run_id}:call": 1 for run_id in ids})
+    assert (not_ready, ready_again) == (True, True)
     # And every process is alive, said once that the database went and once that it came
     # back (or nothing, if it had no work then), and logged no driver text at INFO or above
     for process in (api, *workers):
