@@ -30,7 +30,9 @@ T = TypeVar("T")
 
 DATABASE_REACHABLE = Gauge(
     "flowdeck_database_reachable",
-    "1 while this process reaches its database (its last database work succeeded), else 0.",
+    "1 while this process reaches its database (its last database work succeeded), else 0; "
+    "the processes of one serve --processes port: 0 when any of them does not.",
+    multiprocess_mode="livemin",
 )
 DATABASE_REACHABLE.set(1)
 
