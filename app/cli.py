@@ -264,6 +264,10 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
 
         port = sock.getsockname()[1]
         started += f"; /metrics and /healthz at {browser_url(settings.host, port)}"
+    # Until the worker's own handlers are in place (it stops gracefully from then on), a
+    # SIGTERM/SIGINT stops the start-up cleanly instead of killing the process.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     click.echo(f"{started}.", err=True)
     traced = _tracing("flowdeck-worker")
     try:
