@@ -71,6 +71,9 @@ class Runtime(WorkerContext):
     async def opened(self) -> AsyncIterator[Runtime]:
         """The runtime with its connections open: the pool and the job queue's."""
         await self.pool.open()
+        # Back from an outage, the pool's idle connections are checked (dead ones replaced)
+        # before a request is handed one.
+        self.hub.on_reconnected = self.pool.check
         try:
             async with self.jobs.open_async():
                 inline = self.inline

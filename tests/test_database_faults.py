@@ -163,11 +163,14 @@ async def test_an_unreachable_database_is_503_with_a_request_id_on_every_path(
     signed_in = await connect(ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
     await signed_in.send(json.dumps({"type": "connection_init", "payload": {"token": owner.token}}))
     assert json.loads(await signed_in.recv()) == {"type": "connection_ack"}
+    # ... and a user whose token this API process has not seen yet: signing it in needs the
+    # database (a token the process has seen is signed in from its cache, FLOWDECK_TOKEN_CACHE_SECONDS)
+    newcomer = await on_faulty.owner("newcomer")
     before = await counts(on_faulty, owner)
     client = on_faulty.client
     # When the database refuses connections and every backend is gone
     with faulty.down():
-        viewer = await gql(client, owner.token, VIEWER)
+        viewer = await gql(client, newcomer.token, VIEWER)
         executed = await gql(client, owner.token, EXECUTE, {"i": {"workflowId": workflow_id}})
         delivered = await client.post(hook, json={"a": 1})
         ready = await client.get("/readyz")
@@ -184,7 +187,7 @@ async def test_an_unreachable_database_is_503_with_a_request_id_on_every_path(
         subscribed = json.loads(await asyncio.wait_for(signed_in.recv(), 10))
         async with connect(ws_url, subprotocols=["graphql-transport-ws"]) as fresh:  # type: ignore[list-item]
             await fresh.send(
-                json.dumps({"type": "connection_init", "payload": {"token": owner.token}})
+                json.dumps({"type": "connection_init", "payload": {"token": newcomer.token}})
             )
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(fresh.recv(), 10)

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -79,6 +79,9 @@ class EventHub:
         # Told of every run event's (run id, type): runs driven in this process stop on a
         # cancel.
         self.on_run_event: Callable[[uuid.UUID, str], None] | None = None
+        # Awaited when the listener is back after losing its connection: an outage (or a
+        # restart) that killed it has likely killed the idle pooled connections too.
+        self.on_reconnected: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Start listening in the background."""
@@ -161,6 +164,14 @@ class EventHub:
             # Quiet for a while: make sure the connection is still alive.
             await conn.execute("SELECT 1")
 
+    async def _reconnected(self) -> None:
+        if self.on_reconnected is None:
+            return
+        try:
+            await self.on_reconnected()
+        except Exception as error:  # the database went again: the next reconnect tries again
+            log_database_unavailable(log, "could not check the pooled connections", error)
+
     async def _listen_forever(self) -> None:
         failures = 0
         while True:
@@ -173,6 +184,7 @@ class EventHub:
                     self.connected.set()
                     if failures:
                         log.info("event listener reconnected", extra={"attempts": failures})
+                        await self._reconnected()
                     if failures or self.reconnects:
                         self._wake_everyone()
                     failures = 0
