@@ -51,6 +51,7 @@ def _params(body: Any, output: Any, nodes: int) -> dict[str, Any]:
         "input_hash": hashlib.sha256(orjson.dumps(body)).hexdigest(),
         "key": None,
         "created_by": None,
+        "traceparent": None,
         "channel": "flowdeck_run_events",
         "notify_type": "RUN_SUCCEEDED",
         "attempt": 1,
