@@ -107,7 +107,13 @@ class Process:
         return "".join(self.seen)
 
     def kill(self) -> None:
+        """After a failed test: SIGKILL the process and every process it started (a
+        ``serve --processes`` child would otherwise outlive it, orphaned)."""
         if self.process.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(self.process.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
             self.process.kill()
             self.process.wait(timeout=10)
 
