@@ -119,6 +119,26 @@ async def app(
         yield application
 
 
+@pytest.fixture
+async def inline_app(
+    settings: Settings, engine: AsyncEngine, database_url: str
+) -> AsyncIterator[Starlette]:
+    """An API app that drives the runs it queues itself (8 at once), as `serve` does."""
+    application = create_app(
+        settings.model_copy(update={"inline_runs": 8}), engine, database_url, own_engine=False
+    )
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def here(inline_app: Starlette, engine: AsyncEngine) -> AsyncIterator[Factory]:
+    """A factory whose GraphQL and webhook calls go to ``inline_app``."""
+    transport = httpx.ASGITransport(app=inline_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+        yield Factory(engine, c)
+
+
 @pytest.fixture(scope="session")
 async def wired_app(
     settings: Settings, engine: AsyncEngine, database_url: str

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +15,9 @@ import httpx
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.main import create_app
-from app.settings import Settings
 from tests.factories import Factory
 from tests.live import progress
 from tests.processes import Processes, free_port
@@ -77,25 +73,6 @@ async def finished(factory: Factory, count: int, timeout: float = 20) -> None:
 
 
 # --- runs driven in the API process -------------------------------------------------------
-
-
-@pytest.fixture
-async def inline_app(
-    settings: Settings, engine: AsyncEngine, database_url: str
-) -> AsyncIterator[Starlette]:
-    """An API app that drives the runs it queues (and no worker anywhere)."""
-    application = create_app(
-        settings.model_copy(update={"inline_runs": 8}), engine, database_url, own_engine=False
-    )
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def here(inline_app: Starlette, engine: AsyncEngine) -> AsyncIterator[Factory]:
-    transport = httpx.ASGITransport(app=inline_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
-        yield Factory(engine, c)
 
 
 @pytest.fixture

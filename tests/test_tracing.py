@@ -11,25 +11,20 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import tracing
-from app.main import create_app
-from app.settings import Settings
 from schema.ids import decode_id
 from tests.factories import Factory
 from tests.processes import Processes
@@ -222,24 +217,6 @@ async def test_one_run_is_one_trace_from_the_operation_to_each_step_across_proce
 
 
 # --- runs driven in the API process -------------------------------------------------------
-
-
-@pytest.fixture
-async def inline_app(
-    settings: Settings, engine: AsyncEngine, database_url: str
-) -> AsyncIterator[Starlette]:
-    application = create_app(
-        settings.model_copy(update={"inline_runs": 8}), engine, database_url, own_engine=False
-    )
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def here(inline_app: Starlette, engine: AsyncEngine) -> AsyncIterator[Factory]:
-    transport = httpx.ASGITransport(app=inline_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
-        yield Factory(engine, c)
 
 
 async def test_a_webhook_delivery_its_run_and_steps_are_one_trace(

@@ -9,11 +9,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
-from app.main import create_app
-from app.settings import Settings
 from tests.factories import Factory
 from tests.runs import flow, node, wait_for
 from tests.webhooks.helpers import hooked_workflow, path_of, signed
@@ -38,17 +35,11 @@ PREFIX = "The run input does not match the trigger's input schema at "
 
 
 @pytest.fixture
-async def inline_client(
-    settings: Settings, engine: AsyncEngine, database_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
+async def inline_client(inline_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an API app that drives the runs of its deliveries itself."""
-    application: Starlette = create_app(
-        settings.model_copy(update={"inline_runs": 8}), engine, database_url, own_engine=False
-    )
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
-            yield c
+    transport = httpx.ASGITransport(app=inline_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+        yield c
 
 
 async def refused_deliveries(
