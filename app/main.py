@@ -48,7 +48,8 @@ from app.services.secrets import check_keyring
 from app.settings import Settings
 from app.webhooks import HooksEndpoint
 from app.worker.runner import run_worker
-from schema import build_schema
+from schema import FlowdeckSchema, build_schema
+from schema.compiled.http import CompiledReads
 from schema.context import Context, bearer_token
 from schema.errors import shape_error
 from schema.ids import encode_id
@@ -140,6 +141,20 @@ class FlowdeckGraphQL(GraphQLOverHTTP[Context, None]):
         self.persisted_queries = PersistedQueries(
             max_entries=settings.persisted_queries, max_bytes=settings.persisted_query_max_bytes
         )
+        if settings.compiled_reads:
+            schema = self.schema
+            assert isinstance(schema, FlowdeckSchema)
+            self.compiled = CompiledReads(
+                schema._schema,
+                schema.limit_rules,
+                max_tokens=settings.max_tokens,
+                persisted=self.persisted_queries,
+                context=self.plain_context,
+            ).answer
+
+    def plain_context(self, request: Request) -> Context:
+        """The context of a plain (not streaming) HTTP request."""
+        return Context(self.runtime, request, bearer_token(request.headers.get("authorization")))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         socket = scope["type"] == "websocket"

@@ -46,6 +46,13 @@ GRAPHQL_DURATION = Histogram(
     ["type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+COMPILED_QUERIES = Counter(
+    "flowdeck_graphql_compiled_total",
+    "POSTed queries by how the compiled path took them: answered (by a plan), declined (a "
+    "plan, but the general path answered: an error to report), none (no plan: executed field "
+    "by field).",
+    ["outcome"],
+)
 SCHEDULE_FIRES = Counter(
     "flowdeck_schedule_fires_total",
     "Schedule fires, by outcome (STARTED, SKIPPED, FAILED).",

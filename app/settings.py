@@ -215,6 +215,12 @@ class Settings(BaseSettings):
         20 * 1024 * 1024, ge=1024, description="Largest PDF pdf.extract_text reads, in bytes."
     )
     pdf_max_pages: int = Field(500, ge=1, description="Most pages pdf.extract_text reads.")
+    compiled_reads: bool = Field(
+        True,
+        description="Answer the queries a plan covers (workflows, versions, the workflow list) "
+        "without per-field GraphQL execution (schema/compiled/); off: every query is executed "
+        "field by field. The answers are the same either way.",
+    )
     persisted_queries: int = Field(
         1000,
         ge=0,

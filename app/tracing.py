@@ -143,6 +143,27 @@ def server_span(
         yield span
 
 
+def record_server_span(
+    name: str,
+    headers: Mapping[str, str],
+    start_ns: int,
+    attributes: Mapping[str, Any] | None = None,
+) -> None:
+    """A server span that began at ``start_ns`` and ends now, for work that only knew at
+    its end that it was the request's answer (no-op when off)."""
+    tracer = _state.tracer
+    if tracer is None:
+        return
+    started = tracer.start_span(
+        name,
+        context=_propagator.extract(headers),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        start_time=start_ns,
+    )
+    started.end()
+
+
 @contextlib.contextmanager
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Span | None]:
     """A span inside the current one, current while the block runs (None when off)."""

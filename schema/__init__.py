@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -58,6 +58,9 @@ class FlowdeckSchema(strawberry.Schema):
     with the request id, by ErrorPolicy.
     """
 
+    # The validation rules the request limits add (depth, aliases), for the compiled path.
+    limit_rules: tuple[type[ASTValidationRule], ...] = ()
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -72,7 +75,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
     ]
-    return FlowdeckSchema(
+    built = FlowdeckSchema(
         query=Query,
         mutation=Mutation,
         subscription=RunSubscriptions,
@@ -88,6 +91,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: ValidationCache(maxsize=256),
         ],
     )
+    built.limit_rules = tuple(limits)
+    return built
 
 
 schema = build_schema(get_settings())

@@ -70,7 +70,7 @@ class Context:
         self._session: AsyncSession | None = None
         self._principal: Principal | None = None
         self._signed_in_at = 0.0
-        self._loaders: Loaders = build_loaders(lambda: self.session, self.runtime.pool)
+        self._loaders: Loaders | None = None  # made when first used
         # Set by Strawberry from graphql-transport-ws's connection_init payload.
         self.connection_params: dict[str, Any] | None = None
 
@@ -90,7 +90,11 @@ class Context:
     def loaders(self) -> Loaders:
         """The DataLoaders of this request, or of the current operation on a socket."""
         scope = self._scope()
-        return scope.loaders if scope is not None else self._loaders
+        if scope is not None:
+            return scope.loaders
+        if self._loaders is None:
+            self._loaders = build_loaders(lambda: self.session, self.runtime.pool)
+        return self._loaders
 
     @contextlib.asynccontextmanager
     async def operation(self) -> AsyncIterator[None]:

@@ -1,0 +1,178 @@
+"""The compiled path of a POSTed query: a request a plan can answer is answered here.
+
+Called by the GraphQL view after its HTTP checks (method, Accept, Content-Type) and before
+Strawberry. Returns None (and the view carries on as before) for anything it does not
+answer itself: a body that is not one JSON request object, a persisted query it cannot
+resolve, a document without a plan, variables that do not coerce or hold text PostgreSQL
+cannot store, a caller that does not sign in, an object that is not found or not visible,
+an argument a read refuses, a database fault. Every one of those is then reported by the
+general path, exactly as without this one.
+
+What a compiled answer keeps from the general path: the request's sign-in (the token
+cache, its revocation), tenancy (each read's workspace check), the limits (validation with
+the schema's own rules, depth and aliases included; page sizes and cursors by the reads),
+the operation metrics and, when traces are on, the server span.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import psycopg
+from graphql import GraphQLError, GraphQLSchema, parse, specified_rules
+from graphql.execution.values import get_variable_values
+from graphql.validation import ASTValidationRule
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.schema import validate_document
+
+from app import tracing
+from app.encoding import dumps
+from app.errors import AccessError, InputErrors
+from app.metrics import COMPILED_QUERIES, GRAPHQL_DURATION, GRAPHQL_OPERATIONS
+from app.persisted_queries import PersistedQueries, PersistedQueryError
+from schema.compiled.core import Decline, Execution
+from schema.compiled.plan import CompiledQuery, compile_query
+from schema.context import Context
+from schema.strings import takes_text, unstorable_arguments
+
+log = logging.getLogger(__name__)
+
+PLANS = 256  # documents kept (with a plan or as known not to have one)
+
+
+class CompiledReads:
+    """Plans by document text, and the answer to a request one of them can give."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        rules: tuple[type[ASTValidationRule], ...],
+        *,
+        max_tokens: int,
+        persisted: PersistedQueries | None,
+        context: Callable[[Request], Context],
+    ) -> None:
+        self.schema = schema
+        self.rules = (*specified_rules, *rules)
+        self.max_tokens = max_tokens
+        self.persisted = persisted
+        self.context = context
+        self._plans: OrderedDict[tuple[str, str | None], CompiledQuery | None] = OrderedDict()
+
+    def plan(self, query: str, operation_name: str | None) -> CompiledQuery | None:
+        """The document's plan (kept), or None when it has none."""
+        key = (query, operation_name)
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        plan = self._compile(query, operation_name)
+        self._plans[key] = plan
+        while len(self._plans) > PLANS:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _compile(self, query: str, operation_name: str | None) -> CompiledQuery | None:
+        try:
+            document = parse(query, max_tokens=self.max_tokens)
+        except (GraphQLError, RecursionError):
+            return None
+        if validate_document(self.schema, document, self.rules):
+            return None
+        try:
+            plan = compile_query(self.schema, document, operation_name)
+        except Exception:
+            log.exception("a valid query could not be compiled; it takes the general path")
+            return None
+        if plan is not None and takes_text(self.schema, document, operation_name):
+            plan = replace(plan, takes_text=True)
+        return plan
+
+    async def answer(self, request: Request, media_type: str) -> Response | None:
+        """The response to a POSTed query when a plan answers it, else None."""
+        started = time.perf_counter()
+        started_ns = time.time_ns()
+        found = self._request(await request.body())
+        if found is None:
+            COMPILED_QUERIES.labels("none").inc()
+            return None
+        plan, variables = found
+        coerced = get_variable_values(
+            self.schema, plan.operation.variable_definitions or [], variables
+        )
+        if isinstance(coerced, list) or (
+            plan.takes_text
+            and unstorable_arguments(self.schema, plan.operation, plan.fragments, variables)
+        ):
+            COMPILED_QUERIES.labels("declined").inc()
+            return None
+        context = self.context(request)
+        try:
+            principal = await context.principal()
+            async with context.runtime.pool.connection() as conn:
+                execution = Execution(conn, principal, coerced)
+                (data,) = await execution.fill(plan.root, [None])
+        except (AccessError, InputErrors, Decline, psycopg.Error, OSError):
+            COMPILED_QUERIES.labels("declined").inc()
+            return None  # the general path reports it
+        except Exception:
+            log.exception("a compiled query failed; it takes the general path")
+            COMPILED_QUERIES.labels("declined").inc()
+            return None
+        COMPILED_QUERIES.labels("answered").inc()
+        GRAPHQL_OPERATIONS.labels("query", "ok").inc()
+        GRAPHQL_DURATION.labels("query").observe(time.perf_counter() - started)
+        if tracing.enabled():
+            name = plan.operation.name.value if plan.operation.name is not None else None
+            attributes = {"graphql.operation.type": "query"}
+            if name:
+                attributes["graphql.operation.name"] = name
+            span_name = f"query {name}" if name else "query"
+            tracing.record_server_span(span_name, request.headers, started_ns, attributes)
+        return Response(
+            dumps({"data": data}), status_code=200, media_type=f"{media_type}; charset=utf-8"
+        )
+
+    def _request(self, body: bytes) -> tuple[CompiledQuery, dict[str, Any]] | None:
+        """The plan and raw variables of a single JSON request whose document has one."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if type(data) is not dict:
+            return None
+        query = data.get("query")
+        operation_name = data.get("operationName")
+        variables = data.get("variables")
+        extensions = data.get("extensions")
+        if not (variables is None or type(variables) is dict):
+            return None
+        if not (operation_name is None or type(operation_name) is str):
+            return None
+        if extensions is not None:
+            if type(extensions) is not dict:
+                return None
+            if "persistedQuery" in extensions:
+                if self.persisted is None or not (query is None or type(query) is str):
+                    return None
+                request = GraphQLRequestData(
+                    query=query,
+                    variables=variables,
+                    operation_name=operation_name,
+                    extensions=extensions,
+                )
+                try:
+                    query = self.persisted.resolve(request).query
+                except PersistedQueryError:
+                    return None
+        if type(query) is not str:
+            return None
+        plan = self.plan(query, operation_name)
+        return (plan, variables or {}) if plan is not None else None

@@ -1,0 +1,252 @@
+"""The object types and fields the compiler knows, each with the value Strawberry's resolver
+gives (``schema/workflows/types.py``, ``schema/workspaces/types.py``), read the same way.
+
+Each loader reads the children of every parent in one statement, through the lean reads,
+with the tenancy and limits they hold (a workflow only from the caller's workspaces, pages
+of at most 100, cursors checked); a check that fails raises, and the request declines to
+the general path, which reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app.errors import NotFound
+from app.services import reads
+from app.services.pagination import Page
+from app.services.reads import VersionPageKey
+from app.services.records import UserRecord, VersionRecord, WorkflowRecord, WorkspaceRecord
+from schema.compiled.core import (
+    Arguments,
+    Children,
+    Execution,
+    Leaf,
+    Link,
+    ObjectPlan,
+    ObjectType,
+    Pages,
+)
+from schema.ids import decode_id, encode_id
+from schema.workflows.types import Severity
+
+
+def _id(kind: str) -> Leaf:
+    return Leaf(("id",), lambda row: encode_id(kind, row.id))
+
+
+def _column(name: str) -> Leaf:
+    def value(row: Any) -> Any:
+        return getattr(row, name)
+
+    return Leaf((name,), value)
+
+
+def _time(name: str) -> Leaf:
+    def value(row: Any) -> Any:
+        moment = getattr(row, name)
+        return moment.isoformat() if moment is not None else None
+
+    return Leaf((name,), value)
+
+
+def _diagnostic(name: str, convert: Callable[[Any], Any] | None = None) -> Leaf:
+    def value(stored: dict[str, Any]) -> Any:
+        found = stored.get(name)
+        return convert(found) if convert is not None and found is not None else found
+
+    return Leaf((), value)
+
+
+# --- loaders ------------------------------------------------------------------------------
+
+
+async def _workflow(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """``Query.workflow(id:)``: with the newest version in the same statement when a
+    ``currentVersion`` below asks for it (kept for that field's loader)."""
+    ahead = next((f.child for f in child.fields if f.name == "currentVersion"), None)
+    row, version = await reads.read_workflow(
+        ex.conn,
+        principal=ex.principal,
+        workflow_id=decode_id("Workflow", args["id"]),
+        columns=child.columns,
+        current_version=ahead.columns if ahead is not None else None,
+    )
+    if version is not None and ahead is not None:
+        ex.primed[(row.id, row.current_version, ahead.columns)] = version
+    return [row for _ in parents]
+
+
+async def _workspace(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """``Query.workspace(id:)``."""
+    row = await reads.read_workspace(
+        ex.conn,
+        principal=ex.principal,
+        workspace_id=decode_id("Workspace", args["id"]),
+        columns=child.columns,
+    )
+    return [row for _ in parents]
+
+
+async def _current_versions(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """Each workflow's newest version (read ahead by the workflow's own statement, else
+    all at once)."""
+    columns = child.columns
+    keys = [(w.id, w.current_version) for w in parents]
+    found = {k: ex.primed[(*k, columns)] for k in keys if (*k, columns) in ex.primed}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        found |= await reads.read_versions(ex.conn, keys=missing, columns=columns)
+    versions = [found.get(k) for k in keys]
+    if any(v is None for v in versions):
+        raise NotFound("WorkflowVersion")  # gone meanwhile: let the general path answer
+    return versions
+
+
+async def _version(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """``Workflow.version(number:)``: null when there is none."""
+    keys = [(w.id, args["number"]) for w in parents]
+    found = await reads.read_versions(ex.conn, keys=keys, columns=child.columns)
+    return [found.get(k) for k in keys]
+
+
+async def _version_pages(
+    ex: Execution, parents: list[Any], args: Arguments, columns: frozenset[str]
+) -> list[Page[Any]]:
+    """``Workflow.versions(first:, after:)``: every workflow's page in one statement."""
+    first, after = args["first"], args.get("after")
+    reads.check_version_page(first, after)
+    keys = [VersionPageKey(w.id, first, after) for w in parents]
+    return await reads.read_version_pages(ex.conn, keys=keys, columns=columns)
+
+
+async def _version_counts(ex: Execution, parents: list[Any], args: Arguments) -> list[int]:
+    # Versions are numbered 1..current without gaps, as Workflow.versions counts them.
+    return [w.current_version for w in parents]
+
+
+async def _workflow_pages(
+    ex: Execution, parents: list[Any], args: Arguments, columns: frozenset[str]
+) -> list[Page[Any]]:
+    """``Workspace.workflows(first:, after:, search:)``."""
+    return [
+        await reads.read_workflow_page(
+            ex.conn,
+            principal=ex.principal,
+            workspace_id=s.id,
+            first=args["first"],
+            after=args.get("after"),
+            search=args.get("search"),
+            columns=columns,
+        )
+        for s in parents
+    ]
+
+
+async def _workflow_counts(ex: Execution, parents: list[Any], args: Arguments) -> list[int]:
+    return [
+        await reads.count_workflows(ex.conn, workspace_id=s.id, search=args.get("search"))
+        for s in parents
+    ]
+
+
+async def _users(ex: Execution, parents: list[Any], column: str) -> Children:
+    wanted = list({key for p in parents if (key := getattr(p, column)) is not None})
+    found = await reads.read_users(ex.conn, user_ids=wanted) if wanted else {}
+    return [found.get(getattr(p, column)) for p in parents]
+
+
+async def _created_by(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """Who made a version or workflow (null when that user was removed)."""
+    return await _users(ex, parents, "created_by_id")
+
+
+async def _diagnostics(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    return [list(v.diagnostics or []) for v in parents]
+
+
+# --- the types ----------------------------------------------------------------------------
+
+USER = ObjectType(
+    "User",
+    UserRecord,
+    {"id": _id("User"), "email": _column("email"), "name": _column("name")},
+)
+DIAGNOSTIC = ObjectType(
+    "Diagnostic",
+    None,
+    {
+        "severity": _diagnostic("severity", lambda s: Severity(s).name),
+        "code": _diagnostic("code"),
+        "message": _diagnostic("message"),
+        "nodeId": _diagnostic("nodeId"),
+        "edgeId": _diagnostic("edgeId"),
+        "path": Leaf((), lambda stored: list(stored.get("path", []))),
+    },
+)
+VERSION = ObjectType(
+    "WorkflowVersion",
+    VersionRecord,
+    {
+        "id": _id("WorkflowVersion"),
+        "number": _column("number"),
+        "message": _column("message"),
+        "createdAt": _time("created_at"),
+        "restoredFrom": _column("restored_from"),
+        # The stored JSON text goes in as is, as the resolver sends it.
+        "graph": Leaf(("id", "graph_text"), lambda v: orjson.Fragment(v.graph_text)),
+        "createdBy": Link(("created_by_id",), "User", _created_by),
+        "diagnostics": Link(("diagnostics",), "Diagnostic", _diagnostics),
+    },
+)
+WORKFLOW = ObjectType(
+    "Workflow",
+    WorkflowRecord,
+    {
+        "id": _id("Workflow"),
+        "name": _column("name"),
+        "description": _column("description"),
+        "isTemplate": _column("is_template"),
+        "templateCategory": _column("template_category"),
+        "createdAt": _time("created_at"),
+        "updatedAt": _time("updated_at"),
+        "createdBy": Link(("created_by_id",), "User", _created_by),
+        "currentVersion": Link(("current_version",), "WorkflowVersion", _current_versions),
+        "version": Link((), "WorkflowVersion", _version),
+        "versions": Pages(("current_version",), "WorkflowVersion", _version_pages, _version_counts),
+    },
+)
+WORKSPACE = ObjectType(
+    "Workspace",
+    WorkspaceRecord,
+    {
+        "id": _id("Workspace"),
+        "name": _column("name"),
+        "createdAt": _time("created_at"),
+        "runRetentionDays": _column("run_retention_days"),
+        "workflows": Pages((), "Workflow", _workflow_pages, _workflow_counts),
+    },
+)
+QUERY = ObjectType(
+    "Query",
+    None,
+    {
+        "workflow": Link((), "Workflow", _workflow),
+        "workspace": Link((), "Workspace", _workspace),
+    },
+)
+TYPES = {t.name: t for t in (USER, DIAGNOSTIC, VERSION, WORKFLOW, WORKSPACE, QUERY)}

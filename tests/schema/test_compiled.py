@@ -1,0 +1,318 @@
+"""Compiled reads (schema/compiled/) answer exactly what field-by-field execution answers.
+
+Every document here is sent twice, to the app (compiled path on, as served) and to an app
+with FLOWDECK_COMPILED_READS off, and the two bodies and statuses must be equal; the
+``flowdeck_graphql_compiled_total`` counter says which path answered. Documents the plan
+covers are answered by it; errors (tenancy, bad input, sign-in) and everything it does not
+cover are declined to the general path, which reports them as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from app.main import create_app
+from app.services.pagination import encode_cursor
+from app.settings import Settings
+from tests.factories import Account, Factory, gid
+from tests.schema.workflows.test_nested_pages import with_versions
+
+EDITOR = """query WorkflowEditor($id: ID!) {
+  workflow(id: $id) {
+    id name description isTemplate createdAt updatedAt
+    currentVersion {
+      id number message createdAt createdBy { id name } restoredFrom graph
+      diagnostics { severity code message nodeId edgeId }
+    }
+  }
+}"""
+LIST = """query WorkflowList($workspaceId: ID!, $first: Int!) {
+  workspace(id: $workspaceId) {
+    workflows(first: $first) {
+      edges { node { id name versions(first: 5) { edges { node { number } } } } }
+    }
+  }
+}"""
+HISTORY = """query WorkflowHistory($id: ID!, $first: Int!, $after: String) {
+  workflow(id: $id) {
+    versions(first: $first, after: $after) {
+      totalCount
+      pageInfo { hasNextPage endCursor }
+      edges { node { id number message createdAt restoredFrom createdBy { id name } } }
+    }
+  }
+}"""
+# Fragments (named, inline, spread twice), aliases, merged fields, __typename at each level,
+# argument defaults, a version that is not there (null), both root fields at once.
+SHAPES = """query Shapes($id: ID!, $ws: ID!) {
+  __typename
+  a: workflow(id: $id) {
+    ...Head
+    label: name
+    ... on Workflow { currentVersion { number } }
+    currentVersion { createdBy { email __typename } ...Saved }
+    none: version(number: 99) { number }
+    first: version(number: 1) { number message }
+    versions { totalCount edges { cursor node { number __typename } } __typename }
+    __typename
+  }
+  workspace(id: $ws) {
+    __typename id name
+    workflows(first: 2, search: "wf 0") {
+      __typename totalCount
+      pageInfo { __typename hasNextPage endCursor }
+      edges { __typename cursor node { ...Head } }
+    }
+  }
+}
+fragment Head on Workflow { id name updatedAt ...Head2 }
+fragment Head2 on Workflow { name createdBy { id } }
+fragment Saved on WorkflowVersion { id number diagnostics { severity code path __typename } }
+"""
+
+
+@pytest.fixture
+async def executed_app(
+    settings: Settings, engine: AsyncEngine, database_url: str
+) -> AsyncIterator[Starlette]:
+    """The API with the compiled path off: every query executed field by field."""
+    application = create_app(
+        settings.model_copy(update={"compiled_reads": False}),
+        engine,
+        database_url,
+        own_engine=False,
+    )
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def executed(executed_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=executed_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+        yield c
+
+
+def _count(outcome: str) -> float:
+    return REGISTRY.get_sample_value("flowdeck_graphql_compiled_total", {"outcome": outcome}) or 0
+
+
+async def both(
+    factory: Factory,
+    executed: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any],
+    token: str | None,
+) -> tuple[str, Any]:
+    """Which path answered (answered, declined or none), and the body both gave."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    # json.dumps escapes what UTF-8 cannot carry (a lone surrogate) as the JSON text it is
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    before = {o: _count(o) for o in ("answered", "declined", "none")}
+    compiled = await factory.client.post("/graphql", content=body, headers=headers)
+    took = [o for o in before if _count(o) > before[o]]
+    by_fields = await executed.post("/graphql", content=body, headers=headers)
+    assert (compiled.status_code, compiled.json()) == (by_fields.status_code, by_fields.json())
+    assert compiled.headers["content-type"] == by_fields.headers["content-type"]
+    assert len(took) == 1, took
+    return took[0], compiled.json()
+
+
+async def dataset(factory: Factory) -> tuple[Account, str]:
+    """A workspace of 3 workflows of 4 versions (one saved by its owner through the API,
+    with a warning), and that workflow's ID."""
+    owner = await factory.owner()
+    await with_versions(factory, owner, 3, 4)
+    await factory.execute(
+        """UPDATE workflow_versions SET created_by_id = :user, restored_from = 2,
+             diagnostics = '[{"severity": "WARNING", "code": "NO_TRIGGER", "message": "m",
+                              "nodeId": "n1", "path": ["nodes", "0"]}]'
+           WHERE number = 4 AND workflow_id = (SELECT id FROM workflows WHERE name = 'wf 00')""",
+        user=owner.user.id,
+    )
+    workflow_id = await factory.scalar("SELECT id FROM workflows WHERE name = 'wf 00'")
+    return owner, gid("Workflow", workflow_id)
+
+
+async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    owner, workflow = await dataset(factory)
+    ws = owner.workspace_id
+    cursor = encode_cursor([3])
+    cases = [
+        (EDITOR, {"id": workflow}),
+        (LIST, {"workspaceId": ws, "first": 50}),
+        (LIST, {"workspaceId": ws, "first": 0}),
+        (HISTORY, {"id": workflow, "first": 2}),
+        (HISTORY, {"id": workflow, "first": 2, "after": cursor}),
+        (HISTORY, {"id": workflow, "first": 100, "after": None}),
+        (SHAPES, {"id": workflow, "ws": ws}),
+    ]
+    for query, variables in cases:
+        took, body = await both(factory, executed, query, variables, owner.token)
+        assert took == "answered", (query[:40], variables, body)
+        assert "errors" not in body
+    # The values themselves, not only their sameness
+    _, body = await both(factory, executed, EDITOR, {"id": workflow}, owner.token)
+    version = body["data"]["workflow"]["currentVersion"]
+    assert version["number"] == 4
+    assert version["createdBy"] == {"id": gid("User", owner.user.id), "name": owner.user.name}
+    assert version["restoredFrom"] == 2
+    assert version["graph"] == {"nodes": [], "edges": []}
+    assert version["diagnostics"] == [
+        {
+            "severity": "WARNING",
+            "code": "NO_TRIGGER",
+            "message": "m",
+            "nodeId": "n1",
+            "edgeId": None,
+        }
+    ]
+    _, body = await both(
+        factory, executed, HISTORY, {"id": workflow, "first": 2, "after": cursor}, owner.token
+    )
+    page = body["data"]["workflow"]["versions"]
+    assert [e["node"]["number"] for e in page["edges"]] == [2, 1]
+    assert (page["totalCount"], page["pageInfo"]["hasNextPage"]) == (4, False)
+
+
+async def test_another_workspace_reads_as_not_found_after_its_owner_compiled_the_document(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    owner, workflow = await dataset(factory)
+    stranger = await factory.owner("Elsewhere")
+    # The owner's request compiles and keeps the plan; the stranger's reuses it
+    assert (await both(factory, executed, EDITOR, {"id": workflow}, owner.token))[0] == "answered"
+    for query, variables in (
+        (EDITOR, {"id": workflow}),
+        (HISTORY, {"id": workflow, "first": 5}),
+        (LIST, {"workspaceId": owner.workspace_id, "first": 5}),
+    ):
+        took, body = await both(factory, executed, query, variables, stranger.token)
+        assert took == "declined"
+        assert list(body["data"].values()) == [None]  # the root field, nulled by its error
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["NOT_FOUND"]
+
+
+async def test_bad_input_and_sign_in_are_reported_by_the_general_path(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    owner, workflow = await dataset(factory)
+    ws = owner.workspace_id
+    declined = [
+        (EDITOR, {"id": "not an id"}, owner.token),
+        (EDITOR, {"id": gid("Workflow", "00000000-0000-0000-0000-000000000000")}, owner.token),
+        (EDITOR, {"id": gid("Workspace", owner.workspace.id)}, owner.token),
+        (HISTORY, {"id": workflow, "first": 101}, owner.token),
+        (HISTORY, {"id": workflow, "first": -1}, owner.token),
+        (HISTORY, {"id": workflow, "first": 2, "after": "garbage"}, owner.token),
+        (HISTORY, {"id": workflow, "first": 2, "after": "x" * 10_000}, owner.token),
+        (HISTORY, {"id": workflow, "first": "two"}, owner.token),
+        (HISTORY, {"id": workflow}, owner.token),
+        (HISTORY, {"id": workflow, "first": 2**40}, owner.token),
+        (LIST, {"workspaceId": ws, "first": 500}, owner.token),
+        (EDITOR, {"id": workflow}, None),
+        (EDITOR, {"id": workflow}, "fd_not_a_token"),
+        (EDITOR, {"id": "\u0000"}, owner.token),
+    ]
+    for query, variables, token in declined:
+        took, body = await both(factory, executed, query, variables, token)
+        assert took == "declined", (variables, body)
+        assert body.get("errors"), body
+    # A lone surrogate: the compiled path's JSON parser refuses the body outright
+    took, body = await both(factory, executed, EDITOR, {"id": "\ud800"}, owner.token)
+    assert took == "none"
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    # Text PostgreSQL cannot store, in a search: refused before anything is read
+    search = """query($ws: ID!, $s: String) { workspace(id: $ws) {
+      workflows(first: 5, search: $s) { edges { node { name } } } } }"""
+    took, body = await both(factory, executed, search, {"ws": ws, "s": "a\u0000b"}, owner.token)
+    assert took == "declined"
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    took, body = await both(factory, executed, search, {"ws": ws, "s": "wf 01"}, owner.token)
+    assert took == "answered"
+    assert [e["node"]["name"] for e in body["data"]["workspace"]["workflows"]["edges"]] == ["wf 01"]
+
+
+async def test_what_a_plan_does_not_cover_is_executed_field_by_field(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    owner, workflow = await dataset(factory)
+    uncovered = [
+        # a directive, a field outside the plan, introspection, a fragment on an interface
+        """query($id: ID!) { workflow(id: $id) { name @include(if: true) } }""",
+        """query($id: ID!) { workflow(id: $id) { name schedule { enabled } } }""",
+        """query($id: ID!) { workflow(id: $id) { name currentVersion { isPublished } } }""",
+        """query($id: ID!) { workflow(id: $id) { name } __schema { queryType { name } } }""",
+        """query($id: ID!) { workflow(id: $id) { versions(first: 1) {
+             a: edges { node { number } } b: edges { node { id } } } } }""",
+        # documents that do not validate or parse
+        """query($id: ID!) { workflow(id: $id) { nope } }""",
+        """query($id: ID!) { workflow(id: $id) { name }""",
+    ]
+    for query in uncovered:
+        took, body = await both(factory, executed, query, {"id": workflow}, owner.token)
+        assert took == "none", (query, body)
+    # A mutation is never compiled (one that finds nothing, so both paths answer alike)
+    nothing = gid("Workflow", "00000000-0000-0000-0000-000000000000")
+    mutation = """mutation($id: ID!) { workflowDelete(id: $id) { deletedId } }"""
+    took, body = await both(factory, executed, mutation, {"id": nothing}, owner.token)
+    assert took == "none"
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await factory.scalar("SELECT count(*) FROM workflows") == 3
+
+
+async def test_a_revoked_token_is_refused_on_a_compiled_document(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    owner, workflow = await dataset(factory)
+    made = await factory.gql(
+        """mutation { apiTokenCreate(input: {name: "spare"}) { token apiToken { id } } }""",
+        token=owner.token,
+    )
+    spare = made["data"]["apiTokenCreate"]
+    took, _ = await both(factory, executed, EDITOR, {"id": workflow}, spare["token"])
+    assert took == "answered"  # the token is now kept by the process
+    revoked = await factory.gql(
+        """mutation($id: ID!) { apiTokenRevoke(id: $id) { revokedId } }""",
+        {"id": spare["apiToken"]["id"]},
+        token=owner.token,
+    )
+    assert revoked["data"]["apiTokenRevoke"]["revokedId"] == spare["apiToken"]["id"]
+    took, body = await both(factory, executed, EDITOR, {"id": workflow}, spare["token"])
+    assert took == "declined"
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAUTHENTICATED"]
+
+
+async def test_a_persisted_query_is_answered_by_its_plan(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    import hashlib
+
+    owner, workflow = await dataset(factory)
+    digest = hashlib.sha256(EDITOR.encode()).hexdigest()
+    persisted = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    headers = {"authorization": f"Bearer {owner.token}"}
+    by_hash = {"variables": {"id": workflow}, "extensions": persisted}
+    before = _count("answered")
+    # Unknown hash: the general path answers PersistedQueryNotFound; then text + hash; then hash
+    first = await factory.client.post("/graphql", json=by_hash, headers=headers)
+    assert first.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    await factory.client.post("/graphql", json={**by_hash, "query": EDITOR}, headers=headers)
+    answer = await factory.client.post("/graphql", json=by_hash, headers=headers)
+    assert _count("answered") == before + 2
+    expected = await executed.post(
+        "/graphql", json={"query": EDITOR, "variables": {"id": workflow}}, headers=headers
+    )
+    assert answer.json() == expected.json()
