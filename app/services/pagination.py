@@ -6,7 +6,6 @@ import base64
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -19,13 +18,32 @@ T = TypeVar("T")
 MAX_PAGE_SIZE = 100
 
 
-@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    """One page of rows, with the sort key of each for its cursor."""
+    """One page of rows, with the sort key of each for its cursor (encoded when first
+    asked: a page whose cursors nobody selects never encodes them)."""
 
-    items: list[T]
-    cursors: list[str]
-    has_next_page: bool
+    __slots__ = ("_cursors", "_key", "has_next_page", "items")
+
+    def __init__(
+        self, items: list[T], key: Callable[[T], Sequence[Any]], has_next_page: bool
+    ) -> None:
+        self.items = items
+        self._key = key
+        self.has_next_page = has_next_page
+        self._cursors: list[str] | None = None
+
+    @property
+    def cursors(self) -> list[str]:
+        """Each item's cursor."""
+        if self._cursors is None:
+            key = self._key
+            self._cursors = [encode_cursor(key(r)) for r in self.items]
+        return self._cursors
+
+    @property
+    def end_cursor(self) -> str | None:
+        """The last item's cursor (None on an empty page)."""
+        return encode_cursor(self._key(self.items[-1])) if self.items else None
 
 
 def encode_cursor(key: Sequence[Any]) -> str:
@@ -62,9 +80,7 @@ def check_page_size(first: int) -> int:
 def make_page(rows: list[T], first: int, key: Callable[[T], Sequence[Any]]) -> Page[T]:
     """Cut the ``first + 1`` fetched rows into a page and compute its cursors."""
     items = rows[:first]
-    return Page(
-        items=items, cursors=[encode_cursor(key(r)) for r in items], has_next_page=len(rows) > first
-    )
+    return Page(items, key, has_next_page=len(rows) > first)
 
 
 def check_period(

@@ -36,6 +36,14 @@ class Leaf:
 
 
 @dataclass(frozen=True, slots=True)
+class Computed:
+    """A field shown from its row and its arguments (checked: a refusal declines)."""
+
+    columns: tuple[str, ...]
+    value: Callable[[Any, Arguments], Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     """A field whose value is another object (or a list of them), loaded for every parent
     at once: the parent's columns it needs, the child's type, and the loader."""
@@ -62,7 +70,7 @@ class ObjectType:
 
     name: str
     record: type[Record] | None  # the table's record (columns are checked against it)
-    fields: Mapping[str, Leaf | Link | Pages]
+    fields: Mapping[str, Leaf | Computed | Link | Pages]
 
 
 @dataclass(slots=True)
@@ -75,6 +83,7 @@ class ConnectionPlan:
     typenames: dict[str, str]  # Connection, Edge and PageInfo's type names
     node: ObjectPlan | None
     counts: bool
+    cursors: bool = False  # whether an edge's cursor is shown (else none is encoded)
 
 
 @dataclass(slots=True)
@@ -83,7 +92,7 @@ class FieldPlan:
 
     key: str
     name: str
-    kind: Leaf | Link | Pages | None  # None: __typename
+    kind: Leaf | Computed | Link | Pages | None  # None: __typename
     definition: GraphQLField | None
     node: FieldNode | None
     child: ObjectPlan | None = None
@@ -127,6 +136,9 @@ class Execution:
                 made[item.key] = await self._fill_children(item.child, children)
             elif isinstance(kind, Pages):
                 made[item.key] = await self._connections(item, kind, rows)
+            elif isinstance(kind, Computed):
+                arguments = self.arguments(item)
+                made[item.key] = [kind.value(row, arguments) for row in rows]
         typename = plan.type.name
         objects = []
         for index, row in enumerate(rows):
@@ -171,7 +183,8 @@ class Execution:
         values = []
         for index, page in enumerate(pages):
             edges = []
-            for cursor in page.cursors:
+            cursors = page.cursors if plan.cursors else page.items
+            for cursor in cursors:
                 edge: dict[str, Any] = {}
                 for key, name in plan.edges:
                     if name == "cursor":
@@ -186,7 +199,7 @@ class Execution:
                 if name == "hasNextPage":
                     info[key] = page.has_next_page
                 elif name == "endCursor":
-                    info[key] = page.cursors[-1] if page.cursors else None
+                    info[key] = page.end_cursor
                 else:
                     info[key] = plan.typenames["pageInfo"]
             value: dict[str, Any] = {}

@@ -31,7 +31,6 @@ from app.services.records import plan_of
 from schema.compiled.core import (
     ConnectionPlan,
     FieldPlan,
-    Leaf,
     Link,
     ObjectPlan,
     Pages,
@@ -153,8 +152,6 @@ class _Compiler:
             elif isinstance(kind, Pages):
                 assert isinstance(target, GraphQLObjectType)
                 item.connection = self.connection(target, kind, below)
-            else:
-                assert isinstance(kind, Leaf)
             plan.fields.append(item)
         plan.columns = frozenset(columns)
         if known.record is not None:
@@ -206,7 +203,9 @@ class _Compiler:
                 if node_sets:
                     raise Uncompilable("two node selections")
                 node_sets = [n.selection_set for n in nodes if n.selection_set is not None]
-            elif name not in ("cursor", "__typename"):
+            elif name == "cursor":
+                plan.cursors = True
+            elif name != "__typename":
                 raise Uncompilable(f"{edge_type.name}.{name}")
             plan.edges.append((key, name))
         if node_sets:

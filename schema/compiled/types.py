@@ -15,13 +15,22 @@ from typing import Any
 import orjson
 
 from app.errors import NotFound
+from app.models import ScheduleOverlap
 from app.services import reads
+from app.services import schedules as schedule_service
 from app.services.pagination import Page
 from app.services.reads import VersionPageKey
-from app.services.records import UserRecord, VersionRecord, WorkflowRecord, WorkspaceRecord
+from app.services.records import (
+    RunRecord,
+    UserRecord,
+    VersionRecord,
+    WorkflowRecord,
+    WorkspaceRecord,
+)
 from schema.compiled.core import (
     Arguments,
     Children,
+    Computed,
     Execution,
     Leaf,
     Link,
@@ -30,7 +39,8 @@ from schema.compiled.core import (
     Pages,
 )
 from schema.ids import decode_id, encode_id
-from schema.workflows.types import Severity
+from schema.runs.types import run_duration_ms
+from schema.workflows.types import SCHEDULE_COLUMNS, Severity
 
 
 def _id(kind: str) -> Leaf:
@@ -173,6 +183,27 @@ async def _created_by(
     return await _users(ex, parents, "created_by_id")
 
 
+async def _schedule(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """A workflow's schedule: its own row's columns (no statement); null when no cron was
+    ever set."""
+    return [
+        w if w.schedule_cron is not None and w.schedule_timezone is not None else None
+        for w in parents
+    ]
+
+
+async def _last_runs(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """Each workflow's newest run, if any: one statement for all."""
+    found = await reads.read_last_runs(
+        ex.conn, workflow_ids=[w.id for w in parents], columns=child.columns
+    )
+    return [found.get(w.id) for w in parents]
+
+
 async def _diagnostics(
     ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
 ) -> Children:
@@ -196,6 +227,42 @@ DIAGNOSTIC = ObjectType(
         "nodeId": _diagnostic("nodeId"),
         "edgeId": _diagnostic("edgeId"),
         "path": Leaf((), lambda stored: list(stored.get("path", []))),
+    },
+)
+SCHEDULE = ObjectType(
+    "WorkflowSchedule",
+    None,  # the workflow's row: its parent reads the columns
+    {
+        "enabled": _column("schedule_enabled"),
+        "cron": _column("schedule_cron"),
+        "timezone": _column("schedule_timezone"),
+        "overlap": Leaf((), lambda w: ScheduleOverlap(w.schedule_overlap).name),
+        "nextFireAt": _time("schedule_next_fire_at"),
+        "lastFiredAt": _time("schedule_last_fired_at"),
+        "skippedCount": _column("schedule_skipped_count"),
+        "upcoming": Computed(
+            (),
+            lambda w, args: [
+                t.isoformat() for t in schedule_service.upcoming(w, count=args["count"])
+            ],
+        ),
+    },
+)
+RUN = ObjectType(
+    "Run",
+    RunRecord,
+    {
+        "id": _id("Run"),
+        "status": Leaf(("status",), lambda r: r.status.name),
+        "trigger": Leaf(("trigger",), lambda r: r.trigger.name),
+        "error": _column("error"),
+        "errorNodeId": _column("error_node_id"),
+        "queuedAt": _time("queued_at"),
+        "startedAt": _time("started_at"),
+        "finishedAt": _time("finished_at"),
+        "durationMs": Leaf(
+            ("started_at", "finished_at"), lambda r: run_duration_ms(r.started_at, r.finished_at)
+        ),
     },
 )
 VERSION = ObjectType(
@@ -228,6 +295,8 @@ WORKFLOW = ObjectType(
         "currentVersion": Link(("current_version",), "WorkflowVersion", _current_versions),
         "version": Link((), "WorkflowVersion", _version),
         "versions": Pages(("current_version",), "WorkflowVersion", _version_pages, _version_counts),
+        "schedule": Link(SCHEDULE_COLUMNS, "WorkflowSchedule", _schedule),
+        "lastRun": Link((), "Run", _last_runs),
     },
 )
 WORKSPACE = ObjectType(
@@ -249,4 +318,4 @@ QUERY = ObjectType(
         "workspace": Link((), "Workspace", _workspace),
     },
 )
-TYPES = {t.name: t for t in (USER, DIAGNOSTIC, VERSION, WORKFLOW, WORKSPACE, QUERY)}
+TYPES = {t.name: t for t in (USER, DIAGNOSTIC, SCHEDULE, RUN, VERSION, WORKFLOW, WORKSPACE, QUERY)}

@@ -32,7 +32,8 @@ RunEventType: TypeAlias = RunEventTypeModel
 strawberry.enum(RunEventType, description="What happened to a run.")
 
 
-def _duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
+def run_duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
+    """Milliseconds from start to end; None until both are known."""
     if started is None or finished is None:
         return None
     return int((finished - started).total_seconds() * 1000)
@@ -56,7 +57,7 @@ class RunStep:
 
     @strawberry.field(description="Milliseconds from start to end, when it ended.")
     def duration_ms(self) -> int | None:
-        return _duration_ms(self.row.started_at, self.row.finished_at)
+        return run_duration_ms(self.row.started_at, self.row.finished_at)
 
     @classmethod
     def from_model(cls, row: models.RunStep) -> RunStep:
@@ -92,7 +93,7 @@ class Run:
 
     @strawberry.field(description="Milliseconds from start to end, when it ended.")
     def duration_ms(self) -> int | None:
-        return _duration_ms(self.row.started_at, self.row.finished_at)
+        return run_duration_ms(self.row.started_at, self.row.finished_at)
 
     @strawberry.field(description="The version it ran (runs execute exactly their version).")
     async def version(

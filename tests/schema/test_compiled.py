@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from app.main import create_app
 from app.services.pagination import encode_cursor
 from app.settings import Settings
 from tests.factories import Account, Factory, gid
-from tests.schema.workflows.test_nested_pages import with_versions
+from tests.schema.workflows.test_nested_pages import GENERATE_RUNS, with_versions
 
 EDITOR = """query WorkflowEditor($id: ID!) {
   workflow(id: $id) {
@@ -62,6 +63,11 @@ SHAPES = """query Shapes($id: ID!, $ws: ID!) {
     none: version(number: 99) { number }
     first: version(number: 1) { number message }
     versions { totalCount edges { cursor node { number __typename } } __typename }
+    schedule {
+      enabled cron timezone overlap nextFireAt lastFiredAt skippedCount upcoming(count: 3)
+      soon: upcoming __typename
+    }
+    lastRun { id status trigger queuedAt startedAt finishedAt durationMs error errorNodeId }
     __typename
   }
   workspace(id: $ws) {
@@ -111,13 +117,15 @@ async def both(
     query: str,
     variables: dict[str, Any],
     token: str | None,
+    operation_name: str | None = None,
 ) -> tuple[str, Any]:
     """Which path answered (answered, declined or none), and the body both gave."""
     headers = {"content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     # json.dumps escapes what UTF-8 cannot carry (a lone surrogate) as the JSON text it is
-    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = {"query": query, "variables": variables, "operationName": operation_name}
+    body = json.dumps(request).encode()
     before = {o: _count(o) for o in ("answered", "declined", "none")}
     compiled = await factory.client.post("/graphql", content=body, headers=headers)
     took = [o for o in before if _count(o) > before[o]]
@@ -140,6 +148,19 @@ async def dataset(factory: Factory) -> tuple[Account, str]:
            WHERE number = 4 AND workflow_id = (SELECT id FROM workflows WHERE name = 'wf 00')""",
         user=owner.user.id,
     )
+    # wf 00 has a yearly schedule (its upcoming times stay put while a test runs) and runs
+    await factory.execute(
+        """UPDATE workflows SET schedule_cron = '0 0 1 1 *', schedule_timezone = 'Europe/Paris',
+             schedule_enabled = true, schedule_next_fire_at = '2027-01-01T00:00:00+01:00',
+             schedule_skipped_count = 2
+           WHERE name = 'wf 00'"""
+    )
+    await factory.execute(GENERATE_RUNS, runs=3, ws=owner.workspace.id)
+    await factory.execute(
+        """UPDATE runs SET started_at = queued_at + interval '1 second',
+             finished_at = queued_at + interval '1.5 seconds', error = 'boom', error_node_id = 'n1'
+           WHERE status = 'FAILED'"""
+    )
     workflow_id = await factory.scalar("SELECT id FROM workflows WHERE name = 'wf 00'")
     return owner, gid("Workflow", workflow_id)
 
@@ -159,6 +180,16 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
         (HISTORY, {"id": workflow, "first": 100, "after": None}),
         (SHAPES, {"id": workflow, "ws": ws}),
     ]
+    # The builder contract's own list and history, picked out of the whole document by name
+    contract = (Path(__file__).parent.parent / "contract" / "builder.graphql").read_text()
+    for name, variables in (
+        ("WorkflowList", {"workspaceId": ws, "first": 2}),
+        ("WorkflowList", {"workspaceId": ws, "first": 2, "after": None, "search": "wf"}),
+        ("WorkflowHistory", {"id": workflow, "first": 3}),
+    ):
+        took, body = await both(factory, executed, contract, variables, owner.token, name)
+        assert took == "answered", (name, body)
+        assert "errors" not in body
     for query, variables in cases:
         took, body = await both(factory, executed, query, variables, owner.token)
         assert took == "answered", (query[:40], variables, body)
@@ -185,6 +216,11 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
     page = body["data"]["workflow"]["versions"]
     assert [e["node"]["number"] for e in page["edges"]] == [2, 1]
     assert (page["totalCount"], page["pageInfo"]["hasNextPage"]) == (4, False)
+    _, body = await both(factory, executed, SHAPES, {"id": workflow, "ws": ws}, owner.token)
+    schedule = body["data"]["a"]["schedule"]
+    assert schedule["upcoming"][0].startswith(str(int(schedule["nextFireAt"][:4])))
+    assert (schedule["overlap"], schedule["skippedCount"], len(schedule["soon"])) == ("SKIP", 2, 5)
+    assert body["data"]["a"]["lastRun"]["status"] == "SUCCEEDED"
 
 
 async def test_another_workspace_reads_as_not_found_after_its_owner_compiled_the_document(
@@ -230,6 +266,11 @@ async def test_bad_input_and_sign_in_are_reported_by_the_general_path(
         took, body = await both(factory, executed, query, variables, token)
         assert took == "declined", (variables, body)
         assert body.get("errors"), body
+    # A refused argument of a computed field
+    upcoming = """query($id: ID!) { workflow(id: $id) { schedule { upcoming(count: 51) } } }"""
+    took, body = await both(factory, executed, upcoming, {"id": workflow}, owner.token)
+    assert took == "declined"
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     # A lone surrogate: the compiled path's JSON parser refuses the body outright
     took, body = await both(factory, executed, EDITOR, {"id": "\ud800"}, owner.token)
     assert took == "none"
@@ -252,7 +293,7 @@ async def test_what_a_plan_does_not_cover_is_executed_field_by_field(
     uncovered = [
         # a directive, a field outside the plan, introspection, a fragment on an interface
         """query($id: ID!) { workflow(id: $id) { name @include(if: true) } }""",
-        """query($id: ID!) { workflow(id: $id) { name schedule { enabled } } }""",
+        """query($id: ID!) { workflow(id: $id) { name webhook { enabled } } }""",
         """query($id: ID!) { workflow(id: $id) { name currentVersion { isPublished } } }""",
         """query($id: ID!) { workflow(id: $id) { name } __schema { queryType { name } } }""",
         """query($id: ID!) { workflow(id: $id) { versions(first: 1) {
