@@ -24,7 +24,6 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-import psycopg
 from graphql import GraphQLError, GraphQLSchema, parse, specified_rules
 from graphql.execution.values import get_variable_values
 from graphql.validation import ASTValidationRule
@@ -35,7 +34,7 @@ from strawberry.schema.schema import validate_document
 
 from app import tracing
 from app.encoding import dumps
-from app.errors import AccessError, InputErrors
+from app.errors import AccessError, InputErrors, database_unavailable
 from app.metrics import COMPILED_QUERIES, GRAPHQL_DURATION, GRAPHQL_OPERATIONS
 from app.persisted_queries import PersistedQueries, PersistedQueryError
 from schema.compiled.core import Decline, Execution
@@ -46,6 +45,9 @@ from schema.strings import takes_text, unstorable_arguments
 log = logging.getLogger(__name__)
 
 PLANS = 256  # documents kept (with a plan or as known not to have one)
+# A planned request is a document (or its hash) and a few variables; a larger body (a save
+# with its graph) is not parsed here, only by the general path.
+MAX_BODY = 64 * 1024
 
 
 class CompiledReads:
@@ -99,7 +101,8 @@ class CompiledReads:
         """The response to a POSTed query when a plan answers it, else None."""
         started = time.perf_counter()
         started_ns = time.time_ns()
-        found = self._request(await request.body())
+        body = await request.body()
+        found = self._request(body) if len(body) <= MAX_BODY else None
         if found is None:
             COMPILED_QUERIES.labels("none").inc()
             return None
@@ -119,11 +122,12 @@ class CompiledReads:
             async with context.runtime.pool.connection() as conn:
                 execution = Execution(conn, principal, coerced)
                 (data,) = await execution.fill(plan.root, [None])
-        except (AccessError, InputErrors, Decline, psycopg.Error, OSError):
+        except (AccessError, InputErrors, Decline):
             COMPILED_QUERIES.labels("declined").inc()
             return None  # the general path reports it
-        except Exception:
-            log.exception("a compiled query failed; it takes the general path")
+        except Exception as error:
+            if not database_unavailable(error):
+                log.exception("a compiled query failed; it takes the general path")
             COMPILED_QUERIES.labels("declined").inc()
             return None
         COMPILED_QUERIES.labels("answered").inc()
