@@ -23,25 +23,10 @@ from starlette.applications import Starlette
 from app.main import create_app
 from app.services.pagination import encode_cursor
 from app.settings import Settings
+from bench.reads import EDITOR, LIST
 from tests.factories import Account, Factory, gid
 from tests.schema.workflows.test_nested_pages import GENERATE_RUNS, with_versions
 
-EDITOR = """query WorkflowEditor($id: ID!) {
-  workflow(id: $id) {
-    id name description isTemplate createdAt updatedAt
-    currentVersion {
-      id number message createdAt createdBy { id name } restoredFrom graph
-      diagnostics { severity code message nodeId edgeId }
-    }
-  }
-}"""
-LIST = """query WorkflowList($workspaceId: ID!, $first: Int!) {
-  workspace(id: $workspaceId) {
-    workflows(first: $first) {
-      edges { node { id name versions(first: 5) { edges { node { number } } } } }
-    }
-  }
-}"""
 HISTORY = """query WorkflowHistory($id: ID!, $first: Int!, $after: String) {
   workflow(id: $id) {
     versions(first: $first, after: $after) {
