@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from app.db import create_engine
 from app.errors import UNAVAILABLE_MESSAGE
 from app.settings import Settings
+from bench.reads import EDITOR
 from schema.ids import decode_id
 from tests.factories import Account, Factory
 from tests.faults import FaultyDatabase, FlowdeckProcess, raw_error_text
@@ -168,8 +169,14 @@ async def test_an_unreachable_database_is_503_with_a_request_id_on_every_path(
     newcomer = await on_faulty.owner("newcomer")
     before = await counts(on_faulty, owner)
     client = on_faulty.client
+    # ... and the editor's read, which this process answers by its compiled plan
+    editor_read = {"id": workflow_id}
+    assert "errors" not in (await gql(client, owner.token, EDITOR, editor_read)).json()
     # When the database refuses connections and every backend is gone
     with faulty.down():
+        started = time.monotonic()
+        editor = await gql(client, owner.token, EDITOR, editor_read)
+        editor_seconds = time.monotonic() - started
         viewer = await gql(client, newcomer.token, VIEWER)
         executed = await gql(client, owner.token, EXECUTE, {"i": {"workflowId": workflow_id}})
         delivered = await client.post(hook, json={"a": 1})
@@ -193,6 +200,15 @@ async def test_an_unreachable_database_is_503_with_a_request_id_on_every_path(
                 await asyncio.wait_for(fresh.recv(), 10)
     await signed_in.close()
     # Then HTTP answers 503 with Retry-After and the code and request id, in each one's shape
+    assert (editor.status_code, editor.headers["retry-after"]) == (503, RETRY_AFTER)
+    assert editor.json()["data"] == {"workflow": None}
+    assert (
+        editor.json()["errors"][0]["extensions"]
+        == unavailable(editor.headers["x-request-id"])["extensions"]
+    )
+    # ... after one wait for the pool (FLOWDECK_DB_POOL_TIMEOUT_SECONDS, 5 s), not one on each
+    # path: the compiled path gave up and the general path answered
+    assert editor_seconds < 9
     for response in (viewer, executed):
         assert (response.status_code, response.headers["retry-after"]) == (503, RETRY_AFTER)
         assert response.json() == {
@@ -223,14 +239,21 @@ async def test_an_unreachable_database_is_503_with_a_request_id_on_every_path(
     assert closed.value.rcvd.code == 1013
     assert closed.value.rcvd.reason.startswith("SERVICE_UNAVAILABLE request ")
     # ... no answer carries driver text, and the log names each request id, without its text
-    answers = [viewer.text, executed.text, delivered.text, ready.text, json.dumps(frames)]
-    assert [raw_error_text(answer) for answer in answers] == [[]] * 5
+    answers = [
+        editor.text,
+        viewer.text,
+        executed.text,
+        delivered.text,
+        ready.text,
+        json.dumps(frames),
+    ]
+    assert [raw_error_text(answer) for answer in answers] == [[]] * 6
     warned = {
         line.get("request_id")
         for line in api.log_lines()
         if str(line.get("event", "")).startswith(("database unavailable", "webhook delivery"))
     }
-    assert {r.headers["x-request-id"] for r in (viewer, executed, delivered)} <= warned
+    assert {r.headers["x-request-id"] for r in (editor, viewer, executed, delivered)} <= warned
     # ... nothing was written, and everything works again once the database is back
     assert await counts(on_faulty, owner) == before
     again = await gql(client, owner.token, VIEWER)

@@ -48,6 +48,9 @@ PLANS = 256  # documents kept (with a plan or as known not to have one)
 # A planned request is a document (or its hash) and a few variables; a larger body (a save
 # with its graph) is not parsed here, only by the general path.
 MAX_BODY = 64 * 1024
+# After the database failed a compiled read, queries go straight to the general path for
+# this long: during an outage a request waits for the pool once (there), not twice.
+DOWN_SECONDS = 2.0
 
 
 class CompiledReads:
@@ -68,6 +71,7 @@ class CompiledReads:
         self.persisted = persisted
         self.context = context
         self._plans: OrderedDict[tuple[str, str | None], CompiledQuery | None] = OrderedDict()
+        self._down_until = 0.0  # monotonic time until which the database is taken as down
 
     def plan(self, query: str, operation_name: str | None) -> CompiledQuery | None:
         """The document's plan (kept), or None when it has none."""
@@ -100,6 +104,9 @@ class CompiledReads:
     async def answer(self, request: Request, media_type: str) -> Response | None:
         """The response to a POSTed query when a plan answers it, else None."""
         started = time.perf_counter()
+        if started < self._down_until:
+            COMPILED_QUERIES.labels("declined").inc()
+            return None
         started_ns = time.time_ns()
         body = await request.body()
         found = self._request(body) if len(body) <= MAX_BODY else None
@@ -126,7 +133,9 @@ class CompiledReads:
             COMPILED_QUERIES.labels("declined").inc()
             return None  # the general path reports it
         except Exception as error:
-            if not database_unavailable(error):
+            if database_unavailable(error):
+                self._down_until = time.perf_counter() + DOWN_SECONDS
+            else:
                 log.exception("a compiled query failed; it takes the general path")
             COMPILED_QUERIES.labels("declined").inc()
             return None
