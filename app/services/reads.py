@@ -35,6 +35,7 @@ from app.services.records import (
     RunRecord,
     UserRecord,
     VersionRecord,
+    WebhookRecord,
     WorkflowRecord,
     WorkspaceRecord,
     group_by_key,
@@ -336,6 +337,23 @@ async def read_last_runs(
         (workflow_ids,),
     )
     return {record.workflow_id: record for _, record in rows}
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+async def read_webhooks(
+    conn: Connection, *, workflow_ids: list[uuid.UUID], columns: frozenset[str]
+) -> dict[uuid.UUID, WebhookRecord]:
+    """The webhook of each workflow that has one, by workflow id: one statement."""
+    rows = await records(
+        conn,
+        WebhookRecord,
+        columns,
+        "SELECT {columns} FROM webhooks h WHERE h.workflow_id = ANY(%s)",
+        (workflow_ids,),
+    )
+    return {row.workflow_id: row for row in rows}
 
 
 # --- schedule fires -------------------------------------------------------------------------

@@ -177,6 +177,34 @@ class FireRecord(Record):
     run_id: uuid.UUID | None
 
 
+class WebhookRecord(Record):
+    """Columns of a ``webhooks`` row (never its signing secret)."""
+
+    __slots__ = (
+        "created_at",
+        "enabled",
+        "id",
+        "require_signature",
+        "token",
+        "updated_at",
+        "wait_for_result",
+        "workflow_id",
+        "workspace_id",
+    )
+    TABLE = "webhooks"
+    ALIAS = "h"
+    BASE = ("id", "workflow_id", "workspace_id", "token")
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    workspace_id: uuid.UUID
+    token: str
+    enabled: bool
+    require_signature: bool
+    wait_for_result: bool
+    created_at: datetime
+    updated_at: datetime
+
+
 class WorkspaceRecord(Record):
     """Columns of a ``workspaces`` row."""
 

@@ -37,10 +37,11 @@ class Leaf:
 
 @dataclass(frozen=True, slots=True)
 class Computed:
-    """A field shown from its row and its arguments (checked: a refusal declines)."""
+    """A field shown from its row, its arguments (checked: a refusal declines) and the
+    request (the caller, the public base URL)."""
 
     columns: tuple[str, ...]
-    value: Callable[[Any, Arguments], Any]
+    value: Callable[[Any, Arguments, Execution], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +112,16 @@ class ObjectPlan:
 class Execution:
     """One request's run of a plan: its connection, caller and variables."""
 
-    def __init__(self, conn: Connection, principal: Principal, variables: VariableValues) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        principal: Principal,
+        variables: VariableValues,
+        public_base_url: Callable[[], str],
+    ) -> None:
         self.conn = conn
         self.principal = principal
+        self.public_base_url = public_base_url
         self.variables = variables
         # Rows a parent's statement read for a child ahead of time (the editor's version).
         self.primed: dict[Any, Any] = {}
@@ -138,7 +146,7 @@ class Execution:
                 made[item.key] = await self._connections(item, kind, rows)
             elif isinstance(kind, Computed):
                 arguments = self.arguments(item)
-                made[item.key] = [kind.value(row, arguments) for row in rows]
+                made[item.key] = [kind.value(row, arguments, self) for row in rows]
         typename = plan.type.name
         objects = []
         for index, row in enumerate(rows):

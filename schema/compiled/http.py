@@ -127,7 +127,7 @@ class CompiledReads:
         try:
             principal = await context.principal()
             async with context.runtime.pool.connection() as conn:
-                execution = Execution(conn, principal, coerced)
+                execution = Execution(conn, principal, coerced, context.public_base_url)
                 (data,) = await execution.fill(plan.root, [None])
         except (AccessError, InputErrors, Decline):
             COMPILED_QUERIES.labels("declined").inc()

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
+from app.engine.nodes.base import load_catalogue
 from app.errors import NotFound
-from app.models import ScheduleOverlap
+from app.models import Role, ScheduleOverlap
 from app.services import reads
 from app.services import schedules as schedule_service
 from app.services.pagination import Page
@@ -24,6 +25,7 @@ from app.services.records import (
     RunRecord,
     UserRecord,
     VersionRecord,
+    WebhookRecord,
     WorkflowRecord,
     WorkspaceRecord,
 )
@@ -204,6 +206,32 @@ async def _last_runs(
     return [found.get(w.id) for w in parents]
 
 
+async def _webhooks(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """Each workflow's webhook, if it has one: one statement for all."""
+    found = await reads.read_webhooks(
+        ex.conn, workflow_ids=[w.id for w in parents], columns=child.columns
+    )
+    return [found.get(w.id) for w in parents]
+
+
+def _webhook_url(hook: Any, args: Arguments, ex: Execution) -> str | None:
+    """Where to POST; null for roles that cannot run the workflow (as Webhook.url)."""
+    role = ex.principal.role_in(hook.workspace_id)
+    if role is None or role.rank < Role.MEMBER.rank:
+        return None
+    return f"{ex.public_base_url()}/hooks/{hook.token}"
+
+
+async def _node_types(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """The catalogue, by category then type (as Query.nodeTypes)."""
+    catalogue = sorted(load_catalogue().values(), key=lambda t: (t.category, t.type))
+    return [list(catalogue) for _ in parents]
+
+
 async def _diagnostics(
     ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
 ) -> Children:
@@ -242,10 +270,36 @@ SCHEDULE = ObjectType(
         "skippedCount": _column("schedule_skipped_count"),
         "upcoming": Computed(
             (),
-            lambda w, args: [
+            lambda w, args, _: [
                 t.isoformat() for t in schedule_service.upcoming(w, count=args["count"])
             ],
         ),
+    },
+)
+WEBHOOK = ObjectType(
+    "Webhook",
+    WebhookRecord,
+    {
+        "enabled": _column("enabled"),
+        "requireSignature": _column("require_signature"),
+        "waitForResult": _column("wait_for_result"),
+        "createdAt": _time("created_at"),
+        "updatedAt": _time("updated_at"),
+        "url": Computed((), _webhook_url),
+        "signingSecret": Leaf((), lambda _: None),  # only in the payload that made it
+    },
+)
+NODE_TYPE = ObjectType(
+    "NodeType",
+    None,
+    {
+        "type": _column("type"),
+        "category": _column("category"),
+        "label": _column("label"),
+        "description": _column("description"),
+        "configSchema": Leaf((), lambda t: t.config_schema()),
+        "inputs": Leaf((), lambda t: list(t.inputs)),
+        "outputs": Leaf((), lambda t: list(t.outputs)),
     },
 )
 RUN = ObjectType(
@@ -297,6 +351,7 @@ WORKFLOW = ObjectType(
         "versions": Pages(("current_version",), "WorkflowVersion", _version_pages, _version_counts),
         "schedule": Link(SCHEDULE_COLUMNS, "WorkflowSchedule", _schedule),
         "lastRun": Link((), "Run", _last_runs),
+        "webhook": Link((), "Webhook", _webhooks),
     },
 )
 WORKSPACE = ObjectType(
@@ -316,6 +371,21 @@ QUERY = ObjectType(
     {
         "workflow": Link((), "Workflow", _workflow),
         "workspace": Link((), "Workspace", _workspace),
+        "nodeTypes": Link((), "NodeType", _node_types),
     },
 )
-TYPES = {t.name: t for t in (USER, DIAGNOSTIC, SCHEDULE, RUN, VERSION, WORKFLOW, WORKSPACE, QUERY)}
+TYPES = {
+    t.name: t
+    for t in (
+        USER,
+        DIAGNOSTIC,
+        SCHEDULE,
+        WEBHOOK,
+        NODE_TYPE,
+        RUN,
+        VERSION,
+        WORKFLOW,
+        WORKSPACE,
+        QUERY,
+    )
+}

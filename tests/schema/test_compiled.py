@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from app.main import create_app
+from app.models import Role
 from app.services.pagination import encode_cursor
 from app.settings import Settings
 from bench.reads import EDITOR, LIST
 from tests.factories import Account, Factory, gid
 from tests.schema.workflows.test_nested_pages import GENERATE_RUNS, with_versions
+from tests.webhooks.helpers import enable
 
 HISTORY = """query WorkflowHistory($id: ID!, $first: Int!, $after: String) {
   workflow(id: $id) {
@@ -154,6 +156,8 @@ async def dataset(factory: Factory) -> tuple[Account, str]:
            WHERE status = 'FAILED'"""
     )
     workflow_id = await factory.scalar("SELECT id FROM workflows WHERE name = 'wf 00'")
+    # ... and a webhook that asks for signatures
+    await enable(factory, owner, gid("Workflow", workflow_id), requireSignature=True)
     return owner, gid("Workflow", workflow_id)
 
 
@@ -175,6 +179,7 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
     # The builder contract's own list and history, picked out of the whole document by name
     contract = (Path(__file__).parent.parent / "contract" / "builder.graphql").read_text()
     for name, variables in (
+        ("WorkflowEditor", {"id": workflow}),
         ("WorkflowList", {"workspaceId": ws, "first": 2}),
         ("WorkflowList", {"workspaceId": ws, "first": 2, "after": None, "search": "wf"}),
         ("WorkflowHistory", {"id": workflow, "first": 3}),
@@ -213,6 +218,17 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
     assert schedule["upcoming"][0].startswith(str(int(schedule["nextFireAt"][:4])))
     assert (schedule["overlap"], schedule["skippedCount"], len(schedule["soon"])) == ("SKIP", 2, 5)
     assert body["data"]["a"]["lastRun"]["status"] == "SUCCEEDED"
+    # The builder's editor as the contract has it: the webhook's URL for those who may run
+    # the workflow, null for a viewer; every node type
+    viewer = await factory.member(owner, Role.VIEWER)
+    for account, shown in ((owner, True), (viewer, False)):
+        took, body = await both(
+            factory, executed, contract, {"id": workflow}, account.token, "WorkflowEditor"
+        )
+        assert took == "answered"
+        hook = body["data"]["workflow"]["webhook"]
+        assert (hook["url"] is not None, hook["requireSignature"]) == (shown, True)
+        assert len(body["data"]["nodeTypes"]) > 10
 
 
 async def test_another_workspace_reads_as_not_found_after_its_owner_compiled_the_document(
@@ -285,7 +301,7 @@ async def test_what_a_plan_does_not_cover_is_executed_field_by_field(
     uncovered = [
         # a directive, a field outside the plan, introspection, a fragment on an interface
         """query($id: ID!) { workflow(id: $id) { name @include(if: true) } }""",
-        """query($id: ID!) { workflow(id: $id) { name webhook { enabled } } }""",
+        """query($id: ID!) { workflow(id: $id) { name schedule { recentFires { outcome } } } }""",
         """query($id: ID!) { workflow(id: $id) { name currentVersion { isPublished } } }""",
         """query($id: ID!) { workflow(id: $id) { name } __schema { queryType { name } } }""",
         """query($id: ID!) { workflow(id: $id) { versions(first: 1) {
