@@ -20,7 +20,7 @@ from app.models import Role, ScheduleOverlap
 from app.services import reads
 from app.services import schedules as schedule_service
 from app.services.pagination import Page
-from app.services.reads import VersionPageKey
+from app.services.reads import RunPageKey, VersionPageKey
 from app.services.records import (
     RunRecord,
     UserRecord,
@@ -145,6 +145,33 @@ async def _version_pages(
 async def _version_counts(ex: Execution, parents: list[Any], args: Arguments) -> list[int]:
     # Versions are numbered 1..current without gaps, as Workflow.versions counts them.
     return [w.current_version for w in parents]
+
+
+async def _run_pages(
+    ex: Execution, parents: list[Any], args: Arguments, columns: frozenset[str]
+) -> list[Page[Any]]:
+    """``Workflow.runs(first:, after:, status:)``: every workflow's page in one statement."""
+    first, after, status = args["first"], args.get("after"), args.get("status")
+    reads.check_run_page(first, after)
+    keys = [RunPageKey(w.id, first, after, status) for w in parents]
+    return await reads.read_run_pages(ex.conn, keys=keys, columns=columns)
+
+
+async def _run_counts(ex: Execution, parents: list[Any], args: Arguments) -> list[int]:
+    status = args.get("status")
+    return await reads.count_runs_of(ex.conn, keys=[(w.id, status) for w in parents])
+
+
+async def _run_versions(
+    ex: Execution, parents: list[Any], args: Arguments, child: ObjectPlan
+) -> Children:
+    """The version each run ran: one statement for all."""
+    keys = [(r.workflow_id, r.version_number) for r in parents]
+    found = await reads.read_versions(ex.conn, keys=list(set(keys)), columns=child.columns)
+    versions = [found.get(k) for k in keys]
+    if any(v is None for v in versions):
+        raise NotFound("WorkflowVersion")  # a run's version is never deleted: let it report
+    return versions
 
 
 async def _workflow_pages(
@@ -317,6 +344,7 @@ RUN = ObjectType(
         "durationMs": Leaf(
             ("started_at", "finished_at"), lambda r: run_duration_ms(r.started_at, r.finished_at)
         ),
+        "version": Link(("version_number",), "WorkflowVersion", _run_versions),
     },
 )
 VERSION = ObjectType(
@@ -351,6 +379,7 @@ WORKFLOW = ObjectType(
         "versions": Pages(("current_version",), "WorkflowVersion", _version_pages, _version_counts),
         "schedule": Link(SCHEDULE_COLUMNS, "WorkflowSchedule", _schedule),
         "lastRun": Link((), "Run", _last_runs),
+        "runs": Pages((), "Run", _run_pages, _run_counts),
         "webhook": Link((), "Webhook", _webhooks),
     },
 )

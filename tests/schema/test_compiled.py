@@ -38,6 +38,9 @@ HISTORY = """query WorkflowHistory($id: ID!, $first: Int!, $after: String) {
     }
   }
 }"""
+RUNS = """query($id: ID!, $after: String, $status: RunStatus) {
+  workflow(id: $id) { runs(first: 2, after: $after, status: $status) { edges { node { id } } } }
+}"""
 # Fragments (named, inline, spread twice), aliases, merged fields, __typename at each level,
 # argument defaults, a version that is not there (null), both root fields at once.
 SHAPES = """query Shapes($id: ID!, $ws: ID!) {
@@ -183,6 +186,11 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
         ("WorkflowList", {"workspaceId": ws, "first": 2}),
         ("WorkflowList", {"workspaceId": ws, "first": 2, "after": None, "search": "wf"}),
         ("WorkflowHistory", {"id": workflow, "first": 3}),
+        ("WorkflowVersion", {"id": workflow, "number": 2}),
+        ("WorkflowVersion", {"id": workflow, "number": 99}),
+        ("RunList", {"workflowId": workflow, "first": 2}),
+        ("RunList", {"workflowId": workflow, "first": 5, "status": "FAILED"}),
+        ("RunList", {"workflowId": workflow, "first": 0}),
     ):
         took, body = await both(factory, executed, contract, variables, owner.token, name)
         assert took == "answered", (name, body)
@@ -213,6 +221,18 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
     page = body["data"]["workflow"]["versions"]
     assert [e["node"]["number"] for e in page["edges"]] == [2, 1]
     assert (page["totalCount"], page["pageInfo"]["hasNextPage"]) == (4, False)
+    # The run history, a page at a time
+    _, body = await both(
+        factory, executed, contract, {"workflowId": workflow, "first": 2}, owner.token, "RunList"
+    )
+    runs = body["data"]["workflow"]["runs"]
+    assert (runs["totalCount"], len(runs["edges"]), runs["pageInfo"]["hasNextPage"]) == (3, 2, True)
+    after = {"workflowId": workflow, "first": 2, "after": runs["pageInfo"]["endCursor"]}
+    took, body = await both(factory, executed, contract, after, owner.token, "RunList")
+    assert took == "answered"
+    assert [e["node"]["version"] for e in body["data"]["workflow"]["runs"]["edges"]] == [
+        {"number": 1}
+    ]
     _, body = await both(factory, executed, SHAPES, {"id": workflow, "ws": ws}, owner.token)
     schedule = body["data"]["a"]["schedule"]
     assert schedule["upcoming"][0].startswith(str(int(schedule["nextFireAt"][:4])))
@@ -266,6 +286,8 @@ async def test_bad_input_and_sign_in_are_reported_by_the_general_path(
         (HISTORY, {"id": workflow}, owner.token),
         (HISTORY, {"id": workflow, "first": 2**40}, owner.token),
         (LIST, {"workspaceId": ws, "first": 500}, owner.token),
+        (RUNS, {"id": workflow, "after": "garbage"}, owner.token),
+        (RUNS, {"id": workflow, "status": "NOPE"}, owner.token),
         (EDITOR, {"id": workflow}, None),
         (EDITOR, {"id": workflow}, "fd_not_a_token"),
         (EDITOR, {"id": "\u0000"}, owner.token),
