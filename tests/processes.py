@@ -247,9 +247,14 @@ class Processes:
             time.sleep(0.1)
 
     def stop_all(self) -> None:
-        """Kill every process still running (a paused one is resumed first)."""
+        """Kill every process still running (a paused one is resumed first), and every
+        process it started (a ``serve --processes`` child would otherwise outlive it)."""
         for process in self.processes:
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGCONT)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    for child in psutil.Process(process.pid).children(recursive=True):
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            child.kill()
                 process.kill()
             process.wait(timeout=10)

@@ -201,7 +201,9 @@ async def test_an_unreachable_database_is_503_with_a_request_id_on_every_path(
     await signed_in.close()
     # Then HTTP answers 503 with Retry-After and the code and request id, in each one's shape
     assert (editor.status_code, editor.headers["retry-after"]) == (503, RETRY_AFTER)
-    assert editor.json()["data"] == {"workflow": None}
+    # (a field error when its sign-in was kept; a request error when the lost LISTEN
+    # connection made the process drop its kept sign-ins and sign in again: both are 503)
+    assert editor.json()["data"] in (None, {"workflow": None})
     assert (
         editor.json()["errors"][0]["extensions"]
         == unavailable(editor.headers["x-request-id"])["extensions"]
