@@ -27,6 +27,23 @@ class Decline(Exception):
     """The plan cannot answer this request: the general path will."""
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # GraphQL's Int
+
+
+def int32(value: Any) -> Any:
+    """An Int field's value as GraphQL shows it; one it cannot show (past 32 bits: the
+    general path answers null and an error) declines."""
+    if value is not None and not (type(value) is int and INT_MIN <= value <= INT_MAX):
+        raise Decline("not a GraphQL Int")
+    return value
+
+
+def checked_int(leaf: Leaf) -> Leaf:
+    """The leaf of an Int field, its values checked."""
+    value = leaf.value
+    return Leaf(leaf.columns, lambda row: int32(value(row)))
+
+
 @dataclass(frozen=True, slots=True)
 class Leaf:
     """A field shown from its row: the columns it reads, and its value from the row."""
@@ -217,7 +234,7 @@ class Execution:
                 elif name == "pageInfo":
                     value[key] = info
                 elif name == "totalCount":
-                    value[key] = counts[index]
+                    value[key] = int32(counts[index])
                 else:
                     value[key] = plan.typenames["connection"]
             values.append(value)

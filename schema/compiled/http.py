@@ -5,8 +5,10 @@ Strawberry. Returns None (and the view carries on as before) for anything it doe
 answer itself: a body that is not one JSON request object, a persisted query it cannot
 resolve, a document without a plan, variables that do not coerce or hold text PostgreSQL
 cannot store, a caller that does not sign in, an object that is not found or not visible,
-an argument a read refuses, a database fault. Every one of those is then reported by the
-general path, exactly as without this one.
+an argument a read refuses, a value its field's type cannot show. Every one of those is then
+reported by the general path, exactly as without this one. A database fault is answered here
+(503, masked, logged with the request id, no data, as the general path answers a sign-in the
+database failed): handing it on would make the request wait for the database a second time.
 
 What a compiled answer keeps from the general path: the request's sign-in (the token
 cache, its revocation), tenancy (each read's workspace check), the limits (validation with
@@ -16,6 +18,7 @@ the operation metrics and, when traces are on, the server span.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -23,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import orjson
 from graphql import GraphQLError, GraphQLSchema, parse, specified_rules
 from graphql.execution.values import get_variable_values
 from graphql.validation import ASTValidationRule
@@ -35,11 +37,13 @@ from strawberry.schema.schema import validate_document
 from app import tracing
 from app.encoding import dumps
 from app.errors import AccessError, InputErrors, database_unavailable
+from app.graphql_http import GRAPHQL_RESPONSE
 from app.metrics import COMPILED_QUERIES, GRAPHQL_DURATION, GRAPHQL_OPERATIONS
 from app.persisted_queries import PersistedQueries, PersistedQueryError
 from schema.compiled.core import Decline, Execution
 from schema.compiled.plan import CompiledQuery, compile_query
 from schema.context import Context
+from schema.errors import shape_error
 from schema.strings import takes_text, unstorable_arguments
 
 log = logging.getLogger(__name__)
@@ -48,9 +52,9 @@ PLANS = 256  # documents kept (with a plan or as known not to have one)
 # A planned request is a document (or its hash) and a few variables; a larger body (a save
 # with its graph) is not parsed here, only by the general path.
 MAX_BODY = 64 * 1024
-# After the database failed a compiled read, queries go straight to the general path for
-# this long: during an outage a request waits for the pool once (there), not twice.
-DOWN_SECONDS = 2.0
+# A request nested deeper than this is left to the general path (whose parser's recursion
+# limit depends on its stack: near the limit the two could disagree).
+MAX_DEPTH = 64
 
 
 class CompiledReads:
@@ -71,7 +75,6 @@ class CompiledReads:
         self.persisted = persisted
         self.context = context
         self._plans: OrderedDict[tuple[str, str | None], CompiledQuery | None] = OrderedDict()
-        self._down_until = 0.0  # monotonic time until which the database is taken as down
 
     def plan(self, query: str, operation_name: str | None) -> CompiledQuery | None:
         """The document's plan (kept), or None when it has none."""
@@ -104,9 +107,6 @@ class CompiledReads:
     async def answer(self, request: Request, media_type: str) -> Response | None:
         """The response to a POSTed query when a plan answers it, else None."""
         started = time.perf_counter()
-        if started < self._down_until:
-            COMPILED_QUERIES.labels("declined").inc()
-            return None
         started_ns = time.time_ns()
         body = await request.body()
         found = self._request(body) if len(body) <= MAX_BODY else None
@@ -129,14 +129,17 @@ class CompiledReads:
             async with context.runtime.pool.connection() as conn:
                 execution = Execution(conn, principal, coerced, context.public_base_url)
                 (data,) = await execution.fill(plan.root, [None])
-        except (AccessError, InputErrors, Decline):
+        except (AccessError, InputErrors, GraphQLError, Decline):
             COMPILED_QUERIES.labels("declined").inc()
             return None  # the general path reports it
         except Exception as error:
             if database_unavailable(error):
-                self._down_until = time.perf_counter() + DOWN_SECONDS
-            else:
-                log.exception("a compiled query failed; it takes the general path")
+                # Answered here, as the general path answers a failed sign-in: trying it
+                # there too would wait for the database twice.
+                COMPILED_QUERIES.labels("answered").inc()
+                GRAPHQL_OPERATIONS.labels("query", "error").inc()
+                return self._unavailable(error, media_type, context)
+            log.exception("a compiled query failed; it takes the general path")
             COMPILED_QUERIES.labels("declined").inc()
             return None
         COMPILED_QUERIES.labels("answered").inc()
@@ -153,13 +156,30 @@ class CompiledReads:
             dumps({"data": data}), status_code=200, media_type=f"{media_type}; charset=utf-8"
         )
 
+    def _unavailable(self, error: Exception, media_type: str, context: Context) -> Response:
+        """503, as the general path answers a request the database failed before any field
+        ran: the masked error (logged with the request id), no data, Retry-After."""
+        shaped = shape_error(GraphQLError(str(error), original_error=error), "compiled read")
+        answer: dict[str, Any] = {"data": None, "errors": [shaped.formatted]}
+        if media_type == GRAPHQL_RESPONSE:
+            del answer["data"]  # a request error: no data entry (GraphQL over HTTP)
+        retry_after = str(context.runtime.settings.retry_after_seconds)
+        return Response(
+            dumps(answer),
+            status_code=503,
+            media_type=f"{media_type}; charset=utf-8",
+            headers={"retry-after": retry_after},
+        )
+
     def _request(self, body: bytes) -> tuple[CompiledQuery, dict[str, Any]] | None:
         """The plan and raw variables of a single JSON request whose document has one."""
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            # As the general path parses it (FlowdeckGraphQL.parse_json): strict UTF-8, then
+            # the standard library's JSON, so both read the same values.
+            data = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):
             return None
-        if type(data) is not dict:
+        if type(data) is not dict or _deeper_than(data, MAX_DEPTH):
             return None
         query = data.get("query")
         operation_name = data.get("operationName")
@@ -189,3 +209,18 @@ class CompiledReads:
             return None
         plan = self.plan(query, operation_name)
         return (plan, variables or {}) if plan is not None else None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests lists and objects deeper than ``limit``."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            inner
+            for outer in level
+            for inner in (outer.values() if isinstance(outer, dict) else outer)
+            if isinstance(inner, dict | list)
+        ]
+        if not level:
+            return False
+    return True

@@ -18,6 +18,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLInt,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
@@ -31,9 +32,11 @@ from app.services.records import plan_of
 from schema.compiled.core import (
     ConnectionPlan,
     FieldPlan,
+    Leaf,
     Link,
     ObjectPlan,
     Pages,
+    checked_int,
 )
 from schema.compiled.types import TYPES
 
@@ -142,6 +145,8 @@ class _Compiler:
             if kind is None or definition is None:
                 raise Uncompilable(f"{graphql_type.name}.{name}")
             columns.update(kind.columns)
+            if isinstance(kind, Leaf) and get_named_type(definition.type) is GraphQLInt:
+                kind = checked_int(kind)
             item = FieldPlan(key, name, kind, definition, nodes[0])
             below = [n.selection_set for n in nodes if n.selection_set is not None]
             target = get_named_type(definition.type)

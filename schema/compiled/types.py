@@ -9,7 +9,6 @@ the general path, which reports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,6 +32,7 @@ from schema.compiled.core import (
     Arguments,
     Children,
     Computed,
+    Decline,
     Execution,
     Leaf,
     Link,
@@ -64,12 +64,31 @@ def _time(name: str) -> Leaf:
     return Leaf((name,), value)
 
 
-def _diagnostic(name: str, convert: Callable[[Any], Any] | None = None) -> Leaf:
+def _stored_text(name: str, *, nullable: bool) -> Leaf:
+    """A text field of a diagnostic stored as JSON; anything else there (never written by a
+    save) declines, for the general path to report as it would."""
+
     def value(stored: dict[str, Any]) -> Any:
         found = stored.get(name)
-        return convert(found) if convert is not None and found is not None else found
+        if type(found) is str or (found is None and nullable):
+            return found
+        raise Decline(f"a stored diagnostic's {name}")
 
     return Leaf((), value)
+
+
+def _stored_path(stored: dict[str, Any]) -> list[str]:
+    path = stored.get("path", [])
+    if type(path) is not list or any(type(p) is not str for p in path):
+        raise Decline("a stored diagnostic's path")
+    return list(path)
+
+
+def _severity(stored: dict[str, Any]) -> str:
+    try:
+        return Severity(stored.get("severity")).name
+    except ValueError as error:
+        raise Decline("a stored diagnostic's severity") from error
 
 
 # --- loaders ------------------------------------------------------------------------------
@@ -276,12 +295,12 @@ DIAGNOSTIC = ObjectType(
     "Diagnostic",
     None,
     {
-        "severity": _diagnostic("severity", lambda s: Severity(s).name),
-        "code": _diagnostic("code"),
-        "message": _diagnostic("message"),
-        "nodeId": _diagnostic("nodeId"),
-        "edgeId": _diagnostic("edgeId"),
-        "path": Leaf((), lambda stored: list(stored.get("path", []))),
+        "severity": Leaf((), _severity),
+        "code": _stored_text("code", nullable=False),
+        "message": _stored_text("message", nullable=False),
+        "nodeId": _stored_text("nodeId", nullable=True),
+        "edgeId": _stored_text("edgeId", nullable=True),
+        "path": Leaf((), _stored_path),
     },
 )
 SCHEDULE = ObjectType(

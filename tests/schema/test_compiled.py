@@ -10,6 +10,7 @@ cover are declined to the general path, which reports them as before.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
@@ -97,6 +99,10 @@ async def executed(executed_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+def _without_request_ids(body: bytes) -> bytes:
+    return re.sub(rb'"requestId":"[^"]*"', b'"requestId":"-"', body)
+
+
 def _count(outcome: str) -> float:
     return REGISTRY.get_sample_value("flowdeck_graphql_compiled_total", {"outcome": outcome}) or 0
 
@@ -127,7 +133,11 @@ async def both_raw(
     compiled = await factory.client.post("/graphql", content=body, headers=headers)
     took = [o for o in before if _count(o) > before[o]]
     by_fields = await executed.post("/graphql", content=body, headers=headers)
-    assert (compiled.status_code, compiled.content) == (by_fields.status_code, by_fields.content)
+    # Byte for byte (key order included), but for each request's own id
+    assert (compiled.status_code, _without_request_ids(compiled.content)) == (
+        by_fields.status_code,
+        _without_request_ids(by_fields.content),
+    )
     assert compiled.headers["content-type"] == by_fields.headers["content-type"]
     assert len(took) == 1, took
     return took[0], compiled
@@ -301,9 +311,9 @@ async def test_bad_input_and_sign_in_are_reported_by_the_general_path(
     took, body = await both(factory, executed, upcoming, {"id": workflow}, owner.token)
     assert took == "declined"
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-    # A lone surrogate: the compiled path's JSON parser refuses the body outright
+    # A lone surrogate (the JSON escape is valid; the ID is not)
     took, body = await both(factory, executed, EDITOR, {"id": "\ud800"}, owner.token)
-    assert took == "none"
+    assert took == "declined"
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     # Text PostgreSQL cannot store, in a search: refused before anything is read
     search = """query($ws: ID!, $s: String) { workspace(id: $ws) {
@@ -420,3 +430,86 @@ async def test_bodies_that_are_not_one_request_are_left_to_the_general_path(
     # path as an int): answered, and the same
     padded = json.dumps({**request, "variables": {"id": workflow, "pad": 10**30}}).encode()
     assert (await both_raw(factory, executed, padded, owner.token))[0] == "answered"
+
+
+async def test_values_a_plan_cannot_show_as_the_general_path_does_are_left_to_it(
+    factory: Factory, executed: httpx.AsyncClient
+) -> None:
+    owner, workflow = await dataset(factory)
+    ws = owner.workspace_id
+    # A run that waited 30 days (flow.delay allows it): its durationMs is past GraphQL's Int
+    await factory.execute(
+        "UPDATE runs SET started_at = queued_at, finished_at = queued_at + interval '30 days'"
+        " WHERE status = 'FAILED'"
+    )
+    runs = """query($id: ID!) { workflow(id: $id) {
+      runs(first: 5) { edges { node { status durationMs } } } lastRun { durationMs } } }"""
+    took, body = await both(factory, executed, runs, {"id": workflow}, owner.token)
+    assert took == "declined"
+    assert "Int cannot represent" in body["errors"][0]["message"]
+    # A diagnostic stored in a shape no save writes (a number in its path: String shows "0")
+    for stored in ('[{"severity": "WARNING", "code": "X", "message": "m", "path": ["nodes", 0]}]',):
+        await factory.execute(
+            "UPDATE workflow_versions SET diagnostics = CAST(:d AS jsonb) WHERE number = 4",
+            d=stored,
+        )
+        took, _ = await both(factory, executed, SHAPES, {"id": workflow, "ws": ws}, owner.token)
+        assert took == "declined", stored
+    # A null for an argument that is non-null with a default: the general path's error
+    null_first = """query($id: ID!, $n: Int) { workflow(id: $id) {
+      versions(first: $n) { edges { node { number } } } } }"""
+    took, body = await both(factory, executed, null_first, {"id": workflow, "n": None}, owner.token)
+    assert took == "declined"
+    assert body["errors"]
+    # Variables nested deeper than the compiled path parses: left to the general path, which
+    # refuses or answers them as it always did
+    for depth in (100, 950, 1010):
+        pad = b"[" * depth + b"]" * depth
+        head = json.dumps({"query": EDITOR, "variables": {"id": workflow}}).encode()[:-2]
+        took, _ = await both_raw(factory, executed, head + b', "pad": ' + pad + b"}}", owner.token)
+        assert took == "none", depth
+
+
+async def test_a_database_fault_is_answered_once_without_a_second_try(
+    factory: Factory, settings: Settings, engine: AsyncEngine, database_url: str
+) -> None:
+    owner, workflow = await dataset(factory)
+    # An app whose statements give up after half a second, and a lock that holds every read
+    # of versions past it
+    impatient = create_app(
+        settings.model_copy(update={"db_statement_timeout_seconds": 0.5}),
+        engine,
+        database_url,
+        own_engine=False,
+    )
+    async with impatient.router.lifespan_context(impatient):
+        transport = httpx.ASGITransport(app=impatient)
+        async with httpx.AsyncClient(transport=transport, base_url="http://flowdeck.test") as c:
+            headers = {"authorization": f"Bearer {owner.token}"}
+            request = {"query": EDITOR, "variables": {"id": workflow}}
+            assert "errors" not in (await c.post("/graphql", json=request, headers=headers)).json()
+            before = {o: _count(o) for o in ("answered", "declined")}
+            async with engine.connect() as locker:
+                await locker.execute(text("LOCK TABLE workflow_versions IN ACCESS EXCLUSIVE MODE"))
+                refused = await c.post("/graphql", json=request, headers=headers)
+                await locker.rollback()
+    # Then a 503 with the masked error and Retry-After, from the compiled path alone: the
+    # statement was not run a second time by the general path
+    assert (refused.status_code, refused.headers["retry-after"]) == (503, "5")
+    assert refused.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": refused.json()["errors"][0]["message"],
+                "extensions": {
+                    "code": "SERVICE_UNAVAILABLE",
+                    "requestId": refused.headers["x-request-id"],
+                },
+            }
+        ],
+    }
+    assert "canceling statement" not in refused.text
+    assert (_count("answered") - before["answered"], _count("declined") - before["declined"]) == (
+        1,
+        0,
+    )
