@@ -50,6 +50,8 @@ class Leaf:
 
     columns: tuple[str, ...]
     value: Callable[[Any], Any]
+    # Its values are shown as they are: an integer column of 32 bits needs no Int check.
+    int4: bool = False
 
 
 @dataclass(frozen=True, slots=True)

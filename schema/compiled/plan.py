@@ -145,7 +145,11 @@ class _Compiler:
             if kind is None or definition is None:
                 raise Uncompilable(f"{graphql_type.name}.{name}")
             columns.update(kind.columns)
-            if isinstance(kind, Leaf) and get_named_type(definition.type) is GraphQLInt:
+            if (
+                isinstance(kind, Leaf)
+                and not kind.int4
+                and get_named_type(definition.type) is GraphQLInt
+            ):
                 kind = checked_int(kind)
             item = FieldPlan(key, name, kind, definition, nodes[0])
             below = [n.selection_set for n in nodes if n.selection_set is not None]

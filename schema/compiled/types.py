@@ -56,6 +56,11 @@ def _column(name: str) -> Leaf:
     return Leaf((name,), value)
 
 
+def _int4(name: str) -> Leaf:
+    """An integer column of 32 bits: every value is a GraphQL Int."""
+    return Leaf((name,), lambda row: getattr(row, name), int4=True)
+
+
 def _time(name: str) -> Leaf:
     def value(row: Any) -> Any:
         moment = getattr(row, name)
@@ -313,7 +318,7 @@ SCHEDULE = ObjectType(
         "overlap": Leaf((), lambda w: ScheduleOverlap(w.schedule_overlap).name),
         "nextFireAt": _time("schedule_next_fire_at"),
         "lastFiredAt": _time("schedule_last_fired_at"),
-        "skippedCount": _column("schedule_skipped_count"),
+        "skippedCount": _int4("schedule_skipped_count"),
         "upcoming": Computed(
             (),
             lambda w, args, _: [
@@ -371,10 +376,10 @@ VERSION = ObjectType(
     VersionRecord,
     {
         "id": _id("WorkflowVersion"),
-        "number": _column("number"),
+        "number": _int4("number"),
         "message": _column("message"),
         "createdAt": _time("created_at"),
-        "restoredFrom": _column("restored_from"),
+        "restoredFrom": _int4("restored_from"),
         # The stored JSON text goes in as is, as the resolver sends it.
         "graph": Leaf(("id", "graph_text"), lambda v: orjson.Fragment(v.graph_text)),
         "createdBy": Link(("created_by_id",), "User", _created_by),
@@ -409,7 +414,7 @@ WORKSPACE = ObjectType(
         "id": _id("Workspace"),
         "name": _column("name"),
         "createdAt": _time("created_at"),
-        "runRetentionDays": _column("run_retention_days"),
+        "runRetentionDays": _int4("run_retention_days"),
         "workflows": Pages((), "Workflow", _workflow_pages, _workflow_counts),
     },
 )
