@@ -267,7 +267,7 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
     # Until the worker's own handlers are in place (it stops gracefully from then on), a
     # SIGTERM/SIGINT stops the start-up cleanly instead of killing the process.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(0))
+        signal.signal(sig, _StartUpSignal.received)
     click.echo(f"{started}.", err=True)
     traced = _tracing("flowdeck-worker")
     try:
@@ -277,6 +277,24 @@ def worker(concurrency: int | None, metrics_port: int | None) -> None:
             from app.tracing import shutdown
 
             shutdown()
+
+
+class _StartUpSignal:
+    """A SIGTERM/SIGINT during a worker's start-up: it exits (SystemExit), and it is noted,
+    since Python drops an exception raised where a signal handler happens to run inside a
+    finalizer or weakref callback ("Exception ignored in …"): the worker then stops as soon as
+    its own handlers are in place."""
+
+    noted = False
+
+    @classmethod
+    def received(cls, *_: object) -> None:
+        cls.noted = True
+        raise SystemExit(0)
+
+    @classmethod
+    def came(cls) -> bool:
+        return cls.noted
 
 
 async def _when_reachable(work: Callable[[], Awaitable[None]]) -> None:
@@ -303,7 +321,9 @@ async def _work(settings: Settings, url: str, sock: socket.socket | None) -> Non
                 worker_endpoints(runtime, sock) if sock is not None else contextlib.nullcontext()
             )
             async with endpoints:
-                await run_worker(runtime, install_signal_handlers=True)
+                await run_worker(
+                    runtime, install_signal_handlers=True, stop_requested=_StartUpSignal.came
+                )
     finally:
         loop_watch.cancel()
         await engine.dispose()

@@ -178,8 +178,11 @@ def _procrastinate_worker(worker: WorkerContext) -> Worker:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(jobs: Worker, stopping: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT stop the worker gracefully (its running jobs may finish)."""
+def _stop_on_signals(
+    jobs: Worker, stopping: asyncio.Event, requested: Callable[[], bool]
+) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the worker gracefully (its running jobs may finish); so does
+    one that came during start-up, before these handlers (``requested``)."""
     loop = asyncio.get_running_loop()
     stop_jobs: Callable[[], None] = jobs.stop  # procrastinate's methods are not annotated
 
@@ -190,6 +193,9 @@ def _stop_on_signals(jobs: Worker, stopping: asyncio.Event) -> Iterator[None]:
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop)
+    # Checked once the handlers are in place: a signal from now on reaches them.
+    if requested():
+        stop()
     try:
         yield
     finally:
@@ -235,8 +241,14 @@ async def schedule_loop(worker: WorkerContext, *, watch: DatabaseWatch = DATABAS
     )
 
 
-async def run_worker(worker: WorkerContext, *, install_signal_handlers: bool) -> None:
-    """Consume run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT)."""
+async def run_worker(
+    worker: WorkerContext,
+    *,
+    install_signal_handlers: bool,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> None:
+    """Consume run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT, or
+    at once when ``stop_requested()`` says one came before them)."""
     # Importing the node types holds the event loop for a second or two (more under load):
     # before the first job, not in the middle of one while its heartbeat waits.
     load_catalogue()
@@ -249,7 +261,7 @@ async def run_worker(worker: WorkerContext, *, install_signal_handlers: bool) ->
     ]
     try:
         if install_signal_handlers:
-            with _stop_on_signals(jobs, stopping):
+            with _stop_on_signals(jobs, stopping, stop_requested):
                 await _supervise(jobs, stopping)
         else:
             await _supervise(jobs, stopping)
