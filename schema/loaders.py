@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,20 @@ Pool = AsyncConnectionPool[Any]
 K = TypeVar("K")
 V = TypeVar("V")
 Columns = frozenset[str]
+
+
+class SharedLoader(DataLoader[K, V]):
+    """A DataLoader whose answers are shared safely: each ``load`` is shielded.
+
+    Fields that ask for the same key await one future. When a non-null field fails,
+    graphql-core cancels its siblings' pending resolvers, and cancelling a task cancels the
+    future it awaits: unshielded, the shared future was cancelled under every other field
+    waiting on it (in another, healthy part of the query), whose resolvers then raised
+    CancelledError out of the request.
+    """
+
+    def load(self, key: K) -> Awaitable[V]:
+        return asyncio.shield(super().load(key))
 
 
 @dataclass(slots=True)
@@ -151,17 +166,17 @@ def build_loaders(session: SessionGetter, pool: Pool) -> Loaders:
         return await _grouped(list(keys), read_last)
 
     return Loaders(
-        version_by_key=DataLoader(load_fn=load_versions),
-        graph_text_by_version_id=DataLoader(load_fn=load_version_graphs),
-        user_by_id=DataLoader(load_fn=load_users),
-        version_page=DataLoader(load_fn=load_version_pages),
-        run_page=DataLoader(load_fn=load_run_pages),
-        run_count=DataLoader(load_fn=load_run_counts),
-        workspace_by_id=DataLoader(load_fn=_by_id(session, Workspace)),
-        workflow_by_id=DataLoader(load_fn=_by_id(session, Workflow)),
-        run_by_id=DataLoader(load_fn=_by_id(session, Run)),
-        steps_by_run_id=DataLoader(load_fn=load_steps_of),
-        last_run_by_workflow_id=DataLoader(load_fn=load_last),
-        webhook_by_workflow_id=DataLoader(load_fn=load_webhooks),
-        fires_by_workflow_and_limit=DataLoader(load_fn=load_fires),
+        version_by_key=SharedLoader(load_fn=load_versions),
+        graph_text_by_version_id=SharedLoader(load_fn=load_version_graphs),
+        user_by_id=SharedLoader(load_fn=load_users),
+        version_page=SharedLoader(load_fn=load_version_pages),
+        run_page=SharedLoader(load_fn=load_run_pages),
+        run_count=SharedLoader(load_fn=load_run_counts),
+        workspace_by_id=SharedLoader(load_fn=_by_id(session, Workspace)),
+        workflow_by_id=SharedLoader(load_fn=_by_id(session, Workflow)),
+        run_by_id=SharedLoader(load_fn=_by_id(session, Run)),
+        steps_by_run_id=SharedLoader(load_fn=load_steps_of),
+        last_run_by_workflow_id=SharedLoader(load_fn=load_last),
+        webhook_by_workflow_id=SharedLoader(load_fn=load_webhooks),
+        fires_by_workflow_and_limit=SharedLoader(load_fn=load_fires),
     )

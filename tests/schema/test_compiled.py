@@ -447,8 +447,13 @@ async def test_values_a_plan_cannot_show_as_the_general_path_does_are_left_to_it
     took, body = await both(factory, executed, runs, {"id": workflow}, owner.token)
     assert took == "declined"
     assert "Int cannot represent" in body["errors"][0]["message"]
-    # A diagnostic stored in a shape no save writes (a number in its path: String shows "0")
-    for stored in ('[{"severity": "WARNING", "code": "X", "message": "m", "path": ["nodes", 0]}]',):
+    # Diagnostics stored in shapes no save writes: a number in a path (String shows "0"), no
+    # code and an unknown severity (the general path's unexpected error, logged and masked)
+    for stored in (
+        '[{"severity": "WARNING", "code": "X", "message": "m", "path": ["nodes", 0]}]',
+        '[{"severity": "WARNING", "message": "m"}]',
+        '[{"severity": "NOPE", "code": "X", "message": "m"}]',
+    ):
         await factory.execute(
             "UPDATE workflow_versions SET diagnostics = CAST(:d AS jsonb) WHERE number = 4",
             d=stored,
