@@ -148,9 +148,11 @@ def record_server_span(
     headers: Mapping[str, str],
     start_ns: int,
     attributes: Mapping[str, Any] | None = None,
+    error: str | None = None,
 ) -> None:
     """A server span that began at ``start_ns`` and ends now, for work that only knew at
-    its end that it was the request's answer (no-op when off)."""
+    its end that it was the request's answer (no-op when off); ``error`` (the error codes)
+    marks it failed."""
     tracer = _state.tracer
     if tracer is None:
         return
@@ -161,6 +163,8 @@ def record_server_span(
         attributes=attributes,
         start_time=start_ns,
     )
+    if error is not None:
+        started.set_status(Status(StatusCode.ERROR, error))
     started.end()
 
 

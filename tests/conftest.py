@@ -10,10 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+from app import tracing
 from app.db import create_engine, libpq_url, start_embedded_postgres
 from app.keyring import generate_key
 from app.main import create_app
@@ -202,3 +206,15 @@ async def worker(app: Starlette) -> AsyncIterator[None]:
 def factory(engine: AsyncEngine, client: httpx.AsyncClient) -> Factory:
     """Builds users, workspaces and tokens, and sends GraphQL as them."""
     return Factory(engine, client)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Traces on in this process (the API), into memory; off again afterwards."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield exporter
+    tracing.use(None)
+    provider.shutdown()

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -475,8 +477,16 @@ async def test_values_a_plan_cannot_show_as_the_general_path_does_are_left_to_it
         assert took == "none", depth
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0
+
+
 async def test_a_database_fault_is_answered_once_without_a_second_try(
-    factory: Factory, settings: Settings, engine: AsyncEngine, database_url: str
+    factory: Factory,
+    settings: Settings,
+    engine: AsyncEngine,
+    database_url: str,
+    spans: InMemorySpanExporter,
 ) -> None:
     owner, workflow = await dataset(factory)
     # An app whose statements give up after half a second, and a lock that holds every read
@@ -494,6 +504,8 @@ async def test_a_database_fault_is_answered_once_without_a_second_try(
             request = {"query": EDITOR, "variables": {"id": workflow}}
             assert "errors" not in (await c.post("/graphql", json=request, headers=headers)).json()
             before = {o: _count(o) for o in ("answered", "declined")}
+            timed = _sample("flowdeck_graphql_operation_duration_seconds_count", type="query")
+            failed = _sample("flowdeck_graphql_operations_total", type="query", outcome="error")
             async with engine.connect() as locker:
                 await locker.execute(text("LOCK TABLE workflow_versions IN ACCESS EXCLUSIVE MODE"))
                 refused = await c.post("/graphql", json=request, headers=headers)
@@ -518,3 +530,16 @@ async def test_a_database_fault_is_answered_once_without_a_second_try(
         1,
         0,
     )
+    # Counted, timed and traced as an answer with an error, like any other query's
+    assert _sample("flowdeck_graphql_operation_duration_seconds_count", type="query") == timed + 1
+    assert _sample("flowdeck_graphql_operations_total", type="query", outcome="error") == failed + 1
+    answered, unavailable = [s for s in spans.get_finished_spans() if s.name.startswith("query")]
+    assert answered.name == unavailable.name == "query WorkflowEditor"
+    assert answered.kind == unavailable.kind == SpanKind.SERVER
+    assert answered.status.status_code == StatusCode.UNSET
+    assert unavailable.status.status_code == StatusCode.ERROR
+    assert unavailable.status.description == "SERVICE_UNAVAILABLE"
+    assert unavailable.attributes == {
+        "graphql.operation.type": "query",
+        "graphql.operation.name": "WorkflowEditor",
+    }
