@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def api_processes(supervisor: int) -> list[psutil.Process]:
+    """The API processes a ``serve --processes`` supervisor started (not its resource tracker)."""
+    return [
+        child
+        for child in psutil.Process(supervisor).children()
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+@contextlib.contextmanager
+def paused(process: psutil.Process) -> Iterator[None]:
+    """SIGSTOP ``process`` for the block, so that another process sharing its port accepts
+    every connection made meanwhile (the kernel does not deal them in turn).
+
+    Kept short: the supervisor restarts a process that misses its 5 s health check.
+    """
+    process.suspend()
+    try:
+        yield
+    finally:
+        process.resume()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from tests.factories import Factory
 from tests.live import progress
-from tests.processes import Processes, free_port
+from tests.processes import Processes, api_processes, free_port, paused
 from tests.processes import run as run_flowdeck
 from tests.runs import cancel_run, create_workflow, execute, flow, node, wait_step
 from tests.servers import LocalHTTP
@@ -562,28 +560,6 @@ def finished_in_files(directory: Path) -> dict[str, float]:
             if '"flowdeck_runs_finished_total"' in key and '"SUCCEEDED"' in key
         )
     return counted
-
-
-def api_processes(supervisor: int) -> list[psutil.Process]:
-    """The API processes a ``serve --processes`` supervisor started (not its resource tracker)."""
-    return [
-        child
-        for child in psutil.Process(supervisor).children()
-        if "spawn_main" in " ".join(child.cmdline())
-    ]
-
-
-@contextlib.contextmanager
-def paused(process: psutil.Process) -> Iterator[None]:
-    """SIGSTOP ``process`` for the block: the other process sharing the port accepts alone.
-
-    Kept short: the supervisor restarts a process that misses its 5 s health check.
-    """
-    process.suspend()
-    try:
-        yield
-    finally:
-        process.resume()
 
 
 async def test_api_processes_sharing_a_port_answer_every_scrape_with_their_sum(

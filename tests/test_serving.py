@@ -22,7 +22,16 @@ from psycopg import sql
 
 from app.db import with_database
 from app.keyring import generate_key
-from tests.processes import FLOWDECK, Process, Served, clean_env, free_port, run
+from tests.processes import (
+    FLOWDECK,
+    Process,
+    Served,
+    api_processes,
+    clean_env,
+    free_port,
+    paused,
+    run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +173,6 @@ def test_logs_are_readable_on_a_terminal_and_json_elsewhere_or_in_production(
     assert json.loads(line)["event"] == "database migrated"
 
 
-def _serving_children(pid: int) -> list[psutil.Process]:
-    return [
-        child
-        for child in psutil.Process(pid).children()
-        if "spawn_main" in " ".join(child.cmdline())
-    ]
-
-
 def _holds_a_connection(process: psutil.Process, port: int) -> bool:
     return any(
         c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
@@ -198,26 +199,26 @@ def test_serve_with_several_processes_shares_its_port_and_stops_them_all(
     served = Served(env, None, "--no-worker", "--processes", "2")
     try:
         # Then the banner comes once both serve, each on uvloop and httptools
-        children = _serving_children(served.pid)
+        children = api_processes(served.pid)
         assert len(children) == 2
         for child in children:
             maps = [m.path for m in child.memory_maps()]
             assert any("uvloop" in path for path in maps)
             assert any("httptools" in path for path in maps)
         assert served.banner()[1].startswith("GraphiQL: ")
-        # And both answer on the one port: connections kept open land on each of them
+        # And both answer on the one port: while one is paused, the other takes the
+        # connection (and keeps it open)
         clients: list[httpx.Client] = []
         try:
-            while len(clients) < 200 and not all(
-                _holds_a_connection(c, served.port) for c in children
-            ):
-                client = httpx.Client(base_url=served.url(""), timeout=10)
-                clients.append(client)
-                body = client.post(
-                    "/graphql",
-                    json={"query": "{ viewer { email } }"},
-                    headers={"authorization": f"Bearer {token}"},
-                ).json()
+            for other in reversed(children):
+                with paused(other):
+                    client = httpx.Client(base_url=served.url(""), timeout=10)
+                    clients.append(client)
+                    body = client.post(
+                        "/graphql",
+                        json={"query": "{ viewer { email } }"},
+                        headers={"authorization": f"Bearer {token}"},
+                    ).json()
                 assert body == {"data": {"viewer": {"email": "p@example.com"}}}
             assert all(_holds_a_connection(child, served.port) for child in children)
         finally:
