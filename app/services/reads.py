@@ -92,6 +92,9 @@ WORKFLOW_AND_VERSION = (
     " LEFT JOIN workflow_versions v ON v.workflow_id = w.id AND v.number = w.current_version"
     " WHERE w.id = %s AND w.workspace_id = ANY(%s)"
 )
+WORKFLOW_VERSION_AND_CREATOR = WORKFLOW_AND_VERSION.replace(
+    " WHERE", " LEFT JOIN users u ON u.id = v.created_by_id WHERE"
+).replace("{version}", "{version}, {user}")
 
 
 async def read_workflow(
@@ -101,15 +104,23 @@ async def read_workflow(
     workflow_id: uuid.UUID,
     columns: frozenset[str],
     current_version: frozenset[str] | None = None,
-) -> tuple[WorkflowRecord, VersionRecord | None]:
+    version_creator: bool = False,
+) -> tuple[WorkflowRecord, VersionRecord | None, UserRecord | None]:
     """A workflow of the caller's workspaces (NotFound otherwise), and with it, when
-    ``current_version`` names its columns, its newest version: one statement."""
+    ``current_version`` names its columns, its newest version, and when ``version_creator``
+    (``created_by_id`` among those columns), the user who saved it: one statement."""
     columns = columns | {"workspace_id"}  # the role check reads it
     plan = plan_of(WorkflowRecord, columns)
     statement = WORKFLOW.replace("{columns}", plan.inner)
     if current_version is not None:
         version_plan = plan_of(VersionRecord, current_version)
-        statement = WORKFLOW_AND_VERSION.replace("{columns}", plan.inner).replace(
+        template = WORKFLOW_AND_VERSION
+        if version_creator:
+            assert "created_by_id" in current_version
+            template = WORKFLOW_VERSION_AND_CREATOR.replace(
+                "{user}", plan_of(UserRecord, frozenset()).inner
+            )
+        statement = template.replace("{columns}", plan.inner).replace(
             "{version}", version_plan.inner
         )
     cursor = await conn.execute(statement, (workflow_id, list(principal.roles)))
@@ -120,9 +131,13 @@ async def read_workflow(
     workflow: WorkflowRecord = plan.make(row[:width])
     principal.require(workflow.workspace_id, Role.VIEWER, "Workflow")
     if current_version is None or row[width] is None:
-        return workflow, None
-    version: VersionRecord = version_plan.make(row[width:])
-    return workflow, version
+        return workflow, None, None
+    end = width + len(VersionRecord.BASE) + len(current_version - set(VersionRecord.BASE))
+    version: VersionRecord = version_plan.make(row[width:end])
+    if not version_creator or row[end] is None:
+        return workflow, version, None
+    creator: UserRecord = plan_of(UserRecord, frozenset()).make(row[end:])
+    return workflow, version, creator
 
 
 WORKFLOW_PAGE = (

@@ -105,15 +105,20 @@ async def _workflow(
     """``Query.workflow(id:)``: with the newest version in the same statement when a
     ``currentVersion`` below asks for it (kept for that field's loader)."""
     ahead = next((f.child for f in child.fields if f.name == "currentVersion"), None)
-    row, version = await reads.read_workflow(
+    # And the user who saved it, when that version's createdBy is asked
+    creator = ahead is not None and any(f.name == "createdBy" for f in ahead.fields)
+    row, version, user = await reads.read_workflow(
         ex.conn,
         principal=ex.principal,
         workflow_id=decode_id("Workflow", args["id"]),
         columns=child.columns,
         current_version=ahead.columns if ahead is not None else None,
+        version_creator=creator,
     )
     if version is not None and ahead is not None:
         ex.primed[(row.id, row.current_version, ahead.columns)] = version
+    if user is not None:
+        ex.primed[("User", user.id)] = user
     return [row for _ in parents]
 
 
@@ -224,8 +229,13 @@ async def _workflow_counts(ex: Execution, parents: list[Any], args: Arguments) -
 
 
 async def _users(ex: Execution, parents: list[Any], column: str) -> Children:
-    wanted = list({key for p in parents if (key := getattr(p, column)) is not None})
-    found = await reads.read_users(ex.conn, user_ids=wanted) if wanted else {}
+    """The users the parents' ``column`` names (read ahead by the workflow's statement,
+    else all at once)."""
+    keys = {key for p in parents if (key := getattr(p, column)) is not None}
+    found = {k: ex.primed[("User", k)] for k in keys if ("User", k) in ex.primed}
+    wanted = list(keys - found.keys())
+    if wanted:
+        found |= await reads.read_users(ex.conn, user_ids=wanted)
     return [found.get(getattr(p, column)) for p in parents]
 
 

@@ -26,20 +26,26 @@ class WorkflowQueries:
         principal = await ctx.principal()
         # The editor's newest version (its graph included when asked) comes in the same
         # statement as the workflow, and waits in the loader for currentVersion.
+        # So does the user who saved it, when that version's createdBy is asked.
         version_columns = None
+        creator = False
         if "currentVersion" in selected_names(info):
             version_columns = current_version_columns(info)
+            creator = "createdBy" in selected_names(info, ("currentVersion",))
         async with ctx.runtime.pool.connection() as conn:
-            row, version = await reads.read_workflow(
+            row, version, user = await reads.read_workflow(
                 conn,
                 principal=principal,
                 workflow_id=decode_id("Workflow", id),
                 columns=workflow_columns(info),
                 current_version=version_columns,
+                version_creator=creator,
             )
         if version is not None and version_columns is not None:
             key = (row.id, row.current_version, version_columns)
             ctx.loaders.version_by_key.prime(key, version)
+        if user is not None:
+            ctx.loaders.user_by_id.prime(user.id, user)
         return Workflow.from_model(row)
 
     @strawberry.field(description="The save-time checks of a graph, without saving it.")

@@ -227,6 +227,27 @@ async def test_the_builder_reads_are_answered_by_plans_with_the_same_bodies(
             "edgeId": None,
         }
     ]
+    # A newest version nobody is named for (its user removed), and one another member saved:
+    # read with the workflow, as the general path now reads it too
+    other = await factory.member(owner, Role.EDITOR)
+    unnamed = gid("Workflow", await factory.scalar("SELECT id FROM workflows WHERE name = 'wf 01'"))
+    await factory.execute(
+        """UPDATE workflow_versions SET created_by_id = :user WHERE number = 3
+             AND workflow_id = (SELECT id FROM workflows WHERE name = 'wf 00')""",
+        user=other.user.id,
+    )
+    await factory.execute("UPDATE workflows SET current_version = 3 WHERE name = 'wf 00'")
+    for shown, creator in ((unnamed, None), (workflow, {"id": gid("User", other.user.id)})):
+        took, body = await both(
+            factory,
+            executed,
+            "query($id: ID!) { workflow(id: $id) { currentVersion { createdBy { id } } } }",
+            {"id": shown},
+            owner.token,
+        )
+        assert took == "answered"
+        assert body["data"]["workflow"]["currentVersion"]["createdBy"] == creator
+    await factory.execute("UPDATE workflows SET current_version = 4 WHERE name = 'wf 00'")
     _, body = await both(
         factory, executed, HISTORY, {"id": workflow, "first": 2, "after": cursor}, owner.token
     )

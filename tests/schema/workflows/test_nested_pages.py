@@ -293,7 +293,7 @@ query($id: ID!) {
 }"""
 
 
-async def test_the_editor_read_is_two_statements_and_reads_only_what_it_shows(
+async def test_the_editor_read_is_one_statement_and_reads_only_what_it_shows(
     factory: Factory, wire: Wire
 ) -> None:
     owner = await factory.owner()
@@ -308,11 +308,11 @@ async def test_the_editor_read_is_two_statements_and_reads_only_what_it_shows(
     with wire.counter.recording() as sent:
         count, body = await wire.statements(EDITOR, variables, token=owner.token)
 
-    # The workflow with its newest version and graph, then its author.
-    assert count == 2
+    # The workflow with its newest version, its graph and its author.
+    assert count == 1
     assert "workflow_versions" in sent[0]
     assert "graph" in sent[0]
-    assert "FROM users" in sent[1]
+    assert "JOIN users" in sent[0]
     version = body["data"]["workflow"]["currentVersion"]
     assert (version["number"], version["message"], version["graph"]) == (
         3,
@@ -323,6 +323,13 @@ async def test_the_editor_read_is_two_statements_and_reads_only_what_it_shows(
         "id": encode_id("User", owner.user.id),
         "name": owner.user.name,
     }
+    # As when executed field by field (a directive: no compiled plan takes it)
+    directed = EDITOR.replace("updatedAt", "updatedAt @include(if: true)", 1)
+    assert directed != EDITOR
+    with wire.counter.recording() as sent:
+        count, directed_body = await wire.statements(directed, variables, token=owner.token)
+    assert (count, directed_body) == (1, body)
+    assert "JOIN users" in sent[0]
 
     # Without `graph` (nor createdBy, description…), neither is read.
     slim = "query($id: ID!) { workflow(id: $id) { name currentVersion { number } } }"
