@@ -77,7 +77,7 @@ async def read_users(conn: Connection, *, user_ids: list[uuid.UUID]) -> dict[uui
         conn,
         UserRecord,
         frozenset(),
-        "SELECT {columns} FROM users u WHERE u.id = ANY(%s)",
+        "SELECT {columns} FROM users u WHERE u.id = ANY(%b::uuid[])",
         (user_ids,),
     )
     return {row.id: row for row in rows}
@@ -86,11 +86,11 @@ async def read_users(conn: Connection, *, user_ids: list[uuid.UUID]) -> dict[uui
 # --- workflows ----------------------------------------------------------------------------
 
 
-WORKFLOW = "SELECT {columns} FROM workflows w WHERE w.id = %s AND w.workspace_id = ANY(%s)"
+WORKFLOW = "SELECT {columns} FROM workflows w WHERE w.id = %s AND w.workspace_id = ANY(%b::uuid[])"
 WORKFLOW_AND_VERSION = (
     "SELECT {columns}, {version} FROM workflows w"
     " LEFT JOIN workflow_versions v ON v.workflow_id = w.id AND v.number = w.current_version"
-    " WHERE w.id = %s AND w.workspace_id = ANY(%s)"
+    " WHERE w.id = %s AND w.workspace_id = ANY(%b::uuid[])"
 )
 WORKFLOW_VERSION_AND_CREATOR = WORKFLOW_AND_VERSION.replace(
     " WHERE", " LEFT JOIN users u ON u.id = v.created_by_id WHERE"
@@ -205,7 +205,7 @@ async def read_versions(
         conn,
         VersionRecord,
         columns | {"workflow_id"},  # the key of each row found
-        "SELECT {columns} FROM unnest(%s::uuid[], %s::int[]) AS k(workflow_id, number)"
+        "SELECT {columns} FROM unnest(%b::uuid[], %b::int[]) AS k(workflow_id, number)"
         " JOIN workflow_versions v ON v.workflow_id = k.workflow_id AND v.number = k.number",
         ([k[0] for k in keys], [k[1] for k in keys]),
     )
@@ -217,7 +217,7 @@ async def read_graph_texts(
 ) -> dict[uuid.UUID, str]:
     """The graphs of versions as their stored JSON text, by version id (never decoded)."""
     cursor = await conn.execute(
-        "SELECT id, graph::text FROM workflow_versions WHERE id = ANY(%s)", (version_ids,)
+        "SELECT id, graph::text FROM workflow_versions WHERE id = ANY(%b::uuid[])", (version_ids,)
     )
     return {row[0]: row[1] for row in await cursor.fetchall()}
 
@@ -255,7 +255,7 @@ async def read_version_pages(
         VersionRecord,
         columns,
         "SELECT k.ord, {outer}"
-        " FROM unnest(%s::uuid[], %s::int[], %s::int[]) WITH ORDINALITY"
+        " FROM unnest(%b::uuid[], %b::int[], %b::int[]) WITH ORDINALITY"
         " AS k(workflow_id, before, size, ord)"
         " CROSS JOIN LATERAL (SELECT {inner} FROM workflow_versions v"
         "   WHERE v.workflow_id = k.workflow_id AND v.number < k.before"
@@ -303,7 +303,7 @@ async def read_run_pages(
         RunRecord,
         columns,
         "SELECT k.ord, {outer}"
-        " FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::uuid[], %s::int[])"
+        " FROM unnest(%b::uuid[], %b::text[], %b::timestamptz[], %b::uuid[], %b::int[])"
         " WITH ORDINALITY AS k(workflow_id, status, at, last_id, size, ord)"
         " CROSS JOIN LATERAL (SELECT {inner} FROM runs r"
         "   WHERE r.workflow_id = k.workflow_id AND (r.queued_at, r.id) < (k.at, k.last_id)"
@@ -331,7 +331,7 @@ async def count_runs_of(
     cursor = await conn.execute(
         "SELECT (SELECT count(*) FROM runs r WHERE r.workflow_id = k.workflow_id"
         "   AND (k.status IS NULL OR r.status = k.status))"
-        " FROM unnest(%s::uuid[], %s::text[]) WITH ORDINALITY AS k(workflow_id, status, ord)"
+        " FROM unnest(%b::uuid[], %b::text[]) WITH ORDINALITY AS k(workflow_id, status, ord)"
         " ORDER BY k.ord",
         ([k[0] for k in keys], [k[1].value if k[1] else None for k in keys]),
     )
@@ -346,7 +346,7 @@ async def read_last_runs(
         conn,
         RunRecord,
         columns,
-        "SELECT k.ord, {outer} FROM unnest(%s::uuid[]) WITH ORDINALITY AS k(workflow_id, ord)"
+        "SELECT k.ord, {outer} FROM unnest(%b::uuid[]) WITH ORDINALITY AS k(workflow_id, ord)"
         " CROSS JOIN LATERAL (SELECT {inner} FROM runs r WHERE r.workflow_id = k.workflow_id"
         "   ORDER BY r.queued_at DESC, r.id DESC LIMIT 1) r",
         (workflow_ids,),
@@ -365,7 +365,7 @@ async def read_webhooks(
         conn,
         WebhookRecord,
         columns,
-        "SELECT {columns} FROM webhooks h WHERE h.workflow_id = ANY(%s)",
+        "SELECT {columns} FROM webhooks h WHERE h.workflow_id = ANY(%b::uuid[])",
         (workflow_ids,),
     )
     return {row.workflow_id: row for row in rows}
@@ -383,7 +383,7 @@ async def read_recent_fires(
         FireRecord,
         frozenset(),
         "SELECT k.ord, {outer}"
-        " FROM unnest(%s::uuid[], %s::int[]) WITH ORDINALITY AS k(workflow_id, size, ord)"
+        " FROM unnest(%b::uuid[], %b::int[]) WITH ORDINALITY AS k(workflow_id, size, ord)"
         " CROSS JOIN LATERAL (SELECT {inner} FROM schedule_fires f"
         "   WHERE f.workflow_id = k.workflow_id ORDER BY f.fire_at DESC LIMIT k.size) f"
         " ORDER BY k.ord, f.fire_at DESC",
