@@ -166,20 +166,22 @@ class Execution:
             elif isinstance(kind, Computed):
                 arguments = self.arguments(item)
                 made[item.key] = [kind.value(row, arguments, self) for row in rows]
-        typename = plan.type.name
-        objects = []
-        for index, row in enumerate(rows):
-            obj: dict[str, Any] = {}
-            for item in plan.fields:
-                kind = item.kind
-                if kind is None:
-                    obj[item.key] = typename
-                elif isinstance(kind, Leaf):
-                    obj[item.key] = kind.value(row)
-                else:
-                    obj[item.key] = made[item.key][index]
-            objects.append(obj)
-        return objects
+        # Each key's values for all the rows, then the objects, key by key in order
+        columns: list[tuple[str, list[Any]]] = []
+        for item in plan.fields:
+            kind = item.kind
+            if kind is None:
+                columns.append((item.key, [plan.type.name] * len(rows)))
+            elif isinstance(kind, Leaf):
+                value = kind.value
+                columns.append((item.key, [value(row) for row in rows]))
+            else:
+                columns.append((item.key, made[item.key]))
+        if not columns:
+            return [{} for _ in rows]
+        keys = [key for key, _ in columns]
+        rows_of_values = zip(*(values for _, values in columns), strict=True)
+        return [dict(zip(keys, values, strict=True)) for values in rows_of_values]
 
     async def _fill_children(self, plan: ObjectPlan, children: Children) -> list[Any]:
         flat: list[Any] = []
