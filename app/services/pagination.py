@@ -98,9 +98,16 @@ def check_period(
 
 
 def decode_time_cursor(after: str) -> tuple[datetime, uuid.UUID]:
-    """The (timestamp, id) sort key of a cursor; anything else is an INVALID user error."""
+    """The (timestamp, id) sort key of a cursor; anything else is an INVALID user error.
+
+    The API writes every cursor time with its offset; one without (a cursor made by hand)
+    names no moment, and beside a page without a cursor, whose time has an offset, it could
+    not even be sent in one array."""
     moment, last_id = decode_cursor(after, 2)
     try:
-        return datetime.fromisoformat(str(moment)), uuid.UUID(str(last_id))
+        at = datetime.fromisoformat(str(moment))
+        if at.tzinfo is None:
+            raise ValueError("a cursor time without an offset")
+        return at, uuid.UUID(str(last_id))
     except ValueError as error:
         raise InputErrors.single(["after"], ErrorCode.INVALID, "Invalid cursor.") from error

@@ -329,6 +329,18 @@ async def test_bad_input_and_sign_in_are_reported_by_the_general_path(
         took, body = await both(factory, executed, query, variables, token)
         assert took == "declined", (variables, body)
         assert body.get("errors"), body
+    # A cursor time without an offset (no cursor the API writes), beside a page without a
+    # cursor: refused alike by both paths (once, the general path sent both times in one
+    # array, and the binary array could not hold an aware and a naive time: an internal error)
+    naive = encode_cursor(["2030-01-01T00:00:00", "ffffffff-ffff-ffff-ffff-ffffffffffff"])
+    mixed = """query($id: ID!, $a: String) { workflow(id: $id) {
+      x: runs(first: 1, after: $a) { edges { node { id } } }
+      y: runs(first: 1) { edges { node { id } } } } }"""
+    took, body = await both(factory, executed, mixed, {"id": workflow, "a": naive}, owner.token)
+    assert took == "declined"
+    assert [(e["extensions"]["code"], e["message"]) for e in body["errors"]] == [
+        ("BAD_USER_INPUT", "Invalid cursor.")
+    ]
     # A refused argument of a computed field
     upcoming = """query($id: ID!) { workflow(id: $id) { schedule { upcoming(count: 51) } } }"""
     took, body = await both(factory, executed, upcoming, {"id": workflow}, owner.token)

@@ -1349,6 +1349,7 @@ CURSORS = {
         "booleans": cursor([True, True]),
         "not-a-uuid": cursor(["2024-01-01T00:00:00+00:00", "not-a-uuid"]),
         "nulls": cursor([None, None]),
+        "no-offset": cursor(["2024-01-01T00:00:00", "ffffffff-ffff-ffff-ffff-ffffffffffff"]),
     },
     "versions": {
         "garbage": "garbage!!",
