@@ -11,7 +11,9 @@ import os
 import shutil
 import signal
 import threading
+import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 EMBEDDED_DATABASE = "flowdeck"
 # How long a pool keeps reconnecting a lost connection before the next request starts over.
 RECONNECT_SECONDS = 5.0
+# A lean-read connection idle longer than this is checked (one empty query) before use.
+IDLE_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,12 +354,42 @@ def statement_timeout_option(settings: Settings) -> dict[str, str]:
     return {"options": f"-c statement_timeout={milliseconds}"}
 
 
+class IdleCheck:
+    """Check a pooled connection before it is handed out, but only when it sat idle for
+    more than ``seconds``: a busy pool pays no round trip, and a connection that lay in the
+    pool through an outage (or had its backend terminated meanwhile) is found dead and
+    replaced instead of failing a request (psycopg_pool's ``check``, ``configure`` and
+    ``reset`` callbacks)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._idle_since: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def fresh(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A new connection: working now."""
+        self._idle_since[conn] = time.monotonic()
+
+    async def returned(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Back in the pool: idle from now."""
+        self._idle_since[conn] = time.monotonic()
+
+    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Raise (the pool then discards it and takes another) when a long-idle connection
+        does not answer."""
+        if time.monotonic() - self._idle_since.get(conn, 0.0) > self.seconds:
+            await AsyncConnectionPool.check_connection(conn)
+
+
 def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
     """Plain psycopg connections for the lean paths (autocommit; opened by ``open()``).
 
     Each statement prepares itself server-side after a few uses (psycopg's default). The same
     statement timeout and pool wait as the engine's: a wait past it is a PoolTimeout (503).
+    A connection idle for more than ``IDLE_CHECK_SECONDS`` is checked before use.
     """
+    idle = IdleCheck(IDLE_CHECK_SECONDS)
     return AsyncConnectionPool(
         libpq_url(url),
         min_size=1,
@@ -366,6 +400,9 @@ def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.Asy
         # After an outage the pool reconnects with doubling waits; capped like this, the
         # next request for a connection starts over within seconds of the database's return.
         reconnect_timeout=RECONNECT_SECONDS,
+        configure=idle.fresh,
+        reset=idle.returned,
+        check=idle.check,
         open=False,
         name="flowdeck",
     )

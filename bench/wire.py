@@ -7,6 +7,9 @@ connection, SQLAlchemy's and plain psycopg's alike, and keeps each one's SQL. It
 server extension (pg_stat_statements needs a preload and a restart) and it sees statements of
 every database client in the process. The relayed connections are asked not to use TLS
 (``sslmode=disable``), since an encrypted stream could not be read.
+
+An empty statement is not counted: it runs nothing, it is a pool's check that a connection
+that sat idle still answers (``app.db.IdleCheck``), a round trip but not a request's work.
 """
 
 from __future__ import annotations
@@ -174,9 +177,10 @@ class StatementCounter:
                 else:
                     statement = portals.get(body.partition(b"\0")[0], b"")
                     text = prepared.get(statement, "")
-                with self._lock:
-                    self.counts[kind] += 1
-                    self.texts.append(text)
+                if text.strip():  # an empty one checks the connection (module docstring)
+                    with self._lock:
+                        self.counts[kind] += 1
+                        self.texts.append(text)
             to_server.write(head + body)
             await to_server.drain()
 

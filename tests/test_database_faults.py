@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.db import create_engine
+from app.db import IDLE_CHECK_SECONDS, create_engine, create_pool, libpq_url
 from app.errors import UNAVAILABLE_MESSAGE
 from app.settings import Settings
 from bench.reads import EDITOR
@@ -317,6 +317,28 @@ async def test_connections_terminated_under_traffic_never_leak_and_lose_no_run(
         "SELECT count(DISTINCT idempotency_key) FROM runs WHERE workspace_id = CAST(:w AS uuid)",
         w=str(owner.workspace.id),
     ) == len(keys)
+
+
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_not_handed_out(
+    database_url: str, settings: Settings
+) -> None:
+    # Given the lean reads' pool with one connection, used once
+    pool = create_pool(database_url, settings)
+    await pool.open(wait=True)
+    try:
+        async with pool.connection() as conn:
+            dead = conn.info.backend_pid
+        # When its backend is terminated while it lies idle (an outage, a restart, an admin),
+        # and the pool has not heard of it (no reconnection of the event listener)
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (dead,))
+        await asyncio.sleep(IDLE_CHECK_SECONDS + 0.3)
+        # Then the next read gets a working connection, not the dead one
+        async with pool.connection() as conn:
+            assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+            assert conn.info.backend_pid != dead
+    finally:
+        await pool.close()
 
 
 async def test_readyz_follows_the_database_within_a_second_and_logs_each_change_once(
