@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 EMBEDDED_DATABASE = "flowdeck"
 # How long a pool keeps reconnecting a lost connection before the next request starts over.
 RECONNECT_SECONDS = 5.0
-# A lean-read connection idle longer than this is checked (one empty query) before use.
+# A lean-read connection not handed out for this long is checked (one empty query) first.
 IDLE_CHECK_SECONDS = 1.0
 
 
@@ -355,30 +355,31 @@ def statement_timeout_option(settings: Settings) -> dict[str, str]:
 
 
 class IdleCheck:
-    """Check a pooled connection before it is handed out, but only when it sat idle for
-    more than ``seconds``: a busy pool pays no round trip, and a connection that lay in the
-    pool through an outage (or had its backend terminated meanwhile) is found dead and
-    replaced instead of failing a request (psycopg_pool's ``check``, ``configure`` and
-    ``reset`` callbacks)."""
+    """Check a pooled connection before it is handed out, but only when it was last handed
+    out more than ``seconds`` ago: a busy pool pays no round trip, and a connection that lay
+    in the pool through an outage (or had its backend terminated meanwhile) is found dead and
+    replaced instead of failing a request (psycopg_pool's ``check`` and ``configure``
+    callbacks; not ``reset``, which would make the pool return every connection through a
+    background task).
+    """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._idle_since: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+        self._used_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
 
     async def fresh(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """A new connection: working now."""
-        self._idle_since[conn] = time.monotonic()
-
-    async def returned(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Back in the pool: idle from now."""
-        self._idle_since[conn] = time.monotonic()
+        self._used_at[conn] = time.monotonic()
 
     async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Raise (the pool then discards it and takes another) when a long-idle connection
-        does not answer."""
-        if time.monotonic() - self._idle_since.get(conn, 0.0) > self.seconds:
+        """Raise (the pool then discards it and takes another) when a connection unused for
+        long does not answer."""
+        now = time.monotonic()
+        last = self._used_at.get(conn, 0.0)
+        self._used_at[conn] = now
+        if now - last > self.seconds:
             await AsyncConnectionPool.check_connection(conn)
 
 
@@ -387,7 +388,7 @@ def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.Asy
 
     Each statement prepares itself server-side after a few uses (psycopg's default). The same
     statement timeout and pool wait as the engine's: a wait past it is a PoolTimeout (503).
-    A connection idle for more than ``IDLE_CHECK_SECONDS`` is checked before use.
+    A connection not handed out for ``IDLE_CHECK_SECONDS`` is checked before use.
     """
     idle = IdleCheck(IDLE_CHECK_SECONDS)
     return AsyncConnectionPool(
@@ -401,7 +402,6 @@ def create_pool(url: str, settings: Settings) -> AsyncConnectionPool[psycopg.Asy
         # next request for a connection starts over within seconds of the database's return.
         reconnect_timeout=RECONNECT_SECONDS,
         configure=idle.fresh,
-        reset=idle.returned,
         check=idle.check,
         open=False,
         name="flowdeck",
